@@ -1,0 +1,263 @@
+//! Map keys and values. Every struct is `#[repr(C)]` with explicit padding and
+//! a size assertion (Cilium style) so the kernel and user views cannot drift.
+//! Addresses and ports are in network byte order; an IPv4 address sits in
+//! `addr[0]` with the other words zero.
+
+use core::mem::size_of;
+
+pub const AF_INET: u8 = 4;
+pub const AF_INET6: u8 = 6;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Default Maglev table size (prime).
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Rings per VIP: zone ring and all-zones ring, each double-buffered.
+pub const RINGS_PER_VIP: u32 = 4;
+
+/// Key of `VIPS`: the listener's address, port and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+const _: () = assert!(size_of::<VipKey>() == 20);
+
+pub const VIP_F_STICKY: u32 = 1;
+pub const VIP_F_CROSS_ZONE: u32 = 2;
+pub const VIP_F_SNAT: u32 = 4;
+
+/// Value of `VIPS`. `ring_zone` / `ring_all` are ring ids into `RING`; the
+/// control plane flips them after writing a spare ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipMeta {
+    pub vip_id: u32,
+    pub flags: u32,
+    /// Ring of this gateway's zone (used when cross-zone is off).
+    pub ring_zone: u32,
+    /// Ring of all zones (cross-zone on, or the zone ring is empty).
+    pub ring_all: u32,
+    /// Source address for `snat` mode (same family as the VIP's targets).
+    pub snat_addr: [u32; 4],
+}
+const _: () = assert!(size_of::<VipMeta>() == 32);
+
+/// Backend may keep its flows (registered and healthy, or draining).
+pub const BACKEND_F_VALID: u32 = 1;
+
+/// Value of `BACKENDS`, indexed by backend id (0 = none).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub family: u8,
+    pub _pad: u8,
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<Backend>() == 24);
+
+/// Conntrack key: the flow as the client sent it (client -> VIP).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowKey>() == 40);
+
+/// TCP FIN or RST seen: the entry lives only `closing_timeout` more.
+pub const FLOW_F_CLOSING: u32 = 1;
+
+/// Conntrack value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowState {
+    pub backend_id: u32,
+    pub flags: u32,
+    /// `bpf_ktime_get_ns` of the last packet.
+    pub last_seen_ns: u64,
+    /// Allocated source port (network order) in `snat` mode, else 0.
+    pub snat_port: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(size_of::<FlowState>() == 24);
+
+/// Key of `NAT_REVERSE`: a target as it answers in `nat` mode. Derived from
+/// config alone (target -> listener), so any gateway can translate replies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReverseKey {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+const _: () = assert!(size_of::<ReverseKey>() == 20);
+
+/// Value of `NAT_REVERSE`: the VIP the target's replies must come from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReverseVal {
+    pub vip_addr: [u32; 4],
+    pub vip_port: u16,
+    pub _pad: [u8; 2],
+    pub vip_id: u32,
+}
+const _: () = assert!(size_of::<ReverseVal>() == 24);
+
+/// Key of `SNAT`: a reply to a source-NATed flow (target -> gateway).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnatKey {
+    pub gw_addr: [u32; 4],
+    pub backend_addr: [u32; 4],
+    pub gw_port: u16,
+    pub backend_port: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<SnatKey>() == 40);
+
+/// Value of `SNAT`: the original flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnatVal {
+    pub client_addr: [u32; 4],
+    pub vip_addr: [u32; 4],
+    pub client_port: u16,
+    pub vip_port: u16,
+    pub vip_id: u32,
+}
+const _: () = assert!(size_of::<SnatVal>() == 40);
+
+/// Single entry of `GLOBALS`: settings of the whole data plane.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Globals {
+    /// Maglev table size M (prime). Ring `r` is `RING[r*M .. (r+1)*M]`.
+    pub ring_size: u32,
+    /// SNAT source port range, host order, inclusive.
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+    pub tcp_timeout_s: u32,
+    pub udp_timeout_s: u32,
+    pub closing_timeout_s: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Globals>() == 24);
+
+impl Default for Globals {
+    fn default() -> Self {
+        Globals {
+            ring_size: DEFAULT_RING_SIZE,
+            snat_port_min: 20000,
+            snat_port_max: 32767,
+            // NLB: TCP idle timeout 350 s, UDP 120 s.
+            tcp_timeout_s: 350,
+            udp_timeout_s: 120,
+            closing_timeout_s: 10,
+            _pad: 0,
+        }
+    }
+}
+
+/// Packet/byte/new-flow counters, one per VIP and one per backend (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+const _: () = assert!(size_of::<Counters>() == 24);
+
+/// Why the program passed or dropped a packet (index into `REASONS`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not IPv4/IPv6 (ARP, LLDP, ...).
+    NotIp = 0,
+    /// Frame ends inside the Ethernet/VLAN header.
+    TruncatedL2,
+    /// Frame ends inside the IP header, or header fields are inconsistent.
+    MalformedL3,
+    /// Frame ends inside the TCP/UDP/ICMP header, or header fields are bad.
+    MalformedL4,
+    /// Non-first IPv4 fragment (ports unknown).
+    Fragment,
+    /// IPv6 extension chain longer than we follow.
+    Ipv6ExtTooLong,
+    /// IP protocol we do not balance.
+    OtherProto,
+    /// Destination is not a VIP (ordinary traffic).
+    NotVip,
+    /// VIP has no healthy backend in any ring: dropped.
+    NoBackend,
+    /// Next hop's neighbour unresolved: passed so the kernel resolves it.
+    FibNoNeigh,
+    /// FIB lookup failed otherwise (no route, blackhole, local...).
+    FibFailed,
+    /// No free SNAT port: dropped.
+    SnatExhausted,
+    /// A map update failed (map full beyond LRU, ...).
+    MapError,
+    /// ICMP error we could not tie to a tracked flow.
+    IcmpUnmatched,
+    /// Packets forwarded towards a target (informational).
+    FwdToBackend,
+    /// Reply packets reverse-translated towards a client (informational).
+    FwdToClient,
+    /// ICMP errors translated.
+    IcmpTranslated,
+}
+
+pub const REASON_COUNT: u32 = 17;
+
+pub const REASON_NAMES: [&str; REASON_COUNT as usize] = [
+    "not_ip",
+    "truncated_l2",
+    "malformed_l3",
+    "malformed_l4",
+    "fragment",
+    "ipv6_ext_too_long",
+    "other_proto",
+    "not_vip",
+    "no_backend",
+    "fib_no_neigh",
+    "fib_failed",
+    "snat_exhausted",
+    "map_error",
+    "icmp_unmatched",
+    "fwd_to_backend",
+    "fwd_to_client",
+    "icmp_translated",
+];
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are repr(C), Copy, with explicit padding and no pointers.
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for VipMeta {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowState {}
+    unsafe impl aya::Pod for ReverseKey {}
+    unsafe impl aya::Pod for ReverseVal {}
+    unsafe impl aya::Pod for SnatKey {}
+    unsafe impl aya::Pod for SnatVal {}
+    unsafe impl aya::Pod for Globals {}
+    unsafe impl aya::Pod for Counters {}
+}

@@ -1,0 +1,387 @@
+//! The fast path: VIP lookup, conntrack, Maglev choice, NAT/SNAT rewrite,
+//! reply translation and forwarding through the FIB.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup, xdp_action, BPF_ANY, BPF_FIB_LKUP_RET_FRAG_NEEDED,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST,
+    },
+    helpers::{bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_ns, bpf_redirect},
+    programs::XdpContext,
+    EbpfContext,
+};
+use lb_common::{
+    hash::{flow_hash, src_hash},
+    Counters, FlowKey, FlowState, Reason, ReverseKey, SnatKey, SnatVal, VipKey, VipMeta,
+    BACKEND_F_VALID, FLOW_F_CLOSING, PROTO_TCP, PROTO_UDP, VIP_F_CROSS_ZONE, VIP_F_SNAT,
+    VIP_F_STICKY,
+};
+
+use crate::{
+    count, csum,
+    parse::{self, ptr_at, write, Pkt, TCP_FIN, TCP_RST},
+    BACKENDS, BACKEND_STATS, CONNTRACK, GLOBALS, NAT_REVERSE, RING, SNAT, VIPS, VIP_STATS,
+};
+
+const NS: u64 = 1_000_000_000;
+/// Ports tried for a SNAT allocation before giving up.
+const SNAT_TRIES: u32 = 8;
+
+#[inline(always)]
+pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
+    let pkt = parse::parse(ctx)?;
+    if pkt.proto != PROTO_TCP && pkt.proto != PROTO_UDP {
+        return Err(Reason::NotVip);
+    }
+    let vk = VipKey {
+        addr: pkt.dst,
+        port: pkt.dport,
+        proto: pkt.proto,
+        family: pkt.family,
+    };
+    if let Some(meta) = unsafe { VIPS.get(&vk) } {
+        return to_backend(ctx, &pkt, meta);
+    }
+    to_client(ctx, &pkt)
+}
+
+#[inline(always)]
+fn bump(c: Option<*mut Counters>, bytes: u16, new_flow: bool) {
+    if let Some(c) = c {
+        let c = unsafe { &mut *c };
+        c.packets += 1;
+        c.bytes += bytes as u64;
+        if new_flow {
+            c.new_flows += 1;
+        }
+    }
+}
+
+/// Client -> VIP: find or create the flow, rewrite towards its target.
+#[inline(always)]
+fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason> {
+    let g = GLOBALS.get(0).ok_or(Reason::MapError)?;
+    let key = FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport: pkt.sport,
+        dport: pkt.dport,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let closing = pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+    let mut backend_id = 0u32;
+    let mut snat_port = 0u16;
+    if let Some(st) = CONNTRACK.get_ptr_mut(&key) {
+        let st = unsafe { &mut *st };
+        let timeout = if st.flags & FLOW_F_CLOSING != 0 {
+            g.closing_timeout_s
+        } else if pkt.proto == PROTO_TCP {
+            g.tcp_timeout_s
+        } else {
+            g.udp_timeout_s
+        };
+        let fresh = now.wrapping_sub(st.last_seen_ns) <= timeout as u64 * NS;
+        // A flow keeps its target while the target is registered (also
+        // while it drains), whatever the ring says now.
+        if fresh
+            && BACKENDS
+                .get(st.backend_id)
+                .is_some_and(|b| b.flags & BACKEND_F_VALID != 0)
+        {
+            backend_id = st.backend_id;
+            snat_port = st.snat_port;
+            st.last_seen_ns = now;
+            if closing {
+                st.flags |= FLOW_F_CLOSING;
+            }
+        }
+    }
+    let new_flow = backend_id == 0;
+    if new_flow {
+        let h = if meta.flags & VIP_F_STICKY != 0 {
+            src_hash(&pkt.src)
+        } else {
+            flow_hash(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto)
+        };
+        let m = g.ring_size;
+        if m == 0 {
+            return Err(Reason::MapError);
+        }
+        let slot = h % m;
+        if meta.flags & VIP_F_CROSS_ZONE == 0 {
+            backend_id = RING
+                .get(meta.ring_zone.wrapping_mul(m) + slot)
+                .copied()
+                .unwrap_or(0);
+        }
+        // Own zone empty (or cross-zone on): the all-zones ring.
+        if backend_id == 0 {
+            backend_id = RING
+                .get(meta.ring_all.wrapping_mul(m) + slot)
+                .copied()
+                .unwrap_or(0);
+        }
+        if backend_id == 0 {
+            count(Reason::NoBackend);
+            return Ok(xdp_action::XDP_DROP);
+        }
+    }
+    let b = BACKENDS.get(backend_id).ok_or(Reason::MapError)?;
+    if b.family != pkt.family {
+        return Err(Reason::MapError);
+    }
+    let snat = meta.flags & VIP_F_SNAT != 0;
+    if snat && new_flow {
+        match alloc_snat_port(pkt, meta, &b.addr, b.port, g.snat_port_min, g.snat_port_max) {
+            Some(p) => snat_port = p,
+            None => {
+                count(Reason::SnatExhausted);
+                return Ok(xdp_action::XDP_DROP);
+            }
+        }
+    }
+    if new_flow {
+        let st = FlowState {
+            backend_id,
+            flags: if closing { FLOW_F_CLOSING } else { 0 },
+            last_seen_ns: now,
+            snat_port,
+            _pad: [0; 6],
+        };
+        if CONNTRACK.insert(&key, &st, BPF_ANY as u64).is_err() {
+            return Err(Reason::MapError);
+        }
+    }
+    bump(VIP_STATS.get_ptr_mut(meta.vip_id), pkt.ip_len, new_flow);
+    bump(BACKEND_STATS.get_ptr_mut(backend_id), pkt.ip_len, new_flow);
+    let (src, sport) = if snat {
+        (meta.snat_addr, snat_port)
+    } else {
+        (pkt.src, pkt.sport)
+    };
+    let (dst, dport) = (b.addr, b.port);
+    let (rc, p) = fib(ctx, pkt, &src, &dst, sport, dport);
+    rewrite(ctx, pkt, &src, &dst, sport, dport)?;
+    count(Reason::FwdToBackend);
+    Ok(emit(ctx, pkt, rc, &p))
+}
+
+/// Picks a free source port for a SNAT flow: a few hashed probes in range,
+/// reusing a slot whose flow is gone from conntrack.
+#[inline(always)]
+fn alloc_snat_port(
+    pkt: &Pkt,
+    meta: &VipMeta,
+    baddr: &[u32; 4],
+    bport: u16,
+    min: u16,
+    max: u16,
+) -> Option<u16> {
+    if max < min {
+        return None;
+    }
+    let range = (max - min) as u32 + 1;
+    let h = flow_hash(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto);
+    let val = SnatVal {
+        client_addr: pkt.src,
+        vip_addr: pkt.dst,
+        client_port: pkt.sport,
+        vip_port: pkt.dport,
+        vip_id: meta.vip_id,
+    };
+    for i in 0..SNAT_TRIES {
+        let port = (min as u32 + (h.wrapping_add(i.wrapping_mul(7919))) % range) as u16;
+        let key = SnatKey {
+            gw_addr: meta.snat_addr,
+            backend_addr: *baddr,
+            gw_port: port.to_be(),
+            backend_port: bport,
+            proto: pkt.proto,
+            family: pkt.family,
+            _pad: [0; 2],
+        };
+        if SNAT.insert(&key, &val, BPF_NOEXIST as u64).is_ok() {
+            return Some(port.to_be());
+        }
+        // Taken: reuse it when its flow no longer holds it.
+        if let Some(old) = unsafe { SNAT.get(&key) } {
+            let ok = FlowKey {
+                src: old.client_addr,
+                dst: old.vip_addr,
+                sport: old.client_port,
+                dport: old.vip_port,
+                proto: pkt.proto,
+                family: pkt.family,
+                _pad: [0; 2],
+            };
+            let held = unsafe { CONNTRACK.get(&ok) }.is_some_and(|s| s.snat_port == port.to_be());
+            if !held && SNAT.insert(&key, &val, BPF_ANY as u64).is_ok() {
+                return Some(port.to_be());
+            }
+        }
+    }
+    None
+}
+
+/// Target -> client: undo `nat` (stateless, from config) or `snat`
+/// (from the SNAT table). Anything else is not ours.
+#[inline(always)]
+fn to_client(ctx: &XdpContext, pkt: &Pkt) -> Result<u32, Reason> {
+    let rk = ReverseKey {
+        addr: pkt.src,
+        port: pkt.sport,
+        proto: pkt.proto,
+        family: pkt.family,
+    };
+    let (src, sport, dst, dport) = if let Some(rv) = unsafe { NAT_REVERSE.get(&rk) } {
+        (rv.vip_addr, rv.vip_port, pkt.dst, pkt.dport)
+    } else {
+        let sk = SnatKey {
+            gw_addr: pkt.dst,
+            backend_addr: pkt.src,
+            gw_port: pkt.dport,
+            backend_port: pkt.sport,
+            proto: pkt.proto,
+            family: pkt.family,
+            _pad: [0; 2],
+        };
+        match unsafe { SNAT.get(&sk) } {
+            Some(sv) => (sv.vip_addr, sv.vip_port, sv.client_addr, sv.client_port),
+            None => return Err(Reason::NotVip),
+        }
+    };
+    let (rc, p) = fib(ctx, pkt, &src, &dst, sport, dport);
+    // A target talking to the gateway itself (health checks) is not a reply
+    // to a client: leave it alone.
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64
+        && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64
+        && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED as i64
+    {
+        return Err(Reason::NotVip);
+    }
+    rewrite(ctx, pkt, &src, &dst, sport, dport)?;
+    count(Reason::FwdToClient);
+    Ok(emit(ctx, pkt, rc, &p))
+}
+
+/// Rewrites addresses and ports, updating the IPv4 and L4 checksums. All
+/// writes go through two checked header pointers (see `parse::hdr`).
+#[inline(always)]
+fn rewrite(
+    ctx: &XdpContext,
+    pkt: &Pkt,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    sport: u16,
+    dport: u16,
+) -> Result<(), Reason> {
+    let v6 = pkt.v6();
+    let mut l3 = csum::diff_addr(0, &pkt.src, src, v6);
+    l3 = csum::diff_addr(l3, &pkt.dst, dst, v6);
+    unsafe {
+        if v6 {
+            let ip = ptr_at::<[u8; 40]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
+            (ip.add(8) as *mut [u32; 4]).write_unaligned(*src);
+            (ip.add(24) as *mut [u32; 4]).write_unaligned(*dst);
+        } else {
+            let ip = ptr_at::<[u8; 20]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
+            (ip.add(12) as *mut u32).write_unaligned(src[0]);
+            (ip.add(16) as *mut u32).write_unaligned(dst[0]);
+            let c = (ip.add(10) as *mut u16).read_unaligned();
+            (ip.add(10) as *mut u16).write_unaligned(csum::apply(c, l3));
+        }
+    }
+    let l4 = csum::diff16(csum::diff16(l3, pkt.sport, sport), pkt.dport, dport);
+    unsafe {
+        let (p, check_at) = if pkt.proto == PROTO_TCP {
+            (
+                ptr_at::<[u8; 20]>(ctx, pkt.l4_off, Reason::MalformedL4)? as *mut u8,
+                16,
+            )
+        } else {
+            (
+                ptr_at::<[u8; 8]>(ctx, pkt.l4_off, Reason::MalformedL4)? as *mut u8,
+                6,
+            )
+        };
+        (p as *mut u16).write_unaligned(sport);
+        (p.add(2) as *mut u16).write_unaligned(dport);
+        let c = (p.add(check_at) as *mut u16).read_unaligned();
+        // An IPv4 UDP datagram without checksum stays without.
+        if pkt.proto == PROTO_UDP && !v6 && c == 0 {
+            return Ok(());
+        }
+        let mut n = csum::apply(c, l4);
+        if pkt.proto == PROTO_UDP && n == 0 {
+            n = 0xffff;
+        }
+        (p.add(check_at) as *mut u16).write_unaligned(n);
+    }
+    Ok(())
+}
+
+/// FIB lookup for the translated packet.
+#[inline(always)]
+fn fib(
+    ctx: &XdpContext,
+    pkt: &Pkt,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    sport: u16,
+    dport: u16,
+) -> (i64, bpf_fib_lookup) {
+    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p.l4_protocol = pkt.proto;
+    p.sport = sport;
+    p.dport = dport;
+    p.ifindex = ctx.ingress_ifindex() as u32;
+    if pkt.v6() {
+        p.family = 10; // AF_INET6
+        p.__bindgen_anon_3.ipv6_src = *src;
+        p.__bindgen_anon_4.ipv6_dst = *dst;
+    } else {
+        p.family = 2; // AF_INET
+        p.__bindgen_anon_1.tot_len = pkt.ip_len;
+        p.__bindgen_anon_3.ipv4_src = src[0];
+        p.__bindgen_anon_4.ipv4_dst = dst[0];
+    }
+    let rc = unsafe {
+        fib_lookup_helper(
+            ctx.as_ptr(),
+            &mut p,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    (rc, p)
+}
+
+/// Sends the rewritten packet on: straight out when the neighbour is known,
+/// else through the kernel (which resolves it).
+#[inline(always)]
+fn emit(ctx: &XdpContext, pkt: &Pkt, rc: i64, p: &bpf_fib_lookup) -> u32 {
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        count(if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+            Reason::FibNoNeigh
+        } else {
+            Reason::FibFailed
+        });
+        return xdp_action::XDP_PASS;
+    }
+    if write(ctx, 0, p.dmac).is_err() || write(ctx, 6, p.smac).is_err() {
+        return xdp_action::XDP_PASS;
+    }
+    // A VLAN-tagged frame is forwarded by the kernel, which owns the tag
+    // to egress-device mapping.
+    if pkt.vlan {
+        return xdp_action::XDP_PASS;
+    }
+    if p.ifindex == ctx.ingress_ifindex() as u32 {
+        xdp_action::XDP_TX
+    } else {
+        unsafe { bpf_redirect(p.ifindex, 0) as u32 }
+    }
+}

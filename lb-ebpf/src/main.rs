@@ -1,0 +1,76 @@
+//! XDP load balancer: steers packets for VIPs to targets chosen by Maglev,
+//! translates the replies, and passes everything else untouched.
+#![no_std]
+#![no_main]
+
+mod csum;
+mod fwd;
+mod parse;
+
+use aya_ebpf::{
+    bindings::xdp_action::XDP_PASS,
+    macros::{map, xdp},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use lb_common::{
+    Backend, Counters, FlowKey, FlowState, Globals, Reason, ReverseKey, ReverseVal, SnatKey,
+    SnatVal, VipKey, VipMeta, REASON_COUNT,
+};
+
+// Sizes here are placeholders: the loader sets them from the config.
+#[map]
+static GLOBALS: Array<Globals> = Array::with_max_entries(1, 0);
+#[map]
+static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(256, 0);
+#[map]
+static RING: Array<u32> = Array::with_max_entries(lb_common::DEFAULT_RING_SIZE * 4, 0);
+#[map]
+static BACKENDS: Array<Backend> = Array::with_max_entries(1024, 0);
+#[map]
+static CONNTRACK: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(65536, 0);
+#[map]
+static NAT_REVERSE: HashMap<ReverseKey, ReverseVal> = HashMap::with_max_entries(1024, 0);
+#[map]
+static SNAT: LruHashMap<SnatKey, SnatVal> = LruHashMap::with_max_entries(65536, 0);
+#[map]
+static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(256, 0);
+#[map]
+static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1024, 0);
+#[map]
+static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
+
+#[inline(always)]
+pub(crate) fn count(r: Reason) {
+    if let Some(c) = REASONS.get_ptr_mut(r as u32) {
+        unsafe { *c += 1 };
+    }
+}
+
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    match fwd::try_lb(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            count(reason);
+            XDP_PASS
+        }
+    }
+}
+
+/// Do-nothing program: the benchmark baseline, and the peer-side program that
+/// veth needs before it delivers redirected frames.
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,214 @@
+//! Header parsing. Everything is read through `ptr_at`, the one bounds check.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{Reason, AF_INET, AF_INET6, PROTO_TCP, PROTO_UDP};
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
+/// IPv6 extension headers followed before giving up.
+pub const MAX_V6_EXT: usize = 4;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_RST: u8 = 0x04;
+
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize, why: Reason) -> Result<*mut T, Reason> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return Err(why);
+    }
+    Ok((start + off) as *mut T)
+}
+
+#[inline(always)]
+pub fn read<T: Copy>(ctx: &XdpContext, off: usize, why: Reason) -> Result<T, Reason> {
+    // Packet data has no alignment guarantee.
+    Ok(unsafe { core::ptr::read_unaligned(ptr_at::<T>(ctx, off, why)?) })
+}
+
+#[inline(always)]
+pub fn write<T>(ctx: &XdpContext, off: usize, v: T) -> Result<(), Reason> {
+    let p = ptr_at::<T>(ctx, off, Reason::MalformedL3)?;
+    unsafe { core::ptr::write_unaligned(p, v) };
+    Ok(())
+}
+
+/// What the fast path needs to know about a packet.
+pub struct Pkt {
+    pub l3_off: usize,
+    pub l4_off: usize,
+    pub family: u8,
+    pub proto: u8,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Ports in network order (ICMP: 0).
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    pub vlan: bool,
+    /// IPv4 total length / IPv6 payload length + 40, host order.
+    pub ip_len: u16,
+}
+
+impl Pkt {
+    #[inline(always)]
+    pub fn v6(&self) -> bool {
+        self.family == AF_INET6
+    }
+}
+
+/// Reads a whole header through one checked pointer. Field accesses then
+/// come from the stack copy, so LLVM cannot re-derive packet addresses from
+/// another base (which the verifier would reject).
+#[inline(always)]
+fn hdr<const N: usize>(ctx: &XdpContext, off: usize, why: Reason) -> Result<[u8; N], Reason> {
+    read::<[u8; N]>(ctx, off, why)
+}
+
+#[inline(always)]
+fn be16(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+/// Raw (network order) 16-bit word.
+#[inline(always)]
+fn raw16(b: &[u8], i: usize) -> u16 {
+    u16::from_ne_bytes([b[i], b[i + 1]])
+}
+
+#[inline(always)]
+fn raw32(b: &[u8], i: usize) -> u32 {
+    u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// Parses L2..L4. Errors carry the reason the packet is passed untouched.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Pkt, Reason> {
+    let eth: [u8; 14] = hdr(ctx, 0, Reason::TruncatedL2)?;
+    let mut ethertype = be16(&eth, 12);
+    let mut l3_off = ETH_HLEN;
+    let mut vlan = false;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        let tag: [u8; 4] = hdr(ctx, ETH_HLEN, Reason::TruncatedL2)?;
+        ethertype = be16(&tag, 2);
+        l3_off = ETH_HLEN + 4;
+        vlan = true;
+    }
+    let frame_len = ctx.data_end() - ctx.data();
+    let mut pkt = Pkt {
+        l3_off,
+        l4_off: 0,
+        family: 0,
+        proto: 0,
+        src: [0; 4],
+        dst: [0; 4],
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        vlan,
+        ip_len: 0,
+    };
+    match ethertype {
+        ETH_P_IP => {
+            let h: [u8; 20] = hdr(ctx, l3_off, Reason::MalformedL3)?;
+            let ihl = (h[0] & 0x0f) as usize * 4;
+            if h[0] >> 4 != 4 || ihl < 20 {
+                return Err(Reason::MalformedL3);
+            }
+            let tot = be16(&h, 2);
+            if (tot as usize) < ihl || l3_off + tot as usize > frame_len {
+                return Err(Reason::MalformedL3);
+            }
+            // MF set or offset non-zero: fragments go to the kernel together.
+            if be16(&h, 6) & 0x3fff != 0 {
+                return Err(Reason::Fragment);
+            }
+            pkt.family = AF_INET;
+            pkt.proto = h[9];
+            pkt.src[0] = raw32(&h, 12);
+            pkt.dst[0] = raw32(&h, 16);
+            pkt.l4_off = l3_off + ihl;
+            pkt.ip_len = tot;
+        }
+        ETH_P_IPV6 => {
+            let h: [u8; 40] = hdr(ctx, l3_off, Reason::MalformedL3)?;
+            if h[0] >> 4 != 6 {
+                return Err(Reason::MalformedL3);
+            }
+            let plen = be16(&h, 4);
+            if l3_off + 40 + plen as usize > frame_len {
+                return Err(Reason::MalformedL3);
+            }
+            pkt.family = AF_INET6;
+            let mut i = 0;
+            while i < 4 {
+                pkt.src[i] = raw32(&h, 8 + i * 4);
+                pkt.dst[i] = raw32(&h, 24 + i * 4);
+                i += 1;
+            }
+            pkt.ip_len = plen.saturating_add(40);
+            let mut next = h[6];
+            let mut off = l3_off + 40;
+            let mut found = false;
+            for _ in 0..MAX_V6_EXT {
+                match next {
+                    // Hop-by-hop, routing, destination options: skip.
+                    0 | 43 | 60 => {
+                        let e: [u8; 2] = hdr(ctx, off, Reason::MalformedL3)?;
+                        next = e[0];
+                        off += (e[1] as usize + 1) * 8;
+                    }
+                    // Fragment header: balance only an unfragmented one.
+                    44 => {
+                        let e: [u8; 8] = hdr(ctx, off, Reason::MalformedL3)?;
+                        if be16(&e, 2) & 0xfff9 != 0 {
+                            return Err(Reason::Fragment);
+                        }
+                        next = e[0];
+                        off += 8;
+                    }
+                    _ => {
+                        found = true;
+                        break;
+                    }
+                }
+            }
+            if !found && matches!(next, 0 | 43 | 44 | 60) {
+                return Err(Reason::Ipv6ExtTooLong);
+            }
+            pkt.proto = next;
+            pkt.l4_off = off;
+        }
+        _ => return Err(Reason::NotIp),
+    }
+    match pkt.proto {
+        PROTO_TCP => {
+            let t: [u8; 20] = hdr(ctx, pkt.l4_off, Reason::MalformedL4)?;
+            if (t[12] >> 4) < 5 {
+                return Err(Reason::MalformedL4);
+            }
+            pkt.sport = raw16(&t, 0);
+            pkt.dport = raw16(&t, 2);
+            pkt.tcp_flags = t[13];
+        }
+        PROTO_UDP => {
+            let u: [u8; 8] = hdr(ctx, pkt.l4_off, Reason::MalformedL4)?;
+            if be16(&u, 4) < 8 {
+                return Err(Reason::MalformedL4);
+            }
+            pkt.sport = raw16(&u, 0);
+            pkt.dport = raw16(&u, 2);
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let _: [u8; 8] = hdr(ctx, pkt.l4_off, Reason::MalformedL4)?;
+        }
+        _ => return Err(Reason::OtherProto),
+    }
+    Ok(pkt)
+}

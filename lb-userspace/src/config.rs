@@ -1,0 +1,600 @@
+//! The TOML config, in NLB's vocabulary, and its validation. Every error names
+//! the field path so an operator can find it.
+
+use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub gateway: Gateway,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Listener>,
+    #[serde(default, rename = "target_group")]
+    pub target_groups: Vec<TargetGroup>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataplaneKind {
+    #[default]
+    Auto,
+    Xdp,
+    XdpGeneric,
+    Proxy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gateway {
+    /// Interfaces the XDP program is attached to.
+    pub interfaces: Vec<String>,
+    /// This gateway's availability zone.
+    pub zone: String,
+    pub dataplane: DataplaneKind,
+    /// bpffs directory for pinned maps and links.
+    pub pin_path: PathBuf,
+    /// Maglev table size (prime).
+    pub ring_size: u32,
+    /// Most listeners (VIP, protocol) the maps are sized for.
+    pub max_vips: u32,
+    /// Most targets, over all target groups.
+    pub max_targets: u32,
+    /// Conntrack entries (LRU).
+    pub conntrack_size: u32,
+    /// SNAT table entries (LRU).
+    pub snat_table_size: u32,
+    /// Source ports for `snat` mode, "MIN-MAX". Keep it outside
+    /// net.ipv4.ip_local_port_range.
+    pub snat_ports: String,
+    #[serde(deserialize_with = "duration")]
+    pub tcp_idle_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub udp_idle_timeout: Duration,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            interfaces: Vec::new(),
+            zone: "default".into(),
+            dataplane: DataplaneKind::Auto,
+            pin_path: "/sys/fs/bpf/lb".into(),
+            ring_size: lb_common::DEFAULT_RING_SIZE,
+            max_vips: 16,
+            max_targets: 1024,
+            conntrack_size: 262_144,
+            snat_table_size: 262_144,
+            snat_ports: "20000-32767".into(),
+            tcp_idle_timeout: Duration::from_secs(350),
+            udp_idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    TcpUdp,
+}
+
+impl Protocol {
+    /// The IP protocols this listener covers.
+    pub fn ip_protos(self) -> &'static [u8] {
+        match self {
+            Protocol::Tcp => &[lb_common::PROTO_TCP],
+            Protocol::Udp => &[lb_common::PROTO_UDP],
+            Protocol::TcpUdp => &[lb_common::PROTO_TCP, lb_common::PROTO_UDP],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u32,
+    pub protocol: Protocol,
+    pub target_group: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Destination NAT; the client address is preserved.
+    #[default]
+    Nat,
+    /// Full NAT to a gateway address.
+    Snat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Stickiness {
+    #[default]
+    None,
+    SourceIp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetGroup {
+    pub name: String,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Source address for `snat` mode.
+    pub snat_address: Option<IpAddr>,
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    /// NLB default: off.
+    #[serde(default)]
+    pub cross_zone: bool,
+    #[serde(default)]
+    pub stickiness: Stickiness,
+    /// NLB default: 300 s.
+    #[serde(default = "default_dereg", deserialize_with = "duration")]
+    pub deregistration_delay: Duration,
+}
+
+fn default_dereg() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub address: IpAddr,
+    pub port: u32,
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_zone() -> String {
+    "default".into()
+}
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthProtocol {
+    #[default]
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    pub enabled: bool,
+    pub protocol: HealthProtocol,
+    /// Defaults to the target's port ("traffic-port").
+    pub port: Option<u32>,
+    pub path: String,
+    /// Status codes that count as healthy, e.g. "200-399" or "200,204".
+    pub matcher: String,
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        // NLB's defaults.
+        HealthCheck {
+            enabled: true,
+            protocol: HealthProtocol::Tcp,
+            port: None,
+            path: "/".into(),
+            matcher: "200-399".into(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            healthy_threshold: 5,
+            unhealthy_threshold: 2,
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e} (e.g. \"5s\")")))
+}
+
+/// One problem in a config, with the field path (and line, when known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)?;
+        if let Some(l) = self.line {
+            write!(f, " at line {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// All problems found in a config.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parses and validates.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            ConfigErrors(vec![ConfigError {
+                path: "config".into(),
+                message: e.message().to_string(),
+                line,
+            }])
+        })?;
+        let mut errs = cfg.validate();
+        for e in &mut errs {
+            e.line = e.line.or_else(|| locate(text, &e.path));
+        }
+        if errs.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(errs))
+        }
+    }
+
+    pub fn snat_port_range(&self) -> Option<(u16, u16)> {
+        let (a, b) = self.gateway.snat_ports.split_once('-')?;
+        let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        (a >= 1 && a <= b).then_some((a, b))
+    }
+
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        let mut err = |path: String, message: String| {
+            errs.push(ConfigError {
+                path,
+                message,
+                line: None,
+            })
+        };
+        let g = &self.gateway;
+        if !lb_common::maglev::is_prime(g.ring_size) || g.ring_size < 3 {
+            err(
+                "gateway.ring_size".into(),
+                format!("{} is not a prime number (e.g. 65537, 251)", g.ring_size),
+            );
+        }
+        if g.max_vips == 0 || g.max_vips > 4096 {
+            err(
+                "gateway.max_vips".into(),
+                format!("{} is out of range (1-4096)", g.max_vips),
+            );
+        }
+        if (g.max_vips as u64) * (lb_common::RINGS_PER_VIP as u64) * (g.ring_size as u64)
+            > u32::MAX as u64
+        {
+            err(
+                "gateway.max_vips".into(),
+                "max_vips x 4 x ring_size exceeds the ring map's u32 index".into(),
+            );
+        }
+        if g.max_targets == 0 || g.max_targets > 1 << 20 {
+            err(
+                "gateway.max_targets".into(),
+                format!("{} is out of range (1-1048576)", g.max_targets),
+            );
+        }
+        if g.conntrack_size < 1024 {
+            err(
+                "gateway.conntrack_size".into(),
+                format!("{} is too small (at least 1024)", g.conntrack_size),
+            );
+        }
+        if self.snat_port_range().is_none() {
+            err(
+                "gateway.snat_ports".into(),
+                format!(
+                    "{:?} is not a port range like \"20000-32767\"",
+                    g.snat_ports
+                ),
+            );
+        }
+        let mut tg_index = HashMap::new();
+        for (i, tg) in self.target_groups.iter().enumerate() {
+            let p = format!("target_group[{i}]");
+            if tg.name.is_empty() {
+                err(format!("{p}.name"), "must not be empty".into());
+            }
+            if tg_index.insert(tg.name.as_str(), i).is_some() {
+                err(
+                    format!("{p}.name"),
+                    format!("duplicate target group name {:?}", tg.name),
+                );
+            }
+            if tg.mode == Mode::Snat && tg.snat_address.is_none() {
+                err(
+                    format!("{p}.snat_address"),
+                    "is required when mode = \"snat\"".into(),
+                );
+            }
+            let mut seen = HashMap::new();
+            for (j, t) in tg.targets.iter().enumerate() {
+                let tp = format!("{p}.targets[{j}]");
+                if !(1..=65535).contains(&t.port) {
+                    err(
+                        format!("{tp}.port"),
+                        format!("{} is out of range (1-65535)", t.port),
+                    );
+                }
+                if t.weight > 1000 {
+                    err(
+                        format!("{tp}.weight"),
+                        format!("{} is out of range (0-1000)", t.weight),
+                    );
+                }
+                if seen.insert((t.address, t.port), j).is_some() {
+                    err(
+                        format!("{tp}"),
+                        format!("duplicate target {}:{}", t.address, t.port),
+                    );
+                }
+                if let Some(s) = tg.snat_address {
+                    if s.is_ipv4() != t.address.is_ipv4() {
+                        err(
+                            format!("{tp}.address"),
+                            format!("{} is not of the family of snat_address {s}", t.address),
+                        );
+                    }
+                }
+            }
+            let hc = &tg.health_check;
+            if let Some(port) = hc.port {
+                if !(1..=65535).contains(&port) {
+                    err(
+                        format!("{p}.health_check.port"),
+                        format!("{port} is out of range (1-65535)"),
+                    );
+                }
+            }
+            if hc.interval < Duration::from_millis(100) {
+                err(
+                    format!("{p}.health_check.interval"),
+                    "must be at least 100ms".into(),
+                );
+            }
+            if hc.timeout.is_zero() || hc.timeout > hc.interval {
+                err(
+                    format!("{p}.health_check.timeout"),
+                    "must be above 0 and at most the interval".into(),
+                );
+            }
+            for (name, v) in [
+                ("healthy_threshold", hc.healthy_threshold),
+                ("unhealthy_threshold", hc.unhealthy_threshold),
+            ] {
+                if !(1..=10).contains(&v) {
+                    err(
+                        format!("{p}.health_check.{name}"),
+                        format!("{v} is out of range (1-10)"),
+                    );
+                }
+            }
+            if parse_matcher(&hc.matcher).is_none() {
+                err(
+                    format!("{p}.health_check.matcher"),
+                    format!(
+                        "{:?} is not a status list like \"200-399\" or \"200,204\"",
+                        hc.matcher
+                    ),
+                );
+            }
+            if !hc.path.starts_with('/') {
+                err(
+                    format!("{p}.health_check.path"),
+                    format!("{:?} must start with '/'", hc.path),
+                );
+            }
+        }
+        let mut names = HashMap::new();
+        let mut keys = HashMap::new();
+        let mut reverse: HashMap<(IpAddr, u32, u8), usize> = HashMap::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let p = format!("listener[{i}]");
+            if names.insert(l.name.as_str(), i).is_some() {
+                err(
+                    format!("{p}.name"),
+                    format!("duplicate listener name {:?}", l.name),
+                );
+            }
+            if !(1..=65535).contains(&l.port) {
+                err(
+                    format!("{p}.port"),
+                    format!("{} is out of range (1-65535)", l.port),
+                );
+            }
+            for &proto in l.protocol.ip_protos() {
+                if let Some(j) = keys.insert((l.address, l.port, proto), i) {
+                    err(
+                        format!("{p}"),
+                        format!(
+                            "{}:{} {} is already used by listener[{j}]",
+                            l.address,
+                            l.port,
+                            proto_name(proto)
+                        ),
+                    );
+                }
+            }
+            let Some(&ti) = tg_index.get(l.target_group.as_str()) else {
+                err(
+                    format!("{p}.target_group"),
+                    format!("unknown target group {:?}", l.target_group),
+                );
+                continue;
+            };
+            let tg = &self.target_groups[ti];
+            for (j, t) in tg.targets.iter().enumerate() {
+                if t.address.is_ipv4() != l.address.is_ipv4() {
+                    err(
+                        format!("target_group[{ti}].targets[{j}].address"),
+                        format!(
+                            "{} is not of the family of listener {:?} ({})",
+                            t.address, l.name, l.address
+                        ),
+                    );
+                }
+                // nat replies are translated from config alone: one target
+                // port may answer for one listener only.
+                if tg.mode == Mode::Nat {
+                    for &proto in l.protocol.ip_protos() {
+                        if let Some(k) = reverse.insert((t.address, t.port, proto), i) {
+                            if k != i {
+                                err(
+                                    format!("target_group[{ti}].targets[{j}]"),
+                                    format!(
+                                        "{}:{} serves listener[{k}] and listener[{i}] in nat mode; replies could not be told apart (use another port or mode = \"snat\")",
+                                        t.address, t.port
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if keys.len() > g.max_vips as usize {
+            err(
+                "gateway.max_vips".into(),
+                format!(
+                    "{} listener keys need more than max_vips = {}",
+                    keys.len(),
+                    g.max_vips
+                ),
+            );
+        }
+        let targets: usize = self.target_groups.iter().map(|t| t.targets.len()).sum();
+        if targets > g.max_targets as usize {
+            err(
+                "gateway.max_targets".into(),
+                format!(
+                    "{targets} targets need more than max_targets = {}",
+                    g.max_targets
+                ),
+            );
+        }
+        errs
+    }
+}
+
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        lb_common::PROTO_TCP => "tcp",
+        lb_common::PROTO_UDP => "udp",
+        _ => "?",
+    }
+}
+
+/// Parses "200-399" or "200,204,301-302" into inclusive ranges.
+pub fn parse_matcher(s: &str) -> Option<Vec<(u16, u16)>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let v = part.parse().ok()?;
+                (v, v)
+            }
+        };
+        if !(100..=599).contains(&a) || !(100..=599).contains(&b) || a > b {
+            return None;
+        }
+        out.push((a, b));
+    }
+    Some(out)
+}
+
+/// Best-effort line of a field path like `listener[1].port` in the text.
+fn locate(text: &str, path: &str) -> Option<usize> {
+    let mut parts = path.split('.');
+    let head = parts.next()?;
+    let (table, idx) = match head.split_once('[') {
+        Some((t, i)) => (t, i.trim_end_matches(']').parse::<usize>().ok()?),
+        None if head == "gateway" => ("gateway", 0),
+        None => return None,
+    };
+    let header = if table == "gateway" {
+        "[gateway]".to_string()
+    } else {
+        format!("[[{table}]]")
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == header)
+        .nth(idx)
+        .map(|(n, _)| n)?;
+    let mut rest: Vec<&str> = parts.collect();
+    // Nested tables ("targets[1]") are searched as [[table.targets]] blocks.
+    let mut from = start;
+    let mut prefix = table.to_string();
+    while rest.len() > 1 {
+        let (sub, si) = match rest[0].split_once('[') {
+            Some((s, i)) => (s, i.trim_end_matches(']').parse::<usize>().ok()?),
+            None => (rest[0], 0),
+        };
+        prefix = format!("{prefix}.{sub}");
+        let want = [format!("[[{prefix}]]"), format!("[{prefix}]")];
+        from = lines
+            .iter()
+            .enumerate()
+            .skip(from + 1)
+            .filter(|(_, l)| want.iter().any(|w| l.trim() == w))
+            .nth(si)
+            .map(|(n, _)| n)?;
+        rest.remove(0);
+    }
+    let Some(field) = rest.first() else {
+        return Some(from + 1);
+    };
+    let field = field.split('[').next()?;
+    for (n, l) in lines.iter().enumerate().skip(from + 1) {
+        let t = l.trim();
+        if t.starts_with('[') {
+            break;
+        }
+        if t.split('=').next().map(str::trim) == Some(field) {
+            return Some(n + 1);
+        }
+    }
+    Some(from + 1)
+}

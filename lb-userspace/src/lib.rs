@@ -1,0 +1,5 @@
+//! The `lb` daemon as a library, so integration tests can drive its parts.
+pub mod config;
+pub mod daemon;
+pub mod model;
+pub mod xdp;

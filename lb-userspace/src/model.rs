@@ -1,0 +1,348 @@
+//! Config -> data plane model: VIP keys, backend ids, reverse NAT entries and
+//! Maglev rings. Pure, so host tests cover it and every gateway with the same
+//! config computes the same thing.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use lb_common::{
+    maglev::{self, MaglevTarget},
+    Backend, Globals, ReverseKey, ReverseVal, VipKey, AF_INET, AF_INET6, BACKEND_F_VALID,
+    VIP_F_CROSS_ZONE, VIP_F_SNAT, VIP_F_STICKY,
+};
+
+use crate::config::{Config, Mode, Stickiness};
+
+/// Address as the maps hold it: network-order words, IPv4 in word 0.
+pub fn addr_words(a: IpAddr) -> ([u32; 4], u8) {
+    match a {
+        IpAddr::V4(v4) => ([u32::from_ne_bytes(v4.octets()), 0, 0, 0], AF_INET),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let mut w = [0u32; 4];
+            for (i, c) in o.chunks_exact(4).enumerate() {
+                w[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            (w, AF_INET6)
+        }
+    }
+}
+
+/// Identity of a target inside its target group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetKey {
+    pub target_group: String,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+/// Identity of a listener key (one per protocol of a listener).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenerKey {
+    pub address: IpAddr,
+    pub port: u16,
+    pub proto: u8,
+}
+
+/// Stable small-integer ids: kept across reloads for what still exists, so
+/// conntrack entries keep pointing at the right backend; new items take the
+/// lowest free id, in sorted order (deterministic for the same history).
+#[derive(Debug, Clone, Default)]
+pub struct Ids<K: Ord + Clone> {
+    pub map: BTreeMap<K, u32>,
+    first: u32,
+}
+
+impl<K: Ord + Clone> Ids<K> {
+    pub fn new(first: u32) -> Self {
+        Ids {
+            map: BTreeMap::new(),
+            first,
+        }
+    }
+
+    /// Assigns ids for `keys`; `keep` are kept even if absent from `keys`
+    /// (e.g. draining targets). Returns the ids that were released.
+    pub fn assign(&mut self, keys: &BTreeSet<K>, keep: &BTreeSet<K>) -> Vec<u32> {
+        let mut released = Vec::new();
+        self.map.retain(|k, id| {
+            let stay = keys.contains(k) || keep.contains(k);
+            if !stay {
+                released.push(*id);
+            }
+            stay
+        });
+        let used: BTreeSet<u32> = self.map.values().copied().collect();
+        let mut next = self.first;
+        for k in keys {
+            if self.map.contains_key(k) {
+                continue;
+            }
+            while used.contains(&next) || self.map.values().any(|&v| v == next) {
+                next += 1;
+            }
+            self.map.insert(k.clone(), next);
+            next += 1;
+        }
+        released
+    }
+
+    pub fn get(&self, k: &K) -> Option<u32> {
+        self.map.get(k).copied()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendModel {
+    pub id: u32,
+    pub key: TargetKey,
+    pub zone: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct VipModel {
+    pub key: VipKey,
+    pub lkey: ListenerKey,
+    pub vip_id: u32,
+    pub flags: u32,
+    pub snat_addr: [u32; 4],
+    pub listener: String,
+    pub target_group: String,
+    /// Backend ids of the group's targets.
+    pub backends: Vec<u32>,
+}
+
+/// Everything the data plane is programmed with, except health.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub globals: Globals,
+    pub zone: String,
+    pub vips: Vec<VipModel>,
+    pub backends: BTreeMap<u32, BackendModel>,
+}
+
+impl Model {
+    /// Builds the model, assigning ids through the (persistent) allocators.
+    pub fn build(
+        cfg: &Config,
+        vip_ids: &mut Ids<ListenerKey>,
+        backend_ids: &mut Ids<TargetKey>,
+    ) -> Model {
+        let (pmin, pmax) = cfg.snat_port_range().unwrap_or((20000, 32767));
+        let globals = Globals {
+            ring_size: cfg.gateway.ring_size,
+            snat_port_min: pmin,
+            snat_port_max: pmax,
+            tcp_timeout_s: cfg.gateway.tcp_idle_timeout.as_secs().max(1) as u32,
+            udp_timeout_s: cfg.gateway.udp_idle_timeout.as_secs().max(1) as u32,
+            ..Globals::default()
+        };
+        let tkeys: BTreeSet<TargetKey> = cfg
+            .target_groups
+            .iter()
+            .flat_map(|tg| {
+                tg.targets.iter().map(|t| TargetKey {
+                    target_group: tg.name.clone(),
+                    address: t.address,
+                    port: t.port as u16,
+                })
+            })
+            .collect();
+        backend_ids.assign(&tkeys, &BTreeSet::new());
+        let mut backends = BTreeMap::new();
+        for tg in &cfg.target_groups {
+            for t in &tg.targets {
+                let key = TargetKey {
+                    target_group: tg.name.clone(),
+                    address: t.address,
+                    port: t.port as u16,
+                };
+                let id = backend_ids.get(&key).expect("assigned");
+                backends.insert(
+                    id,
+                    BackendModel {
+                        id,
+                        key,
+                        zone: t.zone.clone(),
+                        weight: t.weight,
+                    },
+                );
+            }
+        }
+        let lkeys: BTreeSet<ListenerKey> = cfg
+            .listeners
+            .iter()
+            .flat_map(|l| {
+                l.protocol.ip_protos().iter().map(|&proto| ListenerKey {
+                    address: l.address,
+                    port: l.port as u16,
+                    proto,
+                })
+            })
+            .collect();
+        vip_ids.assign(&lkeys, &BTreeSet::new());
+        let tgs: HashMap<&str, _> = cfg
+            .target_groups
+            .iter()
+            .map(|t| (t.name.as_str(), t))
+            .collect();
+        let mut vips = Vec::new();
+        for l in &cfg.listeners {
+            let Some(tg) = tgs.get(l.target_group.as_str()) else {
+                continue;
+            };
+            for &proto in l.protocol.ip_protos() {
+                let lkey = ListenerKey {
+                    address: l.address,
+                    port: l.port as u16,
+                    proto,
+                };
+                let (addr, family) = addr_words(l.address);
+                let mut flags = 0;
+                if tg.cross_zone {
+                    flags |= VIP_F_CROSS_ZONE;
+                }
+                if tg.stickiness == Stickiness::SourceIp {
+                    flags |= VIP_F_STICKY;
+                }
+                if tg.mode == Mode::Snat {
+                    flags |= VIP_F_SNAT;
+                }
+                let snat_addr = tg.snat_address.map(|a| addr_words(a).0).unwrap_or_default();
+                let backends_of = tg
+                    .targets
+                    .iter()
+                    .filter_map(|t| {
+                        backend_ids.get(&TargetKey {
+                            target_group: tg.name.clone(),
+                            address: t.address,
+                            port: t.port as u16,
+                        })
+                    })
+                    .collect();
+                vips.push(VipModel {
+                    key: VipKey {
+                        addr,
+                        port: (l.port as u16).to_be(),
+                        proto,
+                        family,
+                    },
+                    vip_id: vip_ids.get(&lkey).expect("assigned"),
+                    lkey,
+                    flags,
+                    snat_addr,
+                    listener: l.name.clone(),
+                    target_group: tg.name.clone(),
+                    backends: backends_of,
+                });
+            }
+        }
+        vips.sort_by_key(|v| v.vip_id);
+        Model {
+            globals,
+            zone: cfg.gateway.zone.clone(),
+            vips,
+            backends,
+        }
+    }
+
+    /// The `BACKENDS` map value for a backend id.
+    pub fn backend_value(&self, id: u32, valid: bool) -> Option<Backend> {
+        let b = self.backends.get(&id)?;
+        let (addr, family) = addr_words(b.key.address);
+        Some(Backend {
+            addr,
+            port: b.key.port.to_be(),
+            family,
+            _pad: 0,
+            flags: if valid { BACKEND_F_VALID } else { 0 },
+        })
+    }
+
+    /// `NAT_REVERSE` entries: target -> VIP, for `nat` mode VIPs.
+    pub fn reverse_entries(&self) -> Vec<(ReverseKey, ReverseVal)> {
+        let mut out = Vec::new();
+        for v in self.vips.iter().filter(|v| v.flags & VIP_F_SNAT == 0) {
+            for id in &v.backends {
+                let b = &self.backends[id];
+                let (addr, family) = addr_words(b.key.address);
+                out.push((
+                    ReverseKey {
+                        addr,
+                        port: b.key.port.to_be(),
+                        proto: v.key.proto,
+                        family,
+                    },
+                    ReverseVal {
+                        vip_addr: v.key.addr,
+                        vip_port: v.key.port,
+                        _pad: [0; 2],
+                        vip_id: v.vip_id,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// The zone ring (targets in this gateway's zone) and the all-zones ring
+    /// of a VIP, over the targets `healthy` says may take new flows.
+    pub fn rings(&self, vip: &VipModel, healthy: &dyn Fn(u32) -> bool) -> (Vec<u32>, Vec<u32>) {
+        let m = self.globals.ring_size;
+        let mk = |zone_only: bool| -> Vec<MaglevTarget> {
+            vip.backends
+                .iter()
+                .map(|id| &self.backends[id])
+                .filter(|b| healthy(b.id) && (!zone_only || b.zone == self.zone))
+                .map(|b| {
+                    let (addr, family) = addr_words(b.key.address);
+                    MaglevTarget {
+                        addr,
+                        port: b.key.port.to_be(),
+                        family,
+                        id: b.id,
+                        weight: b.weight,
+                    }
+                })
+                .collect()
+        };
+        let zone = if vip.flags & VIP_F_CROSS_ZONE == 0 {
+            maglev::build(&mk(true), m)
+        } else {
+            // Unused with cross-zone on; keep it empty.
+            vec![0; m as usize]
+        };
+        (zone, maglev::build(&mk(false), m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_across_reloads() {
+        let mut ids = Ids::new(1);
+        let a: BTreeSet<_> = ["a", "b", "c"].into_iter().collect();
+        ids.assign(&a, &BTreeSet::new());
+        assert_eq!(
+            (ids.get(&"a"), ids.get(&"b"), ids.get(&"c")),
+            (Some(1), Some(2), Some(3))
+        );
+        let b: BTreeSet<_> = ["c", "d"].into_iter().collect();
+        let released = ids.assign(&b, &BTreeSet::new());
+        assert_eq!(released.len(), 2);
+        assert_eq!(ids.get(&"c"), Some(3));
+        assert_eq!(ids.get(&"d"), Some(1));
+    }
+
+    #[test]
+    fn v4_words_are_network_order() {
+        let (w, f) = addr_words("10.0.0.1".parse().unwrap());
+        assert_eq!(f, AF_INET);
+        assert_eq!(w[0].to_ne_bytes(), [10, 0, 0, 1]);
+    }
+}

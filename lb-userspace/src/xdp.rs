@@ -1,0 +1,394 @@
+//! Loads the XDP program, sizes its maps from the config, attaches it, and
+//! keeps the maps in sync with the model (double-buffered rings).
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::{bail, Context as _, Result};
+use aya::{
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray},
+    programs::{ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use lb_common::{
+    Backend, Counters, FlowKey, FlowState, Globals, ReverseKey, ReverseVal, SnatKey, SnatVal,
+    VipKey, VipMeta, REASON_COUNT, RINGS_PER_VIP,
+};
+use log::{info, warn};
+
+use crate::{
+    config::{Config, DataplaneKind},
+    model::Model,
+};
+
+/// The XDP object built by build.rs (empty when built without a BPF toolchain).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
+
+pub const PROG_LB: &str = "lb_xdp";
+pub const PROG_PASS: &str = "xdp_pass";
+
+/// Map sizes, from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub max_vips: u32,
+    pub max_targets: u32,
+    pub ring_size: u32,
+    pub conntrack: u32,
+    pub snat: u32,
+}
+
+impl Sizes {
+    pub fn from_config(cfg: &Config) -> Sizes {
+        let g = &cfg.gateway;
+        Sizes {
+            max_vips: g.max_vips,
+            max_targets: g.max_targets,
+            ring_size: g.ring_size,
+            conntrack: g.conntrack_size,
+            snat: g.snat_table_size,
+        }
+    }
+
+    pub fn ring_entries(&self) -> u32 {
+        self.max_vips * RINGS_PER_VIP * self.ring_size
+    }
+
+    /// Approximate map memory in bytes (values + keys, no kernel overhead).
+    pub fn memory(&self) -> u64 {
+        let cpus = aya::util::nr_cpus().unwrap_or(1) as u64;
+        let ring = self.ring_entries() as u64 * 4;
+        let ct = self.conntrack as u64 * (40 + 24 + 64);
+        let snat = self.snat as u64 * (40 + 40 + 64);
+        let backends = (self.max_targets as u64 + 1) * 24;
+        let stats = (self.max_vips as u64 + self.max_targets as u64 + 1) * 24 * cpus;
+        ring + ct + snat + backends + stats
+    }
+}
+
+/// Where the program ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    Native,
+    Generic,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+/// The program's maps, taken out of the `Ebpf` once so they can be held
+/// together.
+pub struct Maps {
+    pub globals: Array<MapData, Globals>,
+    pub vips: BpfHashMap<MapData, VipKey, VipMeta>,
+    pub ring: Array<MapData, u32>,
+    pub backends: Array<MapData, Backend>,
+    pub conntrack: BpfHashMap<MapData, FlowKey, FlowState>,
+    pub reverse: BpfHashMap<MapData, ReverseKey, ReverseVal>,
+    pub snat: BpfHashMap<MapData, SnatKey, SnatVal>,
+    pub vip_stats: PerCpuArray<MapData, Counters>,
+    pub backend_stats: PerCpuArray<MapData, Counters>,
+    pub reasons: PerCpuArray<MapData, u64>,
+}
+
+fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
+where
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    let m = ebpf
+        .take_map(name)
+        .with_context(|| format!("map {name} missing from object"))?;
+    T::try_from(m).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+impl Maps {
+    fn take(ebpf: &mut Ebpf) -> Result<Maps> {
+        Ok(Maps {
+            globals: take(ebpf, "GLOBALS")?,
+            vips: take(ebpf, "VIPS")?,
+            ring: take(ebpf, "RING")?,
+            backends: take(ebpf, "BACKENDS")?,
+            conntrack: take(ebpf, "CONNTRACK")?,
+            reverse: take(ebpf, "NAT_REVERSE")?,
+            snat: take(ebpf, "SNAT")?,
+            vip_stats: take(ebpf, "VIP_STATS")?,
+            backend_stats: take(ebpf, "BACKEND_STATS")?,
+            reasons: take(ebpf, "REASONS")?,
+        })
+    }
+}
+
+pub struct XdpDataplane {
+    pub ebpf: Ebpf,
+    pub maps: Maps,
+    pub sizes: Sizes,
+    /// Active (zone ring id, all ring id) and their content, per vip_id.
+    rings: HashMap<u32, RingState>,
+    vips: HashMap<VipKey, u32>,
+    reverse: BTreeSet<ReverseKeyOrd>,
+    backends: BTreeSet<u32>,
+    pub attached: Vec<(String, AttachMode)>,
+}
+
+struct RingState {
+    zone_id: u32,
+    all_id: u32,
+    zone: Vec<u32>,
+    all: Vec<u32>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+struct ReverseKeyOrd([u32; 4], u16, u8, u8);
+
+impl From<&ReverseKey> for ReverseKeyOrd {
+    fn from(k: &ReverseKey) -> Self {
+        ReverseKeyOrd(k.addr, k.port, k.proto, k.family)
+    }
+}
+
+fn missing_object() -> anyhow::Error {
+    anyhow::anyhow!(
+        "this lb binary was built without its XDP program (bpf-linker or the nightly \
+         toolchain with rust-src was missing at build time); run `cargo xtask setup`, \
+         then rebuild, or use `dataplane = \"proxy\"`"
+    )
+}
+
+impl XdpDataplane {
+    /// Loads the program and its maps (not attached yet).
+    pub fn load(sizes: Sizes) -> Result<Self> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(missing_object());
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("VIPS", sizes.max_vips)
+            .map_max_entries("RING", sizes.ring_entries())
+            .map_max_entries("BACKENDS", sizes.max_targets + 1)
+            .map_max_entries("CONNTRACK", sizes.conntrack)
+            .map_max_entries("NAT_REVERSE", sizes.max_targets.max(1) * 2)
+            .map_max_entries("SNAT", sizes.snat)
+            .map_max_entries("VIP_STATS", sizes.max_vips)
+            .map_max_entries("BACKEND_STATS", sizes.max_targets + 1)
+            .load(EBPF_OBJECT)
+            .context("loading the XDP object")?;
+        for name in [PROG_LB, PROG_PASS] {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from object"))?
+                .try_into()?;
+            p.load()
+                .with_context(|| format!("verifier rejected {name}"))?;
+        }
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(XdpDataplane {
+            ebpf,
+            maps,
+            sizes,
+            rings: HashMap::new(),
+            vips: HashMap::new(),
+            reverse: BTreeSet::new(),
+            backends: BTreeSet::new(),
+            attached: Vec::new(),
+        })
+    }
+
+    pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .context("no such program")?
+            .try_into()?)
+    }
+
+    /// Attaches the balancer to `iface`: native mode first (unless generic is
+    /// forced), then generic mode, logging why native failed.
+    pub fn attach(&mut self, iface: &str, kind: DataplaneKind) -> Result<AttachMode> {
+        let prog = self.program(PROG_LB)?;
+        let mode = match kind {
+            DataplaneKind::XdpGeneric => {
+                prog.attach(iface, XdpMode::Skb)
+                    .with_context(|| format!("attaching generic XDP to {iface}"))?;
+                AttachMode::Generic
+            }
+            DataplaneKind::Xdp => {
+                prog.attach(iface, XdpMode::Driver)
+                    .with_context(|| format!("attaching native XDP to {iface}"))?;
+                AttachMode::Native
+            }
+            DataplaneKind::Auto | DataplaneKind::Proxy => match prog.attach(iface, XdpMode::Driver)
+            {
+                Ok(_) => AttachMode::Native,
+                Err(e) => {
+                    warn!(
+                        "{iface}: native XDP failed ({}), trying generic mode",
+                        chain(&e)
+                    );
+                    prog.attach(iface, XdpMode::Skb)
+                        .with_context(|| format!("attaching generic XDP to {iface}"))?;
+                    AttachMode::Generic
+                }
+            },
+        };
+        info!("{iface}: XDP attached in {} mode", mode.as_str());
+        self.attached.push((iface.to_string(), mode));
+        Ok(mode)
+    }
+
+    /// Programs the maps from the model. `valid(id)`: the backend may keep
+    /// its flows; `in_ring(id)`: it may take new flows.
+    pub fn sync(
+        &mut self,
+        model: &Model,
+        in_ring: &dyn Fn(u32) -> bool,
+        valid: &dyn Fn(u32) -> bool,
+    ) -> Result<()> {
+        if model.globals.ring_size != self.sizes.ring_size {
+            bail!(
+                "ring_size changed from {} to {}: needs a restart",
+                self.sizes.ring_size,
+                model.globals.ring_size
+            );
+        }
+        let maps = &mut self.maps;
+        maps.globals.set(0, model.globals, 0)?;
+
+        // Backends first, so a flipped ring never names an unknown backend.
+        let mut now = BTreeSet::new();
+        for &id in model.backends.keys() {
+            if id > self.sizes.max_targets {
+                bail!(
+                    "backend id {id} exceeds max_targets {}",
+                    self.sizes.max_targets
+                );
+            }
+            let v = model.backend_value(id, valid(id)).expect("known id");
+            maps.backends.set(id, v, 0)?;
+            now.insert(id);
+        }
+        for &gone in self.backends.difference(&now) {
+            maps.backends.set(gone, Backend::default(), 0)?;
+        }
+        self.backends = now;
+
+        let m = self.sizes.ring_size;
+        let mut seen = HashMap::new();
+        for v in &model.vips {
+            if v.vip_id >= self.sizes.max_vips {
+                bail!(
+                    "vip id {} exceeds max_vips {}",
+                    v.vip_id,
+                    self.sizes.max_vips
+                );
+            }
+            let (zone, all) = model.rings(v, in_ring);
+            let base = v.vip_id * RINGS_PER_VIP;
+            let st = self.rings.entry(v.vip_id).or_insert(RingState {
+                zone_id: base + 1,
+                all_id: base + 3,
+                zone: Vec::new(),
+                all: Vec::new(),
+            });
+            // Write changed rings into the spare slot, then flip below.
+            if st.zone != zone {
+                let spare = if st.zone_id == base { base + 1 } else { base };
+                write_ring(&mut maps.ring, spare, m, &zone)?;
+                st.zone_id = spare;
+                st.zone = zone;
+            }
+            if st.all != all {
+                let spare = if st.all_id == base + 2 {
+                    base + 3
+                } else {
+                    base + 2
+                };
+                write_ring(&mut maps.ring, spare, m, &all)?;
+                st.all_id = spare;
+                st.all = all;
+            }
+            let meta = VipMeta {
+                vip_id: v.vip_id,
+                flags: v.flags,
+                ring_zone: st.zone_id,
+                ring_all: st.all_id,
+                snat_addr: v.snat_addr,
+            };
+            maps.vips.insert(v.key, meta, 0)?;
+            seen.insert(v.key, v.vip_id);
+        }
+        for (k, id) in &self.vips {
+            if !seen.contains_key(k) {
+                maps.vips.remove(k)?;
+                if !seen.values().any(|v| v == id) {
+                    self.rings.remove(id);
+                }
+            }
+        }
+        self.vips = seen;
+
+        let mut now = BTreeSet::new();
+        for (k, v) in model.reverse_entries() {
+            maps.reverse.insert(k, v, 0)?;
+            now.insert(ReverseKeyOrd::from(&k));
+        }
+        for gone in self.reverse.difference(&now) {
+            let k = ReverseKey {
+                addr: gone.0,
+                port: gone.1,
+                proto: gone.2,
+                family: gone.3,
+            };
+            let _ = maps.reverse.remove(&k);
+        }
+        self.reverse = now;
+        Ok(())
+    }
+
+    /// Per-reason counters summed over CPUs.
+    pub fn reasons(&self) -> Result<[u64; REASON_COUNT as usize]> {
+        let arr = &self.maps.reasons;
+        let mut out = [0u64; REASON_COUNT as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = arr.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Counters of a VIP or a backend, summed over CPUs.
+    pub fn counters(&self, backend: bool, index: u32) -> Result<Counters> {
+        let arr = if backend {
+            &self.maps.backend_stats
+        } else {
+            &self.maps.vip_stats
+        };
+        let mut c = Counters::default();
+        for v in arr.get(&index, 0)?.iter() {
+            c.packets += v.packets;
+            c.bytes += v.bytes;
+            c.new_flows += v.new_flows;
+        }
+        Ok(c)
+    }
+}
+
+fn write_ring(ring: &mut Array<MapData, u32>, id: u32, m: u32, slots: &[u32]) -> Result<()> {
+    let base = id * m;
+    for (i, &s) in slots.iter().enumerate() {
+        ring.set(base + i as u32, s, 0)?;
+    }
+    Ok(())
+}
+
+fn chain(e: &ProgramError) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
