@@ -221,9 +221,11 @@ pub enum Reason {
     FwdToClient,
     /// ICMP errors translated.
     IcmpTranslated,
+    /// TTL / hop limit would expire here: passed so the kernel answers.
+    TtlExceeded,
 }
 
-pub const REASON_COUNT: u32 = 17;
+pub const REASON_COUNT: u32 = 18;
 
 pub const REASON_NAMES: [&str; REASON_COUNT as usize] = [
     "not_ip",
@@ -243,6 +245,7 @@ pub const REASON_NAMES: [&str; REASON_COUNT as usize] = [
     "fwd_to_backend",
     "fwd_to_client",
     "icmp_translated",
+    "ttl_exceeded",
 ];
 
 #[cfg(feature = "user")]

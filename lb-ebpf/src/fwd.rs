@@ -60,6 +60,10 @@ fn bump(c: Option<*mut Counters>, bytes: u16, new_flow: bool) {
 /// Client -> VIP: find or create the flow, rewrite towards its target.
 #[inline(always)]
 fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason> {
+    if pkt.ttl <= 1 {
+        // The kernel sends the time-exceeded error.
+        return Err(Reason::TtlExceeded);
+    }
     let g = GLOBALS.get(0).ok_or(Reason::MapError)?;
     let key = FlowKey {
         src: pkt.src,
@@ -253,6 +257,9 @@ fn to_client(ctx: &XdpContext, pkt: &Pkt) -> Result<u32, Reason> {
             None => return Err(Reason::NotVip),
         }
     };
+    if pkt.ttl <= 1 {
+        return Err(Reason::TtlExceeded);
+    }
     let (rc, p) = fib(ctx, pkt, &src, &dst, sport, dport);
     // A target talking to the gateway itself (health checks) is not a reply
     // to a client: leave it alone.
@@ -284,14 +291,20 @@ fn rewrite(
     unsafe {
         if v6 {
             let ip = ptr_at::<[u8; 40]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
+            *ip.add(7) = pkt.ttl - 1;
             (ip.add(8) as *mut [u32; 4]).write_unaligned(*src);
             (ip.add(24) as *mut [u32; 4]).write_unaligned(*dst);
         } else {
             let ip = ptr_at::<[u8; 20]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
             (ip.add(12) as *mut u32).write_unaligned(src[0]);
             (ip.add(16) as *mut u32).write_unaligned(dst[0]);
+            // A forwarding hop decrements the TTL (word 8: ttl, protocol).
+            let ttl_old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
+            let ttl_new = u16::from_ne_bytes([pkt.ttl - 1, pkt.proto]);
+            *ip.add(8) = pkt.ttl - 1;
             let c = (ip.add(10) as *mut u16).read_unaligned();
-            (ip.add(10) as *mut u16).write_unaligned(csum::apply(c, l3));
+            (ip.add(10) as *mut u16)
+                .write_unaligned(csum::apply(c, csum::diff16(l3, ttl_old, ttl_new)));
         }
     }
     let l4 = csum::diff16(csum::diff16(l3, pkt.sport, sport), pkt.dport, dport);

@@ -51,6 +51,7 @@ pub struct Pkt {
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
+    pub ttl: u8,
     pub vlan: bool,
     /// IPv4 total length / IPv6 payload length + 40, host order.
     pub ip_len: u16,
@@ -111,6 +112,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Pkt, Reason> {
         sport: 0,
         dport: 0,
         tcp_flags: 0,
+        ttl: 0,
         vlan,
         ip_len: 0,
     };
@@ -131,6 +133,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Pkt, Reason> {
             }
             pkt.family = AF_INET;
             pkt.proto = h[9];
+            pkt.ttl = h[8];
             pkt.src[0] = raw32(&h, 12);
             pkt.dst[0] = raw32(&h, 16);
             pkt.l4_off = l3_off + ihl;
@@ -153,6 +156,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Pkt, Reason> {
                 i += 1;
             }
             pkt.ip_len = plen.saturating_add(40);
+            pkt.ttl = h[7];
             let mut next = h[6];
             let mut off = l3_off + 40;
             let mut found = false;

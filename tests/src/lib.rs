@@ -1,1 +1,5 @@
-
+//! Test support: network namespaces, packets, fixture tables, topologies.
+pub mod fixture;
+pub mod netns;
+pub mod packet;
+pub mod topo;

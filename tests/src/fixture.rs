@@ -1,0 +1,268 @@
+//! BPF_PROG_TEST_RUN fixtures in Katran's table style: description, input
+//! packet, expected action, expected output packet. The program runs inside
+//! a namespace with fixed routes and permanent neighbours, so its FIB
+//! lookups (and so the output MACs) are deterministic.
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, Result};
+use aya::programs::{TestRun, TestRunOptions};
+use lb_common::{Reason, REASON_COUNT, REASON_NAMES};
+use lb_userspace::{
+    config::Config,
+    model::{Ids, ListenerKey, Model, TargetKey},
+    xdp::{Sizes, XdpDataplane, PROG_LB, PROG_PASS},
+};
+
+use crate::netns::{veth, Netns};
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+pub fn action_name(a: u32) -> &'static str {
+    [
+        "XDP_ABORTED",
+        "XDP_DROP",
+        "XDP_PASS",
+        "XDP_TX",
+        "XDP_REDIRECT",
+    ]
+    .get(a as usize)
+    .copied()
+    .unwrap_or("?")
+}
+
+/// MAC of the fixture gateway's client-side interface `cl`.
+pub const GW_CL_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+/// MAC of the fixture gateway's backend-side interface `bk`.
+pub const GW_BK_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
+/// Neighbour MAC of the client (10.0.0.2, fd00::2).
+pub const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+/// Neighbour MAC of a backend by the last byte of its address (10.1.0.11
+/// -> 11, fd01::11 -> 0x11).
+pub fn backend_mac(n: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 1, n]
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// One row of a fixture table.
+pub struct Fixture {
+    pub desc: String,
+    pub input: Vec<u8>,
+    pub action: u32,
+    /// Expected output; `None` means "unchanged".
+    pub output: Option<Vec<u8>>,
+    /// A reason counter that must grow by exactly one.
+    pub reason: Option<Reason>,
+}
+
+/// A loaded program in a namespace with the fixture routes.
+pub struct Env {
+    pub ns: Netns,
+    pub dp: XdpDataplane,
+    pub cfg: Config,
+    pub model: Model,
+    vip_ids: Ids<ListenerKey>,
+    backend_ids: Ids<TargetKey>,
+    /// Backend ids out of the rings (unhealthy), and invalid ones.
+    pub unhealthy: HashMap<u32, bool>,
+    pub invalid: HashMap<u32, bool>,
+}
+
+impl Env {
+    /// Namespace with `cl` (10.0.0.1/24, fd00::1/64, client neighbour .2)
+    /// and `bk` (10.1.0.1/24, fd01::1/64, backend neighbours .11-.13).
+    pub fn new(config: &str) -> Result<Env> {
+        crate::netns::require_root();
+        let ns = Netns::new("fx")?;
+        veth(&ns, "cl", &ns, "cl-p")?;
+        veth(&ns, "bk", &ns, "bk-p")?;
+        ns.ip(&["link", "set", "cl", "address", &mac_str(GW_CL_MAC)])?;
+        ns.ip(&["link", "set", "bk", "address", &mac_str(GW_BK_MAC)])?;
+        for d in ["cl", "cl-p", "bk", "bk-p"] {
+            ns.ip(&["link", "set", d, "up"])?;
+        }
+        ns.ip(&["addr", "add", "10.0.0.1/24", "dev", "cl"])?;
+        ns.ip(&["-6", "addr", "add", "fd00::1/64", "dev", "cl", "nodad"])?;
+        ns.ip(&["addr", "add", "10.1.0.1/24", "dev", "bk"])?;
+        ns.ip(&["-6", "addr", "add", "fd01::1/64", "dev", "bk", "nodad"])?;
+        ns.sysctl("net.ipv4.conf.all.forwarding", "1")?;
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        let perm = |ip: &str, mac: [u8; 6], dev: &str| {
+            ns.ip(&[
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                &mac_str(mac),
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])
+        };
+        perm("10.0.0.2", CLIENT_MAC, "cl")?;
+        perm("fd00::2", CLIENT_MAC, "cl")?;
+        for n in 11..=13u8 {
+            perm(&format!("10.1.0.{n}"), backend_mac(n), "bk")?;
+            // fd01::11 ends in byte 0x11.
+            perm(
+                &format!("fd01::{n}"),
+                backend_mac(((n / 10) << 4) | (n % 10)),
+                "bk",
+            )?;
+        }
+        let cfg = Config::parse(config).map_err(|e| anyhow::anyhow!("fixture config: {e}"))?;
+        let dp = XdpDataplane::load(Sizes::from_config(&cfg))?;
+        let mut vip_ids = Ids::new(0);
+        let mut backend_ids = Ids::new(1);
+        let model = Model::build(&cfg, &mut vip_ids, &mut backend_ids);
+        let mut env = Env {
+            ns,
+            dp,
+            cfg,
+            model,
+            vip_ids,
+            backend_ids,
+            unhealthy: HashMap::new(),
+            invalid: HashMap::new(),
+        };
+        env.sync()?;
+        Ok(env)
+    }
+
+    /// Re-programs the maps from the model and the health overrides.
+    pub fn sync(&mut self) -> Result<()> {
+        let unhealthy = self.unhealthy.clone();
+        let invalid = self.invalid.clone();
+        let in_ring = move |id: u32| !unhealthy.contains_key(&id);
+        let valid = move |id: u32| !invalid.contains_key(&id);
+        self.dp.sync(&self.model, &in_ring, &valid)
+    }
+
+    /// Applies a new config (as a SIGHUP reload does).
+    pub fn reload(&mut self, config: &str) -> Result<()> {
+        self.cfg = Config::parse(config).map_err(|e| anyhow::anyhow!("fixture config: {e}"))?;
+        self.model = Model::build(&self.cfg, &mut self.vip_ids, &mut self.backend_ids);
+        self.sync()
+    }
+
+    /// Backend id of a target address (first target group holding it).
+    pub fn backend_id(&self, addr: &str) -> u32 {
+        let a: std::net::IpAddr = addr.parse().expect("addr");
+        self.model
+            .backends
+            .values()
+            .find(|b| b.key.address == a)
+            .map(|b| b.id)
+            .unwrap_or_else(|| panic!("no backend {addr}"))
+    }
+
+    /// Runs `prog` once on `input` inside the namespace.
+    pub fn run_prog(
+        &mut self,
+        prog: &str,
+        input: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Vec<u8>, std::time::Duration)> {
+        let _in = self.ns.enter()?;
+        let p = self.dp.program(prog)?;
+        let mut out = vec![0u8; input.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(input);
+        opts.data_out = Some(&mut out);
+        opts.repeat = repeat;
+        let r = p.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out, r.duration))
+    }
+
+    pub fn run(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let (a, o, _) = self.run_prog(PROG_LB, input, 1)?;
+        Ok((a, o))
+    }
+
+    /// Runs the do-nothing program (benchmark baseline).
+    pub fn run_pass(&mut self, input: &[u8], repeat: u32) -> Result<std::time::Duration> {
+        Ok(self.run_prog(PROG_PASS, input, repeat)?.2)
+    }
+
+    pub fn reasons(&self) -> [u64; REASON_COUNT as usize] {
+        self.dp.reasons().expect("reading REASONS")
+    }
+
+    /// Runs one fixture and asserts action, output bytes and counter.
+    pub fn check(&mut self, f: &Fixture) -> Vec<u8> {
+        let before = self.reasons();
+        let (action, out) = self
+            .run(&f.input)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", f.desc));
+        let after = self.reasons();
+        assert_eq!(
+            action_name(action),
+            action_name(f.action),
+            "{}: action (counters moved: {})",
+            f.desc,
+            moved(&before, &after)
+        );
+        let want = f.output.as_ref().unwrap_or(&f.input);
+        if &out != want {
+            panic!("{}: output differs\n{}", f.desc, diff(want, &out));
+        }
+        if let Some(r) = f.reason {
+            let i = r as usize;
+            assert_eq!(
+                after[i] - before[i],
+                1,
+                "{}: counter {} should grow by 1 (moved: {})",
+                f.desc,
+                REASON_NAMES[i],
+                moved(&before, &after)
+            );
+        }
+        out
+    }
+
+    pub fn check_all(&mut self, table: &[Fixture]) {
+        for f in table {
+            self.check(f);
+        }
+    }
+}
+
+fn moved(a: &[u64], b: &[u64]) -> String {
+    let v: Vec<String> = a
+        .iter()
+        .zip(b)
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+        .map(|(i, (x, y))| format!("{}+{}", REASON_NAMES[i], y - x))
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Byte diff of two frames, with offsets.
+pub fn diff(want: &[u8], got: &[u8]) -> String {
+    let mut s = format!("want {} bytes, got {} bytes\n", want.len(), got.len());
+    for i in 0..want.len().max(got.len()) {
+        let (w, g) = (want.get(i), got.get(i));
+        if w != g {
+            s += &format!("  @{i}: want {w:02x?} got {g:02x?}\n");
+        }
+    }
+    s
+}

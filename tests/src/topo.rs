@@ -1,0 +1,160 @@
+//! The namespace topology of the end-to-end tests and the demo:
+//!
+//! ```text
+//!  client (10.0.0.2, fd00::2)
+//!     | eth0 -- eth0
+//!  gateway (10.0.0.1 / fd00::1; 10.1.N.1 / fd01:N::1 on ethN)     VIPs routed here
+//!     | eth1..ethN -- eth0
+//!  backend N (10.1.N.2, fd01:N::2), zone "a" for N <= 2, else "b"
+//! ```
+//! Client and backends have GRO on: veth only delivers frames that XDP
+//! redirected into it when the peer has GRO or an XDP program.
+
+use anyhow::{Context as _, Result};
+
+use crate::netns::{veth, Netns};
+
+pub const CLIENT_V4: &str = "10.0.0.2";
+pub const CLIENT_V6: &str = "fd00::2";
+pub const GW_V4: &str = "10.0.0.1";
+pub const GW_V6: &str = "fd00::1";
+pub const VIP_V4: &str = "10.100.0.1";
+pub const VIP_V6: &str = "fd64::1";
+
+pub struct Topology {
+    pub client: Netns,
+    pub gw: Netns,
+    pub backends: Vec<Backend>,
+}
+
+pub struct Backend {
+    pub ns: Netns,
+    pub name: String,
+    pub zone: &'static str,
+    pub v4: String,
+    pub v6: String,
+    /// Gateway interface towards this backend.
+    pub gw_dev: String,
+}
+
+pub fn backend_zone(i: usize) -> &'static str {
+    if i <= 2 {
+        "a"
+    } else {
+        "b"
+    }
+}
+
+fn gro_on(ns: &Netns, dev: &str) -> Result<()> {
+    ns.exec(&["ethtool", "-K", dev, "gro", "on"])
+        .context("enabling GRO with ethtool (apt-get install ethtool)")?;
+    Ok(())
+}
+
+impl Topology {
+    pub fn build(n_backends: usize) -> Result<Topology> {
+        let client = Netns::new("client")?;
+        let gw = Netns::new("gw")?;
+        veth(&client, "eth0", &gw, "eth0")?;
+        client.ip(&["addr", "add", "10.0.0.2/24", "dev", "eth0"])?;
+        client.ip(&["-6", "addr", "add", "fd00::2/64", "dev", "eth0", "nodad"])?;
+        client.ip(&["link", "set", "eth0", "up"])?;
+        client.ip(&["route", "add", "default", "via", GW_V4])?;
+        client.ip(&["-6", "route", "add", "default", "via", GW_V6])?;
+        gro_on(&client, "eth0")?;
+        gw.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])?;
+        gw.ip(&["-6", "addr", "add", "fd00::1/64", "dev", "eth0", "nodad"])?;
+        gw.ip(&["link", "set", "eth0", "up"])?;
+        gw.sysctl("net.ipv4.ip_forward", "1")?;
+        gw.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        let mut backends = Vec::new();
+        for i in 1..=n_backends {
+            let ns = Netns::new(&format!("b{i}"))?;
+            let gw_dev = format!("eth{i}");
+            veth(&gw, &gw_dev, &ns, "eth0")?;
+            gw.ip(&["addr", "add", &format!("10.1.{i}.1/24"), "dev", &gw_dev])?;
+            gw.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("fd01:{i}::1/64"),
+                "dev",
+                &gw_dev,
+                "nodad",
+            ])?;
+            gw.ip(&["link", "set", &gw_dev, "up"])?;
+            let (v4, v6) = (format!("10.1.{i}.2"), format!("fd01:{i}::2"));
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
+            ns.ip(&["link", "set", "eth0", "up"])?;
+            ns.ip(&["route", "add", "default", "via", &format!("10.1.{i}.1")])?;
+            ns.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("fd01:{i}::1"),
+            ])?;
+            gro_on(&ns, "eth0")?;
+            backends.push(Backend {
+                ns,
+                name: format!("b{i}"),
+                zone: backend_zone(i),
+                v4,
+                v6,
+                gw_dev,
+            });
+        }
+        Ok(Topology {
+            client,
+            gw,
+            backends,
+        })
+    }
+
+    /// Gateway interfaces the balancer attaches to.
+    pub fn gw_interfaces(&self) -> Vec<String> {
+        std::iter::once("eth0".to_string())
+            .chain(self.backends.iter().map(|b| b.gw_dev.clone()))
+            .collect()
+    }
+
+    /// A config for `lb run` in the gateway: one TCP+UDP listener on the v4
+    /// and the v6 VIP, port 80 -> 8080 on every backend, zone "a".
+    pub fn config(&self, extra_tg: &str) -> String {
+        let ifaces: Vec<String> = self
+            .gw_interfaces()
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect();
+        let mut s = format!(
+            "[gateway]\ninterfaces = [{}]\nzone = \"a\"\nconntrack_size = 65536\nsnat_table_size = 65536\n\n",
+            ifaces.join(", ")
+        );
+        for (name, vip, fam) in [("web4", VIP_V4, 4), ("web6", VIP_V6, 6)] {
+            s += &format!(
+                "[[listener]]\nname = \"{name}\"\naddress = \"{vip}\"\nport = 80\nprotocol = \"tcp_udp\"\ntarget_group = \"tg{fam}\"\n\n"
+            );
+        }
+        for fam in [4, 6] {
+            s += &format!("[[target_group]]\nname = \"tg{fam}\"\ncross_zone = true\n{extra_tg}\n");
+            for b in &self.backends {
+                let a = if fam == 4 { &b.v4 } else { &b.v6 };
+                s += &format!(
+                    "[[target_group.targets]]\naddress = \"{a}\"\nport = 8080\nzone = \"{}\"\n\n",
+                    b.zone
+                );
+            }
+        }
+        s
+    }
+}

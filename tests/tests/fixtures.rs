@@ -1,0 +1,559 @@
+//! BPF_PROG_TEST_RUN fixtures: the real XDP program on crafted packets.
+//! Root only; run serially through `cargo xtask test`.
+
+use lb_common::{hash::flow_hash, hash::src_hash, FlowKey, Reason, FLOW_F_CLOSING};
+use lb_userspace::model::addr_words;
+use tests::{
+    fixture::*,
+    packet::{off, raw_frame, Spec, ACK, FIN, L4, RST, SYN},
+};
+
+const CONFIG: &str = r#"
+[gateway]
+zone = "a"
+ring_size = 251
+max_vips = 16
+max_targets = 64
+conntrack_size = 4096
+snat_table_size = 4096
+snat_ports = "20000-32767"
+
+[[listener]]
+name = "nat4"
+address = "10.100.0.1"
+port = 80
+protocol = "tcp_udp"
+target_group = "nat4"
+
+[[listener]]
+name = "nat6"
+address = "fd64::1"
+port = 80
+protocol = "tcp_udp"
+target_group = "nat6"
+
+[[listener]]
+name = "snat4"
+address = "10.100.0.2"
+port = 80
+protocol = "tcp_udp"
+target_group = "snat4"
+
+[[listener]]
+name = "snat6"
+address = "fd64::2"
+port = 80
+protocol = "tcp_udp"
+target_group = "snat6"
+
+[[listener]]
+name = "sticky4"
+address = "10.100.0.3"
+port = 80
+protocol = "tcp"
+target_group = "sticky4"
+
+[[target_group]]
+name = "nat4"
+[[target_group.targets]]
+address = "10.1.0.11"
+port = 8080
+zone = "a"
+[[target_group.targets]]
+address = "10.1.0.12"
+port = 8080
+zone = "a"
+[[target_group.targets]]
+address = "10.1.0.13"
+port = 8080
+zone = "b"
+
+[[target_group]]
+name = "nat6"
+[[target_group.targets]]
+address = "fd01::11"
+port = 8080
+zone = "a"
+[[target_group.targets]]
+address = "fd01::12"
+port = 8080
+zone = "a"
+[[target_group.targets]]
+address = "fd01::13"
+port = 8080
+zone = "b"
+
+[[target_group]]
+name = "snat4"
+mode = "snat"
+snat_address = "10.1.0.1"
+[[target_group.targets]]
+address = "10.1.0.11"
+port = 9090
+zone = "a"
+[[target_group.targets]]
+address = "10.1.0.12"
+port = 9090
+zone = "a"
+
+[[target_group]]
+name = "snat6"
+mode = "snat"
+snat_address = "fd01::1"
+[[target_group.targets]]
+address = "fd01::11"
+port = 9090
+zone = "a"
+[[target_group.targets]]
+address = "fd01::12"
+port = 9090
+zone = "a"
+
+[[target_group]]
+name = "sticky4"
+stickiness = "source_ip"
+cross_zone = true
+[[target_group.targets]]
+address = "10.1.0.11"
+port = 7070
+zone = "a"
+[[target_group.targets]]
+address = "10.1.0.12"
+port = 7070
+zone = "a"
+[[target_group.targets]]
+address = "10.1.0.13"
+port = 7070
+zone = "b"
+"#;
+
+fn env() -> Env {
+    Env::new(CONFIG).expect("fixture environment")
+}
+
+fn proto(l4: L4) -> u8 {
+    match l4 {
+        L4::Udp => 17,
+        _ => 6,
+    }
+}
+
+/// The target the ring names for a packet (what the program must pick).
+fn expected_target(env: &Env, p: &Spec) -> (String, u16) {
+    let (src, _) = addr_words(p.src);
+    let (dst, _) = addr_words(p.dst);
+    let vip = env
+        .model
+        .vips
+        .iter()
+        .find(|v| v.key.addr == dst && v.key.port == p.dport.to_be() && v.key.proto == proto(p.l4))
+        .expect("packet is for a VIP");
+    let h = if vip.flags & lb_common::VIP_F_STICKY != 0 {
+        src_hash(&src)
+    } else {
+        flow_hash(&src, &dst, p.sport.to_be(), p.dport.to_be(), proto(p.l4))
+    };
+    let unhealthy = env.unhealthy.clone();
+    let (zone, all) = env.model.rings(vip, &|id| !unhealthy.contains_key(&id));
+    let slot = (h % env.model.globals.ring_size) as usize;
+    let mut id = if vip.flags & lb_common::VIP_F_CROSS_ZONE == 0 {
+        zone[slot]
+    } else {
+        0
+    };
+    if id == 0 {
+        id = all[slot];
+    }
+    assert_ne!(id, 0, "ring is empty");
+    let b = &env.model.backends[&id];
+    (b.key.address.to_string(), b.key.port)
+}
+
+fn last_byte(addr: &str) -> u8 {
+    match addr.parse::<std::net::IpAddr>().unwrap() {
+        std::net::IpAddr::V4(a) => a.octets()[3],
+        std::net::IpAddr::V6(a) => {
+            // fd01::11 -> 0x11
+            a.octets()[15]
+        }
+    }
+}
+
+fn client_ip(v6: bool) -> &'static str {
+    if v6 {
+        "fd00::2"
+    } else {
+        "10.0.0.2"
+    }
+}
+
+#[test]
+fn passes_what_is_not_ours() {
+    let mut env = env();
+    let udp_other = Spec::new("10.0.0.2", 5000, "10.9.9.9", 53, L4::Udp).build();
+    let mut ipv4_cut = Spec::new("10.0.0.2", 5000, "10.100.0.1", 80, SYN).build();
+    ipv4_cut.truncate(off::ETH + 10);
+    let mut ipv6_cut = Spec::new("fd00::2", 5000, "fd64::1", 80, SYN).build();
+    ipv6_cut.truncate(off::ETH + 30);
+    let table = vec![
+        Fixture {
+            desc: "ARP (not IP) passes unchanged".into(),
+            input: raw_frame(0x0806, &[0u8; 28]),
+            action: XDP_PASS,
+            output: None,
+            reason: Some(Reason::NotIp),
+        },
+        Fixture {
+            desc: "IPv4 UDP to an address that is not a VIP passes unchanged".into(),
+            input: udp_other,
+            action: XDP_PASS,
+            output: None,
+            reason: Some(Reason::NotVip),
+        },
+        Fixture {
+            desc: "frame cut inside its VLAN tag passes, counted".into(),
+            input: raw_frame(0x8100, &[0x00]),
+            action: XDP_PASS,
+            output: None,
+            reason: Some(Reason::TruncatedL2),
+        },
+        Fixture {
+            desc: "frame cut inside the IPv4 header passes, counted".into(),
+            input: ipv4_cut,
+            action: XDP_PASS,
+            output: None,
+            reason: Some(Reason::MalformedL3),
+        },
+        Fixture {
+            desc: "frame cut inside the IPv6 header passes, counted".into(),
+            input: ipv6_cut,
+            action: XDP_PASS,
+            output: None,
+            reason: Some(Reason::MalformedL3),
+        },
+    ];
+    env.check_all(&table);
+}
+
+/// New flow to a VIP and the reply, for v4/v6 x TCP/UDP, in `nat` mode.
+#[test]
+fn nat_new_flow_and_reply() {
+    let mut env = env();
+    for (v6, vip) in [(false, "10.100.0.1"), (true, "fd64::1")] {
+        for l4 in [SYN, L4::Udp] {
+            for sport in [40000u16, 40001, 40002, 51234] {
+                let c = client_ip(v6);
+                let p = Spec::new(c, sport, vip, 80, l4).macs(CLIENT_MAC, GW_CL_MAC);
+                let (t, tport) = expected_target(&env, &p);
+                let want = p.forwarded(c, sport, &t, tport, GW_BK_MAC, backend_mac(last_byte(&t)));
+                env.check(&Fixture {
+                    desc: format!("{c}:{sport} -> {vip}:80 {l4:?} goes to {t}:{tport}"),
+                    input: p.build(),
+                    action: XDP_REDIRECT,
+                    output: Some(want.build()),
+                    reason: Some(Reason::FwdToBackend),
+                });
+                // The target's reply comes back from the VIP.
+                let r = Spec::new(
+                    &t,
+                    tport,
+                    c,
+                    sport,
+                    if l4 == L4::Udp { L4::Udp } else { ACK },
+                )
+                .macs(backend_mac(last_byte(&t)), GW_BK_MAC);
+                let want = r.forwarded(vip, 80, c, sport, GW_CL_MAC, CLIENT_MAC);
+                env.check(&Fixture {
+                    desc: format!(
+                        "reply {t}:{tport} -> {c}:{sport} is translated to come from {vip}:80"
+                    ),
+                    input: r.build(),
+                    action: XDP_REDIRECT,
+                    output: Some(want.build()),
+                    reason: Some(Reason::FwdToClient),
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn udp_zero_checksum_stays_zero() {
+    let mut env = env();
+    let mut p = Spec::new("10.0.0.2", 7777, "10.100.0.1", 80, L4::Udp).macs(CLIENT_MAC, GW_CL_MAC);
+    p.udp_no_csum = true;
+    let (t, tport) = expected_target(&env, &p);
+    let mut want = p.forwarded(
+        "10.0.0.2",
+        7777,
+        &t,
+        tport,
+        GW_BK_MAC,
+        backend_mac(last_byte(&t)),
+    );
+    want.udp_no_csum = true;
+    env.check(&Fixture {
+        desc: "IPv4 UDP without checksum is forwarded without checksum".into(),
+        input: p.build(),
+        action: XDP_REDIRECT,
+        output: Some(want.build()),
+        reason: Some(Reason::FwdToBackend),
+    });
+}
+
+#[test]
+fn conntrack_keeps_flows_across_ring_changes() {
+    let mut env = env();
+    let flows: Vec<Spec> = (0..64u16)
+        .map(|i| {
+            Spec::new("10.0.0.2", 30000 + i, "10.100.0.1", 80, SYN).macs(CLIENT_MAC, GW_CL_MAC)
+        })
+        .collect();
+    let first: Vec<(String, u16)> = flows.iter().map(|p| expected_target(&env, p)).collect();
+    for p in &flows {
+        let (a, _) = env.run(&p.build()).unwrap();
+        assert_eq!(a, XDP_REDIRECT);
+    }
+    // Weights change: the ring moves some slots to another target.
+    let heavier = CONFIG.replacen(
+        "address = \"10.1.0.11\"\nport = 8080\nzone = \"a\"",
+        "address = \"10.1.0.11\"\nport = 8080\nzone = \"a\"\nweight = 5",
+        1,
+    );
+    env.reload(&heavier).unwrap();
+    let now: Vec<(String, u16)> = flows.iter().map(|p| expected_target(&env, p)).collect();
+    let moved = first.iter().zip(&now).filter(|(a, b)| a != b).count();
+    assert!(
+        moved > 0,
+        "the ring should have changed for some of the flows"
+    );
+    for (p, (t, tport)) in flows.iter().zip(&first) {
+        let mut q = p.clone();
+        q.l4 = ACK;
+        let want = q.forwarded(
+            "10.0.0.2",
+            q.sport,
+            t,
+            *tport,
+            GW_BK_MAC,
+            backend_mac(last_byte(t)),
+        );
+        env.check(&Fixture {
+            desc: format!(
+                "established flow :{} stays on {t} after the ring changed",
+                q.sport
+            ),
+            input: q.build(),
+            action: XDP_REDIRECT,
+            output: Some(want.build()),
+            reason: None,
+        });
+    }
+    // Draining (out of the ring, still registered): flows stay too.
+    let id11 = env.backend_id("10.1.0.11");
+    env.unhealthy.insert(id11, true);
+    env.sync().unwrap();
+    for (p, (t, _)) in flows.iter().zip(&first) {
+        let (a, out) = env.run(&p.build()).unwrap();
+        assert_eq!(a, XDP_REDIRECT);
+        assert_eq!(
+            &out[14 + 16..14 + 20],
+            &t.parse::<std::net::Ipv4Addr>().unwrap().octets()
+        );
+    }
+    // Deregistered: its flows pick a target from the current ring.
+    env.invalid.insert(id11, true);
+    env.sync().unwrap();
+    for p in &flows {
+        let (a, out) = env.run(&p.build()).unwrap();
+        assert_eq!(a, XDP_REDIRECT);
+        assert_ne!(
+            &out[14 + 16..14 + 20],
+            &[10, 1, 0, 11],
+            "flow must leave the deregistered target"
+        );
+    }
+}
+
+#[test]
+fn snat_allocates_a_port_and_reverses() {
+    let mut env = env();
+    for (v6, vip, snat) in [
+        (false, "10.100.0.2", "10.1.0.1"),
+        (true, "fd64::2", "fd01::1"),
+    ] {
+        for l4 in [SYN, L4::Udp] {
+            let c = client_ip(v6);
+            let p = Spec::new(c, 45000, vip, 80, l4).macs(CLIENT_MAC, GW_CL_MAC);
+            let (t, tport) = expected_target(&env, &p);
+            let (a, out) = env.run(&p.build()).unwrap();
+            assert_eq!(action_name(a), "XDP_REDIRECT");
+            let l4_at = if v6 { off::V6_L4 } else { off::V4_L4 };
+            let port = u16::from_be_bytes([out[l4_at], out[l4_at + 1]]);
+            assert!(
+                (20000..=32767).contains(&port),
+                "snat port {port} out of range"
+            );
+            let want = p.forwarded(snat, port, &t, tport, GW_BK_MAC, backend_mac(last_byte(&t)));
+            assert_eq!(
+                out,
+                want.build(),
+                "snat output\n{}",
+                diff(&want.build(), &out)
+            );
+            // Same flow again: same port.
+            let (_, out2) = env.run(&p.build()).unwrap();
+            assert_eq!(out2, out);
+            // Reply to the gateway's address and port goes back to the client.
+            let r = Spec::new(
+                &t,
+                tport,
+                snat,
+                port,
+                if l4 == L4::Udp { L4::Udp } else { ACK },
+            )
+            .macs(backend_mac(last_byte(&t)), GW_BK_MAC);
+            let want = r.forwarded(vip, 80, c, 45000, GW_CL_MAC, CLIENT_MAC);
+            env.check(&Fixture {
+                desc: format!(
+                    "snat reply {t}:{tport} -> {snat}:{port} goes back to {c}:45000 from {vip}:80"
+                ),
+                input: r.build(),
+                action: XDP_REDIRECT,
+                output: Some(want.build()),
+                reason: Some(Reason::FwdToClient),
+            });
+        }
+    }
+    // Another client flow gets another port.
+    let a = env
+        .run(&Spec::new("10.0.0.2", 45001, "10.100.0.2", 80, SYN).build())
+        .unwrap()
+        .1;
+    let b = env
+        .run(&Spec::new("10.0.0.2", 45002, "10.100.0.2", 80, SYN).build())
+        .unwrap()
+        .1;
+    assert_ne!(a[off::V4_L4..off::V4_L4 + 2], b[off::V4_L4..off::V4_L4 + 2]);
+}
+
+#[test]
+fn source_ip_stickiness() {
+    let mut env = env();
+    let mut seen = std::collections::HashSet::new();
+    for sport in 1000..1040u16 {
+        let p = Spec::new("10.0.0.2", sport, "10.100.0.3", 80, SYN);
+        let (_, out) = env.run(&p.build()).unwrap();
+        seen.insert(out[14 + 16..14 + 20].to_vec());
+        assert_eq!(
+            expected_target(&env, &p),
+            expected_target(&env, &Spec::new("10.0.0.2", 1000, "10.100.0.3", 80, SYN))
+        );
+    }
+    assert_eq!(seen.len(), 1, "one client address must stick to one target");
+}
+
+#[test]
+fn zone_choice_and_failover() {
+    let mut env = env();
+    let flows = |base: u16| {
+        (0..100u16).map(move |i| Spec::new("10.0.0.2", base + i, "10.100.0.1", 80, SYN))
+    };
+    let mut per = std::collections::HashMap::new();
+    for p in flows(2000) {
+        let (a, out) = env.run(&p.build()).unwrap();
+        assert_eq!(a, XDP_REDIRECT);
+        *per.entry(out[14 + 19]).or_insert(0) += 1;
+    }
+    assert!(
+        !per.contains_key(&13),
+        "cross-zone off: zone b target got flows: {per:?}"
+    );
+    assert!(per.contains_key(&11) && per.contains_key(&12), "{per:?}");
+    // Zone a has no healthy target: fail over to the all-zones ring.
+    for ip in ["10.1.0.11", "10.1.0.12"] {
+        let id = env.backend_id(ip);
+        env.unhealthy.insert(id, true);
+        env.invalid.insert(id, true);
+    }
+    env.sync().unwrap();
+    for p in flows(3000) {
+        let (a, out) = env.run(&p.build()).unwrap();
+        assert_eq!(a, XDP_REDIRECT);
+        assert_eq!(out[14 + 19], 13, "zone a down: traffic goes to zone b");
+    }
+    // Zone a back: new flows return to it.
+    env.unhealthy.clear();
+    env.invalid.clear();
+    env.sync().unwrap();
+    for p in flows(4000) {
+        let (_, out) = env.run(&p.build()).unwrap();
+        assert_ne!(out[14 + 19], 13);
+    }
+}
+
+#[test]
+fn no_healthy_target_drops_and_counts() {
+    let mut env = env();
+    for ip in ["10.1.0.11", "10.1.0.12", "10.1.0.13"] {
+        let id = env.backend_id(ip);
+        env.unhealthy.insert(id, true);
+    }
+    env.sync().unwrap();
+    env.check(&Fixture {
+        desc: "VIP without healthy target: dropped, counted".into(),
+        input: Spec::new("10.0.0.2", 1234, "10.100.0.1", 80, SYN).build(),
+        action: XDP_DROP,
+        output: None,
+        reason: Some(Reason::NoBackend),
+    });
+}
+
+#[test]
+fn ttl_and_local_traffic_are_left_to_the_kernel() {
+    let mut env = env();
+    let mut p = Spec::new("10.0.0.2", 1234, "10.100.0.1", 80, SYN);
+    p.ttl = 1;
+    env.check(&Fixture {
+        desc: "TTL 1 to a VIP: the kernel answers time-exceeded".into(),
+        input: p.build(),
+        action: XDP_PASS,
+        output: None,
+        reason: Some(Reason::TtlExceeded),
+    });
+    // A health-check answer from a target to the gateway itself.
+    env.check(&Fixture {
+        desc: "target port talking to the gateway's own address is not translated".into(),
+        input: Spec::new("10.1.0.11", 8080, "10.1.0.1", 33000, ACK).build(),
+        action: XDP_PASS,
+        output: None,
+        reason: Some(Reason::NotVip),
+    });
+}
+
+#[test]
+fn fin_and_rst_mark_the_flow_closing() {
+    let mut env = env();
+    for (sport, l4) in [(6000u16, FIN), (6001, RST)] {
+        let syn = Spec::new("10.0.0.2", sport, "10.100.0.1", 80, SYN);
+        env.run(&syn.build()).unwrap();
+        let mut f = syn.clone();
+        f.l4 = l4;
+        env.run(&f.build()).unwrap();
+        let key = FlowKey {
+            src: addr_words("10.0.0.2".parse().unwrap()).0,
+            dst: addr_words("10.100.0.1".parse().unwrap()).0,
+            sport: sport.to_be(),
+            dport: 80u16.to_be(),
+            proto: 6,
+            family: 4,
+            _pad: [0; 2],
+        };
+        let st = env.dp.maps.conntrack.get(&key, 0).expect("flow is tracked");
+        assert_ne!(
+            st.flags & FLOW_F_CLOSING,
+            0,
+            "{l4:?} must mark the flow closing"
+        );
+    }
+}
