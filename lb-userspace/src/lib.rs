@@ -1,4 +1,5 @@
 //! The `lb` daemon as a library, so integration tests can drive its parts.
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod model;

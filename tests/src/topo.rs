@@ -7,8 +7,9 @@
 //!     | eth1..ethN -- eth0
 //!  backend N (10.1.N.2, fd01:N::2), zone "a" for N <= 2, else "b"
 //! ```
-//! Client and backends have GRO on: veth only delivers frames that XDP
-//! redirected into it when the peer has GRO or an XDP program.
+//! Client and backends have GRO on (veth only delivers frames that XDP
+//! redirected into it when the peer has GRO or an XDP program) and TX
+//! checksum offload off (see `prepare_host_dev`).
 
 use anyhow::{Context as _, Result};
 
@@ -45,9 +46,13 @@ pub fn backend_zone(i: usize) -> &'static str {
     }
 }
 
-fn gro_on(ns: &Netns, dev: &str) -> Result<()> {
-    ns.exec(&["ethtool", "-K", dev, "gro", "on"])
-        .context("enabling GRO with ethtool (apt-get install ethtool)")?;
+/// GRO on (so veth delivers redirected frames) and TX checksum offload off:
+/// a veth sends CHECKSUM_PARTIAL packets whose checksum the kernel would
+/// finish later, which an XDP redirect cannot carry along. Real NICs hand
+/// XDP complete checksums, as this makes the veth do.
+fn prepare_host_dev(ns: &Netns, dev: &str) -> Result<()> {
+    ns.exec(&["ethtool", "-K", dev, "gro", "on", "tx", "off"])
+        .context("setting offloads with ethtool (apt-get install ethtool)")?;
     Ok(())
 }
 
@@ -61,7 +66,7 @@ impl Topology {
         client.ip(&["link", "set", "eth0", "up"])?;
         client.ip(&["route", "add", "default", "via", GW_V4])?;
         client.ip(&["-6", "route", "add", "default", "via", GW_V6])?;
-        gro_on(&client, "eth0")?;
+        prepare_host_dev(&client, "eth0")?;
         gw.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])?;
         gw.ip(&["-6", "addr", "add", "fd00::1/64", "dev", "eth0", "nodad"])?;
         gw.ip(&["link", "set", "eth0", "up"])?;
@@ -104,7 +109,7 @@ impl Topology {
                 "via",
                 &format!("fd01:{i}::1"),
             ])?;
-            gro_on(&ns, "eth0")?;
+            prepare_host_dev(&ns, "eth0")?;
             backends.push(Backend {
                 ns,
                 name: format!("b{i}"),

@@ -443,14 +443,32 @@ fn source_ip_stickiness() {
     let mut seen = std::collections::HashSet::new();
     for sport in 1000..1040u16 {
         let p = Spec::new("10.0.0.2", sport, "10.100.0.3", 80, SYN);
-        let (_, out) = env.run(&p.build()).unwrap();
-        seen.insert(out[14 + 16..14 + 20].to_vec());
+        let (a, out) = env.run(&p.build()).unwrap();
+        assert_eq!(action_name(a), "XDP_REDIRECT");
+        let (t, tport) = expected_target(&env, &p);
         assert_eq!(
-            expected_target(&env, &p),
-            expected_target(&env, &Spec::new("10.0.0.2", 1000, "10.100.0.3", 80, SYN))
+            out[14 + 16..14 + 20],
+            t.parse::<std::net::Ipv4Addr>().unwrap().octets()
         );
+        assert_eq!(
+            u16::from_be_bytes([out[off::V4_L4 + 2], out[off::V4_L4 + 3]]),
+            tport
+        );
+        seen.insert(out[14 + 16..14 + 20].to_vec());
     }
     assert_eq!(seen.len(), 1, "one client address must stick to one target");
+    // Other clients spread over the targets.
+    let mut others = std::collections::HashSet::new();
+    for c in 1..=60u8 {
+        let p = Spec::new(&format!("10.0.7.{c}"), 1000, "10.100.0.3", 80, SYN);
+        let (_, out) = env.run(&p.build()).unwrap();
+        others.insert(out[14 + 19]);
+    }
+    assert_eq!(
+        others.len(),
+        3,
+        "60 clients should reach all 3 targets: {others:?}"
+    );
 }
 
 #[test]
@@ -556,4 +574,153 @@ fn fin_and_rst_mark_the_flow_closing() {
             "{l4:?} must mark the flow closing"
         );
     }
+}
+
+/// IPv6 TCP SYN to fd64::1:80 behind `n` destination-options headers.
+fn v6_with_ext(n: usize) -> Vec<u8> {
+    let base = Spec::new("fd00::2", 41000, "fd64::1", 80, SYN)
+        .macs(CLIENT_MAC, GW_CL_MAC)
+        .build();
+    let (head, tcp) = base.split_at(off::V6_L4);
+    let mut v = head.to_vec();
+    let plen = tcp.len() + 8 * n;
+    v[off::ETH + 4..off::ETH + 6].copy_from_slice(&(plen as u16).to_be_bytes());
+    v[off::ETH + 6] = if n > 0 { 60 } else { 6 };
+    for i in 0..n {
+        let next = if i + 1 == n { 6 } else { 60 };
+        // Next header, length 0 (8 bytes), PadN option filling the rest.
+        v.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    v.extend_from_slice(tcp);
+    v
+}
+
+#[test]
+fn malformed_corpus_passes_and_counts() {
+    let mut env = env();
+    let mut corpus: Vec<(String, Vec<u8>, Reason)> = Vec::new();
+    // Every cut of valid packets to a VIP, at every length below the full one.
+    for (name, p) in [
+        ("v4 tcp", Spec::new("10.0.0.2", 1, "10.100.0.1", 80, SYN)),
+        (
+            "v4 udp",
+            Spec::new("10.0.0.2", 1, "10.100.0.1", 80, L4::Udp),
+        ),
+        ("v6 tcp", Spec::new("fd00::2", 1, "fd64::1", 80, SYN)),
+        ("v6 udp", Spec::new("fd00::2", 1, "fd64::1", 80, L4::Udp)),
+    ] {
+        let full = p.build();
+        for len in 14..full.len() {
+            corpus.push((
+                format!("{name} cut at {len}"),
+                full[..len].to_vec(),
+                Reason::MalformedL3,
+            ));
+        }
+    }
+    let v4 = Spec::new("10.0.0.2", 1, "10.100.0.1", 80, SYN).build();
+    let v4u = Spec::new("10.0.0.2", 1, "10.100.0.1", 80, L4::Udp).build();
+    let mut ihl4 = v4.clone();
+    ihl4[off::ETH] = 0x44;
+    corpus.push(("IHL 4".into(), ihl4, Reason::MalformedL3));
+    let mut badver = v4.clone();
+    badver[off::ETH] = 0x65;
+    corpus.push((
+        "version 6 in an IPv4 frame".into(),
+        badver,
+        Reason::MalformedL3,
+    ));
+    let mut toolong = v4.clone();
+    toolong[off::ETH + 2..off::ETH + 4].copy_from_slice(&2000u16.to_be_bytes());
+    corpus.push((
+        "IPv4 total length beyond the frame".into(),
+        toolong,
+        Reason::MalformedL3,
+    ));
+    let mut mf = v4.clone();
+    mf[off::ETH + 6] = 0x20;
+    corpus.push(("IPv4 first fragment (MF)".into(), mf, Reason::Fragment));
+    let mut frag = v4.clone();
+    frag[off::ETH + 7] = 0x10;
+    corpus.push(("IPv4 non-first fragment".into(), frag, Reason::Fragment));
+    let mut udp0 = v4u.clone();
+    udp0[off::V4_L4 + 4] = 0;
+    udp0[off::V4_L4 + 5] = 0;
+    corpus.push(("UDP length 0".into(), udp0, Reason::MalformedL4));
+    let mut doff = v4.clone();
+    doff[off::V4_L4 + 12] = 0x40;
+    corpus.push(("TCP data offset 4".into(), doff, Reason::MalformedL4));
+    corpus.push((
+        "IPv6 with 5 extension headers".into(),
+        v6_with_ext(5),
+        Reason::Ipv6ExtTooLong,
+    ));
+    let mut v6frag = v6_with_ext(0);
+    // Turn it into a non-first fragment: fragment header with offset 8.
+    let tcp = v6frag.split_off(off::V6_L4);
+    v6frag[off::ETH + 6] = 44;
+    let plen = tcp.len() + 8;
+    v6frag[off::ETH + 4..off::ETH + 6].copy_from_slice(&(plen as u16).to_be_bytes());
+    v6frag.extend_from_slice(&[6, 0, 0, 0x08, 0, 0, 0, 1]);
+    v6frag.extend_from_slice(&tcp);
+    corpus.push(("IPv6 fragment".into(), v6frag, Reason::Fragment));
+    for et in [0x88ccu16, 0x9000, 0x0000, 0xffff] {
+        corpus.push((
+            format!("EtherType {et:#06x}"),
+            raw_frame(et, &[0u8; 46]),
+            Reason::NotIp,
+        ));
+    }
+    let vips_before: Vec<_> = env.dp.maps.vips.iter().map(|r| r.unwrap()).collect();
+    for (desc, input, reason) in &corpus {
+        let before = env.reasons();
+        let (a, out) = env.run(input).unwrap();
+        let after = env.reasons();
+        assert_eq!(action_name(a), "XDP_PASS", "{desc}");
+        assert_eq!(&out, input, "{desc}: must pass unchanged");
+        let total: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+        assert_eq!(total, 1, "{desc}: exactly one counter");
+        // Cuts land in L2, L3 or L4 depending on where they fall.
+        if !desc.contains(" cut at ") {
+            assert_eq!(
+                after[*reason as usize] - before[*reason as usize],
+                1,
+                "{desc}: counted as {reason:?}"
+            );
+        }
+    }
+    // No map was touched: VIPs identical, no flow created.
+    let vips_after: Vec<_> = env.dp.maps.vips.iter().map(|r| r.unwrap()).collect();
+    assert_eq!(vips_before.len(), vips_after.len());
+    assert_eq!(
+        env.dp.maps.conntrack.keys().count(),
+        0,
+        "malformed packets created flows"
+    );
+    // And the data path still works.
+    let (a, _) = env.run(&v4).unwrap();
+    assert_eq!(a, XDP_REDIRECT);
+}
+
+#[test]
+fn ipv6_extension_headers_are_skipped() {
+    let mut env = env();
+    let input = v6_with_ext(2);
+    let (a, out) = env.run(&input).unwrap();
+    assert_eq!(action_name(a), "XDP_REDIRECT");
+    // Destination rewritten to a target, the TCP checksum still right.
+    let sliced = etherparse::SlicedPacket::from_ethernet(&out).expect("parses");
+    let Some(etherparse::NetSlice::Ipv6(ip)) = sliced.net else {
+        panic!("not ipv6")
+    };
+    let dst = ip.header().destination_addr();
+    assert!(dst.to_string().starts_with("fd01::1"), "dst {dst}");
+    let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else {
+        panic!("not tcp")
+    };
+    let want = tcp
+        .calc_checksum_ipv6(ip.header().source(), ip.header().destination())
+        .unwrap();
+    assert_eq!(tcp.checksum(), want, "TCP checksum after rewrite");
+    assert_eq!(tcp.destination_port(), 8080);
 }

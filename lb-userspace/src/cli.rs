@@ -1,0 +1,63 @@
+//! The `lb` command line (a library function, so that tests run the very
+//! same code as the shipped binary).
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{daemon, xdp::Sizes};
+
+#[derive(Parser)]
+#[command(
+    name = "lb",
+    version,
+    about = "L4 TCP/UDP load balancer with an XDP data plane"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load the XDP program, attach it and serve the config's listeners.
+    ///
+    /// Example: lb run --config /etc/lb/lb.toml
+    Run {
+        #[arg(long, short, default_value = "/etc/lb/lb.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and explain every error by field and line.
+    ///
+    /// Example: lb check /etc/lb/lb.toml
+    Check { config: PathBuf },
+}
+
+pub fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Run { config } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(daemon::run(config))),
+        Cmd::Check { config } => daemon::load_config(&config).map(|cfg| {
+            let s = Sizes::from_config(&cfg);
+            println!(
+                "{}: ok ({} listeners, {} target groups); map memory about {:.1} MiB",
+                config.display(),
+                cfg.listeners.len(),
+                cfg.target_groups.len(),
+                s.memory() as f64 / (1 << 20) as f64
+            );
+        }),
+    };
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

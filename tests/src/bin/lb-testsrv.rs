@@ -1,0 +1,120 @@
+//! Test backend: answers with its name so tests and the demo can see which
+//! target served them. Listens on [::] (IPv4 and IPv6).
+//!
+//!   lb-testsrv --name b1 --tcp 8080 --udp 8080 --http 80
+//!
+//! TCP: writes "NAME\n", then echoes until EOF. UDP: replies "NAME:" + the
+//! datagram. HTTP: answers every GET with "NAME\n" (keep-alive aware).
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream, UdpSocket},
+    thread,
+};
+
+fn tcp(name: String, port: u16) {
+    let l = TcpListener::bind(("::", port)).expect("bind tcp");
+    for s in l.incoming().flatten() {
+        let name = name.clone();
+        thread::spawn(move || {
+            let mut s = s;
+            if s.write_all(format!("{name}\n").as_bytes()).is_err() {
+                return;
+            }
+            let mut buf = [0u8; 16384];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn udp(name: String, port: u16) {
+    let s = UdpSocket::bind(("::", port)).expect("bind udp");
+    let mut buf = [0u8; 65536];
+    while let Ok((n, from)) = s.recv_from(&mut buf) {
+        let mut out = format!("{name}:").into_bytes();
+        out.extend_from_slice(&buf[..n]);
+        let _ = s.send_to(&out, from);
+    }
+}
+
+fn http_conn(name: &str, s: TcpStream) -> std::io::Result<()> {
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut s = s;
+    loop {
+        let mut close = false;
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let http10 = line.contains("HTTP/1.0");
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h)? == 0 {
+                return Ok(());
+            }
+            let lower = h.to_ascii_lowercase();
+            if lower.starts_with("connection:") && lower.contains("close") {
+                close = true;
+            }
+            if h == "\r\n" || h == "\n" {
+                break;
+            }
+        }
+        let body = format!("{name}\n");
+        let conn = if close || http10 {
+            "close"
+        } else {
+            "keep-alive"
+        };
+        write!(s, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{body}", body.len())?;
+        if close || http10 {
+            return Ok(());
+        }
+    }
+}
+
+fn http(name: String, port: u16) {
+    let l = TcpListener::bind(("::", port)).expect("bind http");
+    for s in l.incoming().flatten() {
+        let name = name.clone();
+        thread::spawn(move || {
+            let _ = http_conn(&name, s);
+        });
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mut name = "backend".to_string();
+    let mut threads = Vec::new();
+    let mut i = 1;
+    while i + 1 < args.len() {
+        let v = args[i + 1].clone();
+        match args[i].as_str() {
+            "--name" => name = v,
+            "--tcp" | "--udp" | "--http" => {
+                let port: u16 = v.parse().expect("port");
+                let n = name.clone();
+                let f: fn(String, u16) = match args[i].as_str() {
+                    "--tcp" => tcp,
+                    "--udp" => udp,
+                    _ => http,
+                };
+                threads.push(thread::spawn(move || f(n, port)));
+            }
+            other => panic!("unknown argument {other}"),
+        }
+        i += 2;
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}

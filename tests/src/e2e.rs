@@ -1,0 +1,194 @@
+//! Helpers for end-to-end tests: project binaries, the daemon under test,
+//! and bounded client exchanges (run them from a thread inside the client
+//! namespace).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    process::Child,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::netns::{wait_until, Netns};
+
+/// The daemon under test: `lb-under-test` runs `lb_userspace::cli::main`,
+/// exactly what `lb` runs, and cargo rebuilds it for integration tests.
+pub fn lb_bin() -> PathBuf {
+    PathBuf::from(env_or_bin("LB_BIN", "lb-under-test"))
+}
+
+fn env_or_bin(var: &str, name: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| bin(name).to_string_lossy().into_owned())
+}
+
+/// A binary of this workspace, next to the test executable's target dir.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`cargo build -p lb-userspace -p tests`, which `cargo xtask test` does)",
+        p.display()
+    );
+    p
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("lbt-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `lb run` inside a namespace; SIGTERM then SIGKILL on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(ns: &Netns, dir: &Path, config: &str) -> Result<Daemon> {
+        let cfg = dir.join("lb.toml");
+        std::fs::write(&cfg, config)?;
+        let log = dir.join("lb.log");
+        let f = std::fs::File::create(&log)?;
+        let lb = lb_bin();
+        let child = ns
+            .command(&[
+                lb.to_str().unwrap(),
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+            ])
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .context("starting lb run")?;
+        let mut d = Daemon {
+            child,
+            log,
+            config: cfg,
+        };
+        let ok = wait_until(Duration::from_secs(30), || {
+            d.log_text().contains("serving ") || d.child.try_wait().ok().flatten().is_some()
+        });
+        if !ok || !d.log_text().contains("serving ") {
+            bail!("lb did not come up:\n{}", d.log_text());
+        }
+        Ok(d)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        if !wait_until(Duration::from_secs(5), || {
+            self.child.try_wait().ok().flatten().is_some()
+        }) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `lb-testsrv` in each namespace (name, TCP and UDP on `port`) and
+/// waits until they listen.
+pub fn start_servers<'a>(
+    backends: impl IntoIterator<Item = (&'a mut Netns, String)>,
+    port: u16,
+) -> Result<()> {
+    let srv = bin("lb-testsrv");
+    for (ns, name) in backends {
+        let p = port.to_string();
+        ns.spawn(&[
+            srv.to_str().unwrap(),
+            "--name",
+            &name,
+            "--tcp",
+            &p,
+            "--udp",
+            &p,
+        ])?;
+        let ok = wait_until(Duration::from_secs(10), || {
+            ns.exec(&["ss", "-ltn"])
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(":{port} ")))
+                .unwrap_or(false)
+        });
+        if !ok {
+            bail!("lb-testsrv did not listen in {}", ns.name);
+        }
+    }
+    Ok(())
+}
+
+const T: Duration = Duration::from_secs(3);
+
+/// TCP: reads the server's name, sends `payload`, expects it echoed.
+pub fn tcp_exchange(addr: SocketAddr, payload: &[u8]) -> Result<String> {
+    let s = TcpStream::connect_timeout(&addr, T).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(T))?;
+    s.set_write_timeout(Some(T))?;
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut name = String::new();
+    r.read_line(&mut name).context("reading the server name")?;
+    let mut w = s;
+    w.write_all(payload)?;
+    let mut echo = vec![0u8; payload.len()];
+    r.read_exact(&mut echo).context("reading the echo")?;
+    if echo != payload {
+        bail!("echo differs from what was sent");
+    }
+    Ok(name.trim().to_string())
+}
+
+/// UDP: sends `payload` from a fresh socket, expects "NAME:payload".
+pub fn udp_exchange(addr: SocketAddr, payload: &[u8]) -> Result<String> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let s = UdpSocket::bind(bind)?;
+    s.set_read_timeout(Some(T))?;
+    s.send_to(payload, addr)?;
+    let mut buf = vec![0u8; payload.len() + 64];
+    let (n, from) = s
+        .recv_from(&mut buf)
+        .with_context(|| format!("udp reply from {addr}"))?;
+    if from != addr {
+        bail!("reply came from {from}, not {addr}");
+    }
+    let got = &buf[..n];
+    let colon = got
+        .iter()
+        .position(|&b| b == b':')
+        .context("no name in reply")?;
+    if &got[colon + 1..] != payload {
+        bail!("udp echo differs");
+    }
+    Ok(String::from_utf8_lossy(&got[..colon]).to_string())
+}

@@ -1,0 +1,145 @@
+//! Network-namespace tests with real traffic: client -> gateway (XDP,
+//! native mode) -> three backends. Root only; serial.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use lb_common::Reason;
+use lb_userspace::{
+    config::{Config, DataplaneKind},
+    model::{Ids, Model},
+    xdp::{AttachMode, Sizes, XdpDataplane},
+};
+use tests::{
+    e2e::{self, tcp_exchange, udp_exchange, Daemon, TempDir},
+    netns::require_root,
+    topo::{Topology, VIP_V4, VIP_V6},
+};
+
+fn sock(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+fn servers(topo: &mut Topology) {
+    e2e::start_servers(
+        topo.backends
+            .iter_mut()
+            .map(|b| (&mut b.ns, b.name.clone())),
+        8080,
+    )
+    .expect("servers");
+}
+
+/// The program attached natively on the gateway sees the client's packets
+/// (map counters move) while ordinary traffic to the gateway still flows.
+#[test]
+fn native_xdp_on_gateway_counts_client_packets() {
+    require_root();
+    let mut topo = Topology::build(3).expect("topology");
+    servers(&mut topo);
+    let srv = e2e::bin("lb-testsrv");
+    topo.gw
+        .spawn(&[srv.to_str().unwrap(), "--name", "gw", "--tcp", "9000"])
+        .unwrap();
+    let cfg = Config::parse(&topo.config("")).expect("config");
+    let mut dp = XdpDataplane::load(Sizes::from_config(&cfg)).expect("load");
+    let model = Model::build(&cfg, &mut Ids::new(0), &mut Ids::new(1));
+    dp.sync(&model, &|_| true, &|_| true).unwrap();
+    {
+        let _in = topo.gw.enter().unwrap();
+        for i in topo.gw_interfaces() {
+            assert_eq!(
+                dp.attach(&i, DataplaneKind::Xdp).unwrap(),
+                AttachMode::Native
+            );
+        }
+    }
+    let before = dp.reasons().unwrap();
+    let vip = model
+        .vips
+        .iter()
+        .find(|v| v.listener == "web4" && v.key.proto == 6)
+        .unwrap()
+        .vip_id;
+    let vip_before = dp.counters(false, vip).unwrap();
+    {
+        let _in = topo.client.enter().unwrap();
+        assert!(tests::netns::wait_until(
+            std::time::Duration::from_secs(5),
+            || tcp_exchange(sock("10.0.0.1", 9000), b"x").is_ok()
+        ));
+        for i in 0..10 {
+            assert_eq!(
+                tcp_exchange(sock("10.0.0.1", 9000), format!("plain {i}").as_bytes()).unwrap(),
+                "gw"
+            );
+            let name = tcp_exchange(sock(VIP_V4, 80), format!("vip {i}").as_bytes()).unwrap();
+            assert!(name.starts_with('b'), "{name}");
+        }
+    }
+    let after = dp.reasons().unwrap();
+    let vip_after = dp.counters(false, vip).unwrap();
+    let d = |r: Reason| after[r as usize] - before[r as usize];
+    assert!(
+        vip_after.packets - vip_before.packets >= 30,
+        "VIP counter: {vip_before:?} -> {vip_after:?}"
+    );
+    assert_eq!(vip_after.new_flows - vip_before.new_flows, 10);
+    assert!(
+        d(Reason::NotVip) >= 30,
+        "ordinary packets must pass through the program"
+    );
+    assert!(d(Reason::FwdToBackend) >= 30 && d(Reason::FwdToClient) >= 30);
+}
+
+/// `lb run` balances real TCP and UDP over IPv4 and IPv6: every exchange
+/// completes with the right data, and each backend's share is within 20%
+/// of its weight's.
+#[test]
+fn daemon_balances_tcp_and_udp_fairly() {
+    require_root();
+    let mut topo = Topology::build(3).expect("topology");
+    servers(&mut topo);
+    let dir = TempDir::new("fair");
+    let d = Daemon::start(&topo.gw, &dir.0, &topo.config("")).expect("lb run");
+    assert!(d.log_text().contains("native mode"), "{}", d.log_text());
+    let mut counts: HashMap<(&str, &str), HashMap<String, u32>> = HashMap::new();
+    {
+        let _in = topo.client.enter().unwrap();
+        // 600 per kind: the 20% band is then > 4 standard deviations wide.
+        for (fam, vip) in [("v4", VIP_V4), ("v6", VIP_V6)] {
+            for i in 0..600 {
+                let payload = format!("{fam} tcp {i} {}", "x".repeat(i % 200));
+                let n = tcp_exchange(sock(vip, 80), payload.as_bytes())
+                    .unwrap_or_else(|e| panic!("{fam} tcp #{i}: {e:#}\n{}", d.log_text()));
+                *counts
+                    .entry((fam, "tcp"))
+                    .or_default()
+                    .entry(n)
+                    .or_default() += 1;
+            }
+            for i in 0..600 {
+                let payload = format!("{fam} udp {i}");
+                let n = udp_exchange(sock(vip, 80), payload.as_bytes())
+                    .unwrap_or_else(|e| panic!("{fam} udp #{i}: {e:#}\n{}", d.log_text()));
+                *counts
+                    .entry((fam, "udp"))
+                    .or_default()
+                    .entry(n)
+                    .or_default() += 1;
+            }
+        }
+    }
+    for ((fam, proto), per) in &counts {
+        assert_eq!(
+            per.len(),
+            3,
+            "{fam} {proto}: every backend must serve: {per:?}"
+        );
+        for (b, &c) in per {
+            assert!(
+                (160..=240).contains(&c),
+                "{fam} {proto}: {b} got {c} of 600 (want 200 +- 20%): {per:?}"
+            );
+        }
+    }
+}
