@@ -6,7 +6,7 @@ use aya_ebpf::{
         bpf_fib_lookup, xdp_action, BPF_ANY, BPF_FIB_LKUP_RET_FRAG_NEEDED,
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST,
     },
-    helpers::{bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_ns, bpf_redirect},
+    helpers::{bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_coarse_ns, bpf_redirect},
     programs::XdpContext,
     EbpfContext,
 };
@@ -74,7 +74,8 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason
         family: pkt.family,
         _pad: [0; 2],
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Tick resolution is plenty for idle timeouts, and far cheaper.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let closing = pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0;
     let mut backend_id = 0u32;
     let mut snat_port = 0u16;

@@ -109,12 +109,6 @@ impl Netns {
         }
         Ok(NetnsEnter { orig })
     }
-
-    /// Interface index of `dev` in this namespace.
-    pub fn ifindex(&self, dev: &str) -> Result<u32> {
-        let out = self.exec(&["cat", &format!("/sys/class/net/{dev}/ifindex")])?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
-    }
 }
 
 impl Drop for Netns {

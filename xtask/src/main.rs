@@ -1,1 +1,68 @@
-fn main() {}
+//! Orchestration: `cargo xtask setup | test | lint | run | bench`.
+//! Kept light (no aya) so it builds on a machine without the BPF toolchain
+//! and can install it.
+
+mod bench;
+mod demo;
+mod setup;
+mod util;
+
+// The namespace harness and topology are shared with the test crate.
+#[allow(dead_code)]
+#[path = "../../tests/src/netns.rs"]
+mod netns;
+#[allow(dead_code)]
+#[path = "../../tests/src/topo.rs"]
+mod topo;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, test, run and benchmark the load balancer")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: nightly rust-src, llvm-22-dev, bpf-linker,
+    /// and the tools the tests and the demo use.
+    Setup,
+    /// Host unit tests, then the root tests (BPF_PROG_TEST_RUN fixtures and
+    /// network-namespace runs), serially.
+    Test {
+        /// Extra filter passed to the root tests.
+        filter: Option<String>,
+    },
+    /// rustfmt check and clippy for the host crates and the eBPF crate.
+    Lint,
+    /// Demo: client, gateway and three backends in namespaces, `lb run` in
+    /// the gateway; Ctrl-C removes everything.
+    Run {
+        /// Send a few requests, check the answers and exit (for CI).
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// Benchmarks (ns/packet of the XDP program against an XDP_PASS
+    /// baseline measured in the same run).
+    Bench,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Setup => setup::setup(setup::Needs::ALL),
+        Cmd::Test { filter } => util::test(filter.as_deref()),
+        Cmd::Lint => util::lint(),
+        Cmd::Run { smoke } => demo::run(smoke),
+        Cmd::Bench => bench::run(),
+    };
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

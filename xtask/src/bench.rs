@@ -1,0 +1,18 @@
+//! `cargo xtask bench`: runs the benchmark binary of the test crate (it
+//! owns the fixture environment) in release mode.
+
+use anyhow::{bail, Result};
+
+use crate::{
+    setup::{setup, Needs},
+    util::{cargo, is_root, step},
+};
+
+pub fn run() -> Result<()> {
+    setup(Needs { bpf: true, netns: true, bench: false })?;
+    if !is_root() {
+        bail!("benchmarks need root (BPF_PROG_TEST_RUN): run `sudo -E cargo xtask bench`");
+    }
+    step("ns/packet of the XDP program (BPF_PROG_TEST_RUN with repeat)");
+    cargo(&["run", "--release", "-p", "tests", "--bin", "lb-bench"])
+}
