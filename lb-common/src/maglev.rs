@@ -29,7 +29,7 @@ pub fn is_prime(m: u32) -> bool {
     }
     let mut d = 2u64;
     while d * d <= m as u64 {
-        if m as u64 % d == 0 {
+        if (m as u64).is_multiple_of(d) {
             return false;
         }
         d += 1;

@@ -39,7 +39,7 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
         proto: pkt.proto,
         family: pkt.family,
     };
-    if let Some(meta) = unsafe { VIPS.get(&vk) } {
+    if let Some(meta) = unsafe { VIPS.get(vk) } {
         return to_backend(ctx, &pkt, meta);
     }
     to_client(ctx, &pkt)
@@ -79,7 +79,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason
     let closing = pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0;
     let mut backend_id = 0u32;
     let mut snat_port = 0u16;
-    if let Some(st) = CONNTRACK.get_ptr_mut(&key) {
+    if let Some(st) = CONNTRACK.get_ptr_mut(key) {
         let st = unsafe { &mut *st };
         let timeout = if st.flags & FLOW_F_CLOSING != 0 {
             g.closing_timeout_s
@@ -156,7 +156,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason
             snat_port,
             _pad: [0; 6],
         };
-        if CONNTRACK.insert(&key, &st, BPF_ANY as u64).is_err() {
+        if CONNTRACK.insert(key, st, BPF_ANY as u64).is_err() {
             return Err(Reason::MapError);
         }
     }
@@ -208,11 +208,11 @@ fn alloc_snat_port(
             family: pkt.family,
             _pad: [0; 2],
         };
-        if SNAT.insert(&key, &val, BPF_NOEXIST as u64).is_ok() {
+        if SNAT.insert(key, val, BPF_NOEXIST as u64).is_ok() {
             return Some(port.to_be());
         }
         // Taken: reuse it when its flow no longer holds it.
-        if let Some(old) = unsafe { SNAT.get(&key) } {
+        if let Some(old) = unsafe { SNAT.get(key) } {
             let ok = FlowKey {
                 src: old.client_addr,
                 dst: old.vip_addr,
@@ -222,8 +222,8 @@ fn alloc_snat_port(
                 family: pkt.family,
                 _pad: [0; 2],
             };
-            let held = unsafe { CONNTRACK.get(&ok) }.is_some_and(|s| s.snat_port == port.to_be());
-            if !held && SNAT.insert(&key, &val, BPF_ANY as u64).is_ok() {
+            let held = unsafe { CONNTRACK.get(ok) }.is_some_and(|s| s.snat_port == port.to_be());
+            if !held && SNAT.insert(key, val, BPF_ANY as u64).is_ok() {
                 return Some(port.to_be());
             }
         }
@@ -241,7 +241,7 @@ fn to_client(ctx: &XdpContext, pkt: &Pkt) -> Result<u32, Reason> {
         proto: pkt.proto,
         family: pkt.family,
     };
-    let (src, sport, dst, dport) = if let Some(rv) = unsafe { NAT_REVERSE.get(&rk) } {
+    let (src, sport, dst, dport) = if let Some(rv) = unsafe { NAT_REVERSE.get(rk) } {
         (rv.vip_addr, rv.vip_port, pkt.dst, pkt.dport)
     } else {
         let sk = SnatKey {
@@ -253,7 +253,7 @@ fn to_client(ctx: &XdpContext, pkt: &Pkt) -> Result<u32, Reason> {
             family: pkt.family,
             _pad: [0; 2],
         };
-        match unsafe { SNAT.get(&sk) } {
+        match unsafe { SNAT.get(sk) } {
             Some(sv) => (sv.vip_addr, sv.vip_port, sv.client_addr, sv.client_port),
             None => return Err(Reason::NotVip),
         }

@@ -362,7 +362,7 @@ impl Config {
                 }
                 if seen.insert((t.address, t.port), j).is_some() {
                     err(
-                        format!("{tp}"),
+                        tp.clone(),
                         format!("duplicate target {}:{}", t.address, t.port),
                     );
                 }
@@ -443,7 +443,7 @@ impl Config {
             for &proto in l.protocol.ip_protos() {
                 if let Some(j) = keys.insert((l.address, l.port, proto), i) {
                     err(
-                        format!("{p}"),
+                        p.clone(),
                         format!(
                             "{}:{} {} is already used by listener[{j}]",
                             l.address,

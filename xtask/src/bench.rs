@@ -9,7 +9,11 @@ use crate::{
 };
 
 pub fn run() -> Result<()> {
-    setup(Needs { bpf: true, netns: true, bench: false })?;
+    setup(Needs {
+        bpf: true,
+        netns: true,
+        bench: false,
+    })?;
     if !is_root() {
         bail!("benchmarks need root (BPF_PROG_TEST_RUN): run `sudo -E cargo xtask bench`");
     }

@@ -27,7 +27,9 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn target_bin(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(root.join("target"));
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(root.join("target"));
     dir.join("debug").join(name)
 }
 
@@ -35,16 +37,26 @@ fn target_bin(name: &str) -> PathBuf {
 fn get(addr: SocketAddr) -> Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    write!(s, "GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
+    )?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
-    Ok(body.rsplit("\r\n\r\n").next().unwrap_or("").trim().to_string())
+    Ok(body
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string())
 }
 
 pub fn run(smoke: bool) -> Result<()> {
     setup(Needs::ALL)?;
     if !is_root() {
-        bail!("the demo creates network namespaces and attaches XDP: run `sudo -E cargo xtask run`");
+        bail!(
+            "the demo creates network namespaces and attaches XDP: run `sudo -E cargo xtask run`"
+        );
     }
     step("building lb and the demo backend");
     cargo(&["build", "-p", "lb-userspace", "-p", "tests", "--bins"])?;
@@ -59,19 +71,30 @@ pub fn run(smoke: bool) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let cfg = dir.join("lb.toml");
     std::fs::write(&cfg, topo.config(""))?;
-    step(&format!("starting `lb run --config {}` in {}", cfg.display(), topo.gw.name));
+    step(&format!(
+        "starting `lb run --config {}` in {}",
+        cfg.display(),
+        topo.gw.name
+    ));
     let log = dir.join("lb.log");
     let logf = std::fs::File::create(&log)?;
     let gw_name = topo.gw.name.clone();
     let mut daemon = topo
         .gw
-        .command(&[lb.to_str().unwrap(), "run", "--config", cfg.to_str().unwrap()])
+        .command(&[
+            lb.to_str().unwrap(),
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .stdout(logf.try_clone()?)
         .stderr(logf)
         .spawn()
         .context("starting lb")?;
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let up = wait_until(Duration::from_secs(30), || read_log().contains("serving ") || daemon.try_wait().ok().flatten().is_some());
+    let up = wait_until(Duration::from_secs(30), || {
+        read_log().contains("serving ") || daemon.try_wait().ok().flatten().is_some()
+    });
     eprint!("{}", read_log());
     if !up || !read_log().contains("serving ") {
         let _ = daemon.kill();
@@ -93,22 +116,36 @@ pub fn run(smoke: bool) -> Result<()> {
             Err(e) => step(&format!("GET http://{addr}/ failed: {e}")),
         }
     }
-    let ok = answers.iter().all(|(_, a)| a.as_ref().is_ok_and(|b| b.starts_with('b')));
+    let ok = answers
+        .iter()
+        .all(|(_, a)| a.as_ref().is_ok_and(|b| b.starts_with('b')));
     if smoke {
         let _ = daemon.kill();
         let _ = daemon.wait();
         let _ = std::fs::remove_dir_all(&dir);
         if !ok {
-            bail!("demo smoke test: not every request was answered by a backend\n{}", read_log());
+            bail!(
+                "demo smoke test: not every request was answered by a backend\n{}",
+                read_log()
+            );
         }
         step("demo smoke test passed");
         return Ok(());
     }
     eprintln!();
     step("the demo is up. From another shell:");
-    eprintln!("    ip netns exec {} curl -s http://{VIP_V4}/", topo.client.name);
-    eprintln!("    ip netns exec {} curl -s 'http://[{VIP_V6}]/'", topo.client.name);
-    eprintln!("    kill -HUP $(ip netns pids {gw_name} | head -1)   # reload {}", cfg.display());
+    eprintln!(
+        "    ip netns exec {} curl -s http://{VIP_V4}/",
+        topo.client.name
+    );
+    eprintln!(
+        "    ip netns exec {} curl -s 'http://[{VIP_V6}]/'",
+        topo.client.name
+    );
+    eprintln!(
+        "    kill -HUP $(ip netns pids {gw_name} | head -1)   # reload {}",
+        cfg.display()
+    );
     eprintln!("    log: {}", log.display());
     step("Ctrl-C stops the demo and removes the namespaces");
     unsafe {

@@ -18,7 +18,10 @@ mod topo;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "Build, test, run and benchmark the load balancer")]
+#[command(
+    name = "xtask",
+    about = "Build, test, run and benchmark the load balancer"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

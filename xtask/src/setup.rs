@@ -19,7 +19,11 @@ pub struct Needs {
 }
 
 impl Needs {
-    pub const ALL: Needs = Needs { bpf: true, netns: true, bench: false };
+    pub const ALL: Needs = Needs {
+        bpf: true,
+        netns: true,
+        bench: false,
+    };
 }
 
 fn apt_install(pkgs: &[&str]) -> Result<()> {
@@ -41,7 +45,11 @@ fn nightly_has_rust_src() -> bool {
     std::process::Command::new("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src")))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("rust-src"))
+        })
         .unwrap_or(false)
 }
 
@@ -49,7 +57,9 @@ fn bpf_linker_ok() -> bool {
     std::process::Command::new("bpf-linker")
         .arg("--version")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("bpf-linker {BPF_LINKER_VERSION}")))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).contains(&format!("bpf-linker {BPF_LINKER_VERSION}"))
+        })
         .unwrap_or(false)
 }
 
@@ -65,18 +75,28 @@ pub fn setup(needs: Needs) -> Result<()> {
             .unwrap_or(false);
         if !nightly {
             step("installing the nightly toolchain (the XDP program builds with it)");
-            run_cmd("rustup", &["toolchain", "install", "nightly", "--profile", "minimal"], &[])?;
+            run_cmd(
+                "rustup",
+                &["toolchain", "install", "nightly", "--profile", "minimal"],
+                &[],
+            )?;
         }
         if !nightly_has_rust_src() {
             step("adding rust-src to nightly (needed for -Z build-std=core)");
-            run_cmd("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"], &[])?;
+            run_cmd(
+                "rustup",
+                &["component", "add", "rust-src", "--toolchain", "nightly"],
+                &[],
+            )?;
         }
         if !bpf_linker_ok() {
             let llvm_bin = format!("/usr/lib/{LLVM}/bin");
             if !std::path::Path::new(&llvm_bin).join("llvm-config").exists() {
                 apt_install(&[&format!("{LLVM}-dev")])?;
             }
-            step(&format!("building bpf-linker {BPF_LINKER_VERSION} against {LLVM} (1-4 minutes)"));
+            step(&format!(
+                "building bpf-linker {BPF_LINKER_VERSION} against {LLVM} (1-4 minutes)"
+            ));
             let path = format!("{llvm_bin}:{}", std::env::var("PATH").unwrap_or_default());
             run_cmd(
                 "cargo",
@@ -96,14 +116,23 @@ pub fn setup(needs: Needs) -> Result<()> {
     }
     let mut pkgs = Vec::new();
     if needs.netns {
-        for (bin, pkg) in [("ip", "iproute2"), ("ethtool", "ethtool"), ("ss", "iproute2")] {
+        for (bin, pkg) in [
+            ("ip", "iproute2"),
+            ("ethtool", "ethtool"),
+            ("ss", "iproute2"),
+        ] {
             if !have(bin) && !pkgs.contains(&pkg) {
                 pkgs.push(pkg);
             }
         }
     }
     if needs.bench {
-        for (bin, pkg) in [("iperf3", "iperf3"), ("wrk", "wrk"), ("nginx", "nginx-light"), ("haproxy", "haproxy")] {
+        for (bin, pkg) in [
+            ("iperf3", "iperf3"),
+            ("wrk", "wrk"),
+            ("nginx", "nginx-light"),
+            ("haproxy", "haproxy"),
+        ] {
             if !have(bin) {
                 pkgs.push(pkg);
             }

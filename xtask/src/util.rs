@@ -44,7 +44,14 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     cargo(&["build", "--all-targets"])?;
     step("host unit tests");
     // default-members: everything but lb-ebpf (a BPF-target crate).
-    cargo(&["test", "--exclude", "tests", "--workspace", "--exclude", "lb-ebpf"])?;
+    cargo(&[
+        "test",
+        "--exclude",
+        "tests",
+        "--workspace",
+        "--exclude",
+        "lb-ebpf",
+    ])?;
     if !is_root() {
         bail!("the fixture and namespace tests need root (BPF_PROG_TEST_RUN, XDP, netns): run `sudo -E cargo xtask test`");
     }
@@ -57,11 +64,24 @@ pub fn test(filter: Option<&str>) -> Result<()> {
 }
 
 pub fn lint() -> Result<()> {
-    setup(Needs { bpf: true, netns: false, bench: false })?;
+    setup(Needs {
+        bpf: true,
+        netns: false,
+        bench: false,
+    })?;
     step("cargo fmt --check");
     cargo(&["fmt", "--all", "--", "--check"])?;
     step("clippy (host crates)");
-    cargo(&["clippy", "--workspace", "--exclude", "lb-ebpf", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "lb-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     step("clippy (eBPF crate, nightly)");
     run_cmd(
         "cargo",

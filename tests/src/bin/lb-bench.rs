@@ -51,14 +51,23 @@ fn ns_per_packet(d: Duration) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let mut env = Env::new(CONFIG)?;
-    let syn = Spec::new("10.0.0.2", 40000, "10.100.0.1", 80, SYN).macs(CLIENT_MAC, GW_CL_MAC).build();
-    let ack = Spec::new("10.0.0.2", 40000, "10.100.0.1", 80, ACK).macs(CLIENT_MAC, GW_CL_MAC).build();
+    let syn = Spec::new("10.0.0.2", 40000, "10.100.0.1", 80, SYN)
+        .macs(CLIENT_MAC, GW_CL_MAC)
+        .build();
+    let ack = Spec::new("10.0.0.2", 40000, "10.100.0.1", 80, ACK)
+        .macs(CLIENT_MAC, GW_CL_MAC)
+        .build();
     let (a, _) = env.run(&syn)?;
-    anyhow::ensure!(a == XDP_REDIRECT, "the benchmark packet is not forwarded (action {a})");
+    anyhow::ensure!(
+        a == XDP_REDIRECT,
+        "the benchmark packet is not forwarded (action {a})"
+    );
     let (a, out) = env.run(&ack)?;
     anyhow::ensure!(a == XDP_REDIRECT);
     let target = format!("10.1.0.{}", out[14 + 19]);
-    let reply = Spec::new(&target, 8080, "10.0.0.2", 40000, ACK).macs([2, 0, 0, 0, 1, out[14 + 19]], GW_BK_MAC).build();
+    let reply = Spec::new(&target, 8080, "10.0.0.2", 40000, ACK)
+        .macs([2, 0, 0, 0, 1, out[14 + 19]], GW_BK_MAC)
+        .build();
     let (a, _) = env.run(&reply)?;
     anyhow::ensure!(a == XDP_REDIRECT, "the reply is not forwarded");
 
@@ -70,13 +79,19 @@ fn main() -> anyhow::Result<()> {
     ];
     for _ in 0..ROUNDS {
         rows[0].1.push(ns_per_packet(env.run_pass(&ack, REPEAT)?));
-        rows[1].1.push(ns_per_packet(env.run_prog("lb_xdp", &ack, REPEAT)?.2));
-        rows[2].1.push(ns_per_packet(env.run_prog("lb_xdp", &reply, REPEAT)?.2));
+        rows[1]
+            .1
+            .push(ns_per_packet(env.run_prog("lb_xdp", &ack, REPEAT)?.2));
+        rows[2]
+            .1
+            .push(ns_per_packet(env.run_prog("lb_xdp", &reply, REPEAT)?.2));
         // A zero TCP timeout turns every packet into a new flow.
         let mut g = env.model.globals;
         g.tcp_timeout_s = 0;
         env.dp.maps.globals.set(0, g, 0)?;
-        rows[3].1.push(ns_per_packet(env.run_prog("lb_xdp", &ack, REPEAT)?.2));
+        rows[3]
+            .1
+            .push(ns_per_packet(env.run_prog("lb_xdp", &ack, REPEAT)?.2));
         env.dp.maps.globals.set(0, env.model.globals, 0)?;
     }
     let base = median(rows[0].1.clone());
