@@ -20,7 +20,8 @@ use lb_common::{
 use crate::{
     count, csum,
     parse::{self, ptr_at, write, Pkt, TCP_FIN, TCP_RST},
-    BACKENDS, BACKEND_STATS, CONNTRACK, GLOBALS, NAT_REVERSE, RING, SNAT, VIPS, VIP_STATS,
+    BACKENDS, BACKEND_STATS, CONNTRACK, GLOBALS, JUMP, JUMP_ICMP, NAT_REVERSE, RING, SNAT, VIPS,
+    VIP_STATS,
 };
 
 const NS: u64 = 1_000_000_000;
@@ -31,6 +32,9 @@ const SNAT_TRIES: u32 = 8;
 pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
     let pkt = parse::parse(ctx)?;
     if pkt.proto != PROTO_TCP && pkt.proto != PROTO_UDP {
+        // ICMP: errors of tracked flows are translated by `lb_icmp`, which
+        // has a stack of its own. Returns only when the call fails.
+        unsafe { JUMP.tail_call(ctx, JUMP_ICMP) };
         return Err(Reason::NotVip);
     }
     let vk = VipKey {
@@ -168,7 +172,8 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason
         (pkt.src, pkt.sport)
     };
     let (dst, dport) = (b.addr, b.port);
-    let (rc, p) = fib(ctx, pkt, &src, &dst, sport, dport);
+    let mut p = fib_params();
+    let rc = fib(ctx, pkt, &src, &dst, sport, dport, &mut p);
     rewrite(ctx, pkt, &src, &dst, sport, dport)?;
     count(Reason::FwdToBackend);
     Ok(emit(ctx, pkt, rc, &p))
@@ -261,7 +266,8 @@ fn to_client(ctx: &XdpContext, pkt: &Pkt) -> Result<u32, Reason> {
     if pkt.ttl <= 1 {
         return Err(Reason::TtlExceeded);
     }
-    let (rc, p) = fib(ctx, pkt, &src, &dst, sport, dport);
+    let mut p = fib_params();
+    let rc = fib(ctx, pkt, &src, &dst, sport, dport, &mut p);
     // A target talking to the gateway itself (health checks) is not a reply
     // to a client: leave it alone.
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64
@@ -339,15 +345,15 @@ fn rewrite(
 
 /// FIB lookup for the translated packet.
 #[inline(always)]
-fn fib(
+pub fn fib(
     ctx: &XdpContext,
     pkt: &Pkt,
     src: &[u32; 4],
     dst: &[u32; 4],
     sport: u16,
     dport: u16,
-) -> (i64, bpf_fib_lookup) {
-    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p: &mut bpf_fib_lookup,
+) -> i64 {
     p.l4_protocol = pkt.proto;
     p.sport = sport;
     p.dport = dport;
@@ -362,21 +368,26 @@ fn fib(
         p.__bindgen_anon_3.ipv4_src = src[0];
         p.__bindgen_anon_4.ipv4_dst = dst[0];
     }
-    let rc = unsafe {
+    unsafe {
         fib_lookup_helper(
             ctx.as_ptr(),
-            &mut p,
+            p,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
             0,
         )
-    };
-    (rc, p)
+    }
+}
+
+/// Zeroed FIB lookup parameters (kept by the caller: 64 bytes of stack).
+#[inline(always)]
+pub fn fib_params() -> bpf_fib_lookup {
+    unsafe { core::mem::zeroed() }
 }
 
 /// Sends the rewritten packet on: straight out when the neighbour is known,
 /// else through the kernel (which resolves it).
 #[inline(always)]
-fn emit(ctx: &XdpContext, pkt: &Pkt, rc: i64, p: &bpf_fib_lookup) -> u32 {
+pub fn emit(ctx: &XdpContext, pkt: &Pkt, rc: i64, p: &bpf_fib_lookup) -> u32 {
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
         count(if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
             Reason::FibNoNeigh

@@ -5,12 +5,13 @@
 
 mod csum;
 mod fwd;
+mod icmp;
 mod parse;
 
 use aya_ebpf::{
     bindings::xdp_action::XDP_PASS,
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use lb_common::{
@@ -40,6 +41,11 @@ static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1024
 #[map]
 static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
 
+/// Tail-call targets (slot `JUMP_ICMP`: `lb_icmp`), set by the loader.
+#[map]
+static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub(crate) const JUMP_ICMP: u32 = 0;
+
 #[inline(always)]
 pub(crate) fn count(r: Reason) {
     if let Some(c) = REASONS.get_ptr_mut(r as u32) {
@@ -50,6 +56,18 @@ pub(crate) fn count(r: Reason) {
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     match fwd::try_lb(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            count(reason);
+            XDP_PASS
+        }
+    }
+}
+
+/// ICMP errors of tracked flows (tail-called from `lb_xdp`).
+#[xdp]
+pub fn lb_icmp(ctx: XdpContext) -> u32 {
+    match icmp::try_icmp(&ctx) {
         Ok(action) => action,
         Err(reason) => {
             count(reason);

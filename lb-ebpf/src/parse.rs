@@ -68,7 +68,7 @@ impl Pkt {
 /// come from the stack copy, so LLVM cannot re-derive packet addresses from
 /// another base (which the verifier would reject).
 #[inline(always)]
-fn hdr<const N: usize>(ctx: &XdpContext, off: usize, why: Reason) -> Result<[u8; N], Reason> {
+pub fn hdr<const N: usize>(ctx: &XdpContext, off: usize, why: Reason) -> Result<[u8; N], Reason> {
     read::<[u8; N]>(ctx, off, why)
 }
 
@@ -79,18 +79,26 @@ fn be16(b: &[u8], i: usize) -> u16 {
 
 /// Raw (network order) 16-bit word.
 #[inline(always)]
-fn raw16(b: &[u8], i: usize) -> u16 {
+pub fn raw16(b: &[u8], i: usize) -> u16 {
     u16::from_ne_bytes([b[i], b[i + 1]])
 }
 
 #[inline(always)]
-fn raw32(b: &[u8], i: usize) -> u32 {
+pub fn raw32(b: &[u8], i: usize) -> u32 {
     u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
 /// Parses L2..L4. Errors carry the reason the packet is passed untouched.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Pkt, Reason> {
+    let mut pkt = parse_l3(ctx)?;
+    parse_l4(ctx, &mut pkt)?;
+    Ok(pkt)
+}
+
+/// Parses L2 and L3 (up to the L4 offset and protocol).
+#[inline(always)]
+pub fn parse_l3(ctx: &XdpContext) -> Result<Pkt, Reason> {
     let eth: [u8; 14] = hdr(ctx, 0, Reason::TruncatedL2)?;
     let mut ethertype = be16(&eth, 12);
     let mut l3_off = ETH_HLEN;
@@ -191,6 +199,12 @@ pub fn parse(ctx: &XdpContext) -> Result<Pkt, Reason> {
         }
         _ => return Err(Reason::NotIp),
     }
+    Ok(pkt)
+}
+
+/// Parses the TCP/UDP/ICMP header at `pkt.l4_off`.
+#[inline(always)]
+pub fn parse_l4(ctx: &XdpContext, pkt: &mut Pkt) -> Result<(), Reason> {
     match pkt.proto {
         PROTO_TCP => {
             let t: [u8; 20] = hdr(ctx, pkt.l4_off, Reason::MalformedL4)?;
@@ -214,5 +228,5 @@ pub fn parse(ctx: &XdpContext) -> Result<Pkt, Reason> {
         }
         _ => return Err(Reason::OtherProto),
     }
-    Ok(pkt)
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray},
     programs::{ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
@@ -25,6 +25,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 pub const PROG_LB: &str = "lb_xdp";
 pub const PROG_PASS: &str = "xdp_pass";
+pub const PROG_ICMP: &str = "lb_icmp";
 
 /// Map sizes, from the config.
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +126,8 @@ impl Maps {
 pub struct XdpDataplane {
     pub ebpf: Ebpf,
     pub maps: Maps,
+    /// Holds the tail-call table (its slots live as long as the map).
+    _jump: ProgramArray<MapData>,
     pub sizes: Sizes,
     /// Active (zone ring id, all ring id) and their content, per vip_id.
     rings: HashMap<u32, RingState>,
@@ -175,7 +178,7 @@ impl XdpDataplane {
             .map_max_entries("BACKEND_STATS", sizes.max_targets + 1)
             .load(EBPF_OBJECT)
             .context("loading the XDP object")?;
-        for name in [PROG_LB, PROG_PASS] {
+        for name in [PROG_LB, PROG_ICMP, PROG_PASS] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from object"))?
@@ -184,9 +187,17 @@ impl XdpDataplane {
                 .with_context(|| format!("verifier rejected {name}"))?;
         }
         let maps = Maps::take(&mut ebpf)?;
+        let mut jump: ProgramArray<MapData> = take(&mut ebpf, "JUMP")?;
+        let icmp: &Xdp = ebpf
+            .program(PROG_ICMP)
+            .context("lb_icmp missing")?
+            .try_into()?;
+        jump.set(0, icmp.fd()?, 0)
+            .context("installing the ICMP tail call")?;
         Ok(XdpDataplane {
             ebpf,
             maps,
+            _jump: jump,
             sizes,
             rings: HashMap::new(),
             vips: HashMap::new(),

@@ -724,3 +724,172 @@ fn ipv6_extension_headers_are_skipped() {
     assert_eq!(tcp.checksum(), want, "TCP checksum after rewrite");
     assert_eq!(tcp.destination_port(), 8080);
 }
+
+/// An ICMP "fragmentation needed" (v4) / "packet too big" (v6) error from
+/// `from` to `to`, quoting `inner` (an IP packet without Ethernet).
+fn too_big(from: &str, to: &str, inner: &[u8], smac: [u8; 6], dmac: [u8; 6], ttl: u8) -> Vec<u8> {
+    use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type, Icmpv6Type, PacketBuilder};
+    let eth = PacketBuilder::ethernet2(smac, dmac);
+    let mut out = Vec::new();
+    match (
+        from.parse::<std::net::IpAddr>().unwrap(),
+        to.parse::<std::net::IpAddr>().unwrap(),
+    ) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => eth
+            .ipv4(s.octets(), d.octets(), ttl)
+            .icmpv4(Icmpv4Type::DestinationUnreachable(
+                DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+            ))
+            .write(&mut out, inner)
+            .unwrap(),
+        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => eth
+            .ipv6(s.octets(), d.octets(), ttl)
+            .icmpv6(Icmpv6Type::PacketTooBig { mtu: 1280 })
+            .write(&mut out, inner)
+            .unwrap(),
+        _ => panic!("mixed families"),
+    }
+    out
+}
+
+/// The IP packet (no Ethernet) a quoted header comes from.
+fn quoted(src: &str, sport: u16, dst: &str, dport: u16, l4: L4) -> Vec<u8> {
+    let mut s = Spec::new(src, sport, dst, dport, l4);
+    s.payload.clear();
+    s.build()[14..].to_vec()
+}
+
+#[test]
+fn icmp_too_big_is_translated_both_ways() {
+    let mut env = env();
+    for v6 in [false, true] {
+        let (c, vip, router, gw_cl) = if v6 {
+            ("fd00::2", "fd64::1", "fd00::fe", "fd00::1")
+        } else {
+            ("10.0.0.2", "10.100.0.1", "10.0.0.254", "10.0.0.1")
+        };
+        let _ = gw_cl;
+        for l4 in [ACK, L4::Udp] {
+            let cport = 43000;
+            let syn = Spec::new(c, cport, vip, 80, if l4 == L4::Udp { L4::Udp } else { SYN })
+                .macs(CLIENT_MAC, GW_CL_MAC);
+            let (t, tport) = expected_target(&env, &syn);
+            assert_eq!(env.run(&syn.build()).unwrap().0, XDP_REDIRECT);
+            // 1. A router on the client side says the VIP's reply was too big.
+            let input = too_big(
+                router,
+                vip,
+                &quoted(vip, 80, c, cport, l4),
+                CLIENT_MAC,
+                GW_CL_MAC,
+                64,
+            );
+            let want = too_big(
+                router,
+                &t,
+                &quoted(&t, tport, c, cport, l4),
+                GW_BK_MAC,
+                backend_mac(last_byte(&t)),
+                63,
+            );
+            env.check(&Fixture {
+                desc: format!(
+                    "{l4:?} client-side too-big about {vip}:80 -> {c} goes to target {t}"
+                ),
+                input,
+                action: XDP_REDIRECT,
+                output: Some(want),
+                reason: Some(Reason::IcmpTranslated),
+            });
+            // 2. The target's side says the client's packet was too big.
+            let input = too_big(
+                &t,
+                c,
+                &quoted(c, cport, &t, tport, l4),
+                backend_mac(last_byte(&t)),
+                GW_BK_MAC,
+                64,
+            );
+            let want = too_big(
+                vip,
+                c,
+                &quoted(c, cport, vip, 80, l4),
+                GW_CL_MAC,
+                CLIENT_MAC,
+                63,
+            );
+            env.check(&Fixture {
+                desc: format!("{l4:?} target-side too-big about {c} -> {t}:{tport} goes to the client about the VIP"),
+                input,
+                action: XDP_REDIRECT,
+                output: Some(want),
+                reason: Some(Reason::IcmpTranslated),
+            });
+        }
+        // 3. snat: the target's error about gateway -> target.
+        let (svip, snat) = if v6 {
+            ("fd64::2", "fd01::1")
+        } else {
+            ("10.100.0.2", "10.1.0.1")
+        };
+        let syn = Spec::new(c, 44000, svip, 80, SYN).macs(CLIENT_MAC, GW_CL_MAC);
+        let (t, tport) = expected_target(&env, &syn);
+        let (_, out) = env.run(&syn.build()).unwrap();
+        let l4_at = if v6 { off::V6_L4 } else { off::V4_L4 };
+        let sport = u16::from_be_bytes([out[l4_at], out[l4_at + 1]]);
+        let input = too_big(
+            &t,
+            snat,
+            &quoted(snat, sport, &t, tport, ACK),
+            backend_mac(last_byte(&t)),
+            GW_BK_MAC,
+            64,
+        );
+        let want = too_big(
+            svip,
+            c,
+            &quoted(c, 44000, svip, 80, ACK),
+            GW_CL_MAC,
+            CLIENT_MAC,
+            63,
+        );
+        env.check(&Fixture {
+            desc: format!(
+                "snat target-side too-big about {snat}:{sport} -> {t} goes to the client"
+            ),
+            input,
+            action: XDP_REDIRECT,
+            output: Some(want),
+            reason: Some(Reason::IcmpTranslated),
+        });
+    }
+    // Unrelated ICMP (echo) and errors about unknown flows stay the kernel's.
+    let mut echo = Vec::new();
+    etherparse::PacketBuilder::ethernet2(CLIENT_MAC, GW_CL_MAC)
+        .ipv4([10, 0, 0, 2], [10, 100, 0, 1], 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut echo, b"ping")
+        .unwrap();
+    env.check(&Fixture {
+        desc: "ICMP echo to a VIP goes to the kernel".into(),
+        input: echo,
+        action: XDP_PASS,
+        output: None,
+        reason: Some(Reason::NotVip),
+    });
+    let stray = too_big(
+        "10.0.0.254",
+        "10.100.0.1",
+        &quoted("10.100.0.1", 80, "10.0.0.9", 9999, ACK),
+        CLIENT_MAC,
+        GW_CL_MAC,
+        64,
+    );
+    env.check(&Fixture {
+        desc: "too-big about an unknown flow goes to the kernel".into(),
+        input: stray,
+        action: XDP_PASS,
+        output: None,
+        reason: Some(Reason::IcmpUnmatched),
+    });
+}

@@ -1,0 +1,267 @@
+//! ICMP "fragmentation needed" (v4) and "packet too big" (v6) errors that
+//! belong to a tracked flow are translated (outer and quoted inner headers,
+//! consistently) and delivered to that flow's target or client, so path MTU
+//! discovery works through the balancer. Runs as a tail-called program with
+//! its own stack; everything else ICMP goes to the kernel.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{FlowKey, Reason, ReverseKey, SnatKey, VipKey, PROTO_TCP, PROTO_UDP, VIP_F_SNAT};
+
+use crate::{
+    count, csum,
+    fwd::{emit, fib, fib_params},
+    parse::{self, hdr, ptr_at, raw16, raw32, Pkt},
+    BACKENDS, CONNTRACK, NAT_REVERSE, SNAT, VIPS,
+};
+
+/// Where the translated error goes, as (outer src, outer dst, inner src
+/// addr/port, inner dst addr/port).
+struct Plan {
+    osrc: [u32; 4],
+    odst: [u32; 4],
+    isrc: [u32; 4],
+    isport: u16,
+    idst: [u32; 4],
+    idport: u16,
+}
+
+#[inline(always)]
+pub fn try_icmp(ctx: &XdpContext) -> Result<u32, Reason> {
+    let pkt = parse::parse_l3(ctx)?;
+    let v6 = pkt.v6();
+    if pkt.proto
+        != if v6 {
+            parse::PROTO_ICMPV6
+        } else {
+            parse::PROTO_ICMP
+        }
+    {
+        return Err(Reason::OtherProto);
+    }
+    let ih: [u8; 8] = hdr(ctx, pkt.l4_off, Reason::MalformedL4)?;
+    let too_big = if v6 {
+        ih[0] == 2
+    } else {
+        ih[0] == 3 && ih[1] == 4
+    };
+    if !too_big {
+        return Err(Reason::NotVip);
+    }
+    // The quoted packet.
+    let ioff = pkt.l4_off + 8;
+    let mut isrc = [0u32; 4];
+    let mut idst = [0u32; 4];
+    let (iproto, il4) = if v6 {
+        let h: [u8; 40] = hdr(ctx, ioff, Reason::IcmpUnmatched)?;
+        let mut i = 0;
+        while i < 4 {
+            isrc[i] = raw32(&h, 8 + i * 4);
+            idst[i] = raw32(&h, 24 + i * 4);
+            i += 1;
+        }
+        (h[6], ioff + 40)
+    } else {
+        let h: [u8; 20] = hdr(ctx, ioff, Reason::IcmpUnmatched)?;
+        let ihl = (h[0] & 0x0f) as usize * 4;
+        if h[0] >> 4 != 4 || ihl < 20 {
+            return Err(Reason::IcmpUnmatched);
+        }
+        isrc[0] = raw32(&h, 12);
+        idst[0] = raw32(&h, 16);
+        (h[9], ioff + ihl)
+    };
+    if iproto != PROTO_TCP && iproto != PROTO_UDP {
+        return Err(Reason::IcmpUnmatched);
+    }
+    let ports: [u8; 4] = hdr(ctx, il4, Reason::IcmpUnmatched)?;
+    let (isport, idport) = (raw16(&ports, 0), raw16(&ports, 2));
+    let plan = plan(&pkt, iproto, &isrc, isport, &idst, idport).ok_or(Reason::IcmpUnmatched)?;
+    if pkt.ttl <= 1 {
+        return Err(Reason::TtlExceeded);
+    }
+    let mut p = fib_params();
+    let rc = fib(ctx, &pkt, &plan.osrc, &plan.odst, 0, 0, &mut p);
+    rewrite(
+        ctx, &pkt, ioff, il4, iproto, &isrc, isport, &idst, idport, &plan,
+    )?;
+    count(Reason::IcmpTranslated);
+    Ok(emit(ctx, &pkt, rc, &p))
+}
+
+#[inline(always)]
+fn plan(
+    pkt: &Pkt,
+    proto: u8,
+    isrc: &[u32; 4],
+    isport: u16,
+    idst: &[u32; 4],
+    idport: u16,
+) -> Option<Plan> {
+    let family = pkt.family;
+    // Client side: about a packet the VIP sent to the client.
+    let vk = VipKey {
+        addr: *isrc,
+        port: isport,
+        proto,
+        family,
+    };
+    if let Some(meta) = unsafe { VIPS.get(vk) } {
+        let key = FlowKey {
+            src: *idst,
+            dst: *isrc,
+            sport: idport,
+            dport: isport,
+            proto,
+            family,
+            _pad: [0; 2],
+        };
+        let st = unsafe { CONNTRACK.get(key) }?;
+        let b = BACKENDS.get(st.backend_id)?;
+        let (d, dp) = if meta.flags & VIP_F_SNAT != 0 {
+            (meta.snat_addr, st.snat_port)
+        } else {
+            (*idst, idport)
+        };
+        // The target sent b:port -> client (or -> snat address:port).
+        return Some(Plan {
+            osrc: pkt.src,
+            odst: b.addr,
+            isrc: b.addr,
+            isport: b.port,
+            idst: d,
+            idport: dp,
+        });
+    }
+    // Target side, nat: about a packet client -> target.
+    let rk = ReverseKey {
+        addr: *idst,
+        port: idport,
+        proto,
+        family,
+    };
+    if let Some(rv) = unsafe { NAT_REVERSE.get(rk) } {
+        // From the target itself: it must look like it came from the VIP.
+        let osrc = if pkt.src == *idst {
+            rv.vip_addr
+        } else {
+            pkt.src
+        };
+        return Some(Plan {
+            osrc,
+            odst: pkt.dst,
+            isrc: *isrc,
+            isport,
+            idst: rv.vip_addr,
+            idport: rv.vip_port,
+        });
+    }
+    // Target side, snat: about a packet gateway -> target.
+    let sk = SnatKey {
+        gw_addr: *isrc,
+        backend_addr: *idst,
+        gw_port: isport,
+        backend_port: idport,
+        proto,
+        family,
+        _pad: [0; 2],
+    };
+    let sv = unsafe { SNAT.get(sk) }?;
+    Some(Plan {
+        osrc: sv.vip_addr,
+        odst: sv.client_addr,
+        isrc: sv.client_addr,
+        isport: sv.client_port,
+        idst: sv.vip_addr,
+        idport: sv.vip_port,
+    })
+}
+
+/// Rewrites outer and inner headers; the ICMP checksum follows every change
+/// in what it covers (for ICMPv6, also the outer pseudo-header).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rewrite(
+    ctx: &XdpContext,
+    pkt: &Pkt,
+    ioff: usize,
+    il4: usize,
+    iproto: u8,
+    isrc: &[u32; 4],
+    isport: u16,
+    idst: &[u32; 4],
+    idport: u16,
+    plan: &Plan,
+) -> Result<(), Reason> {
+    let v6 = pkt.v6();
+    let outer = csum::diff_addr(
+        csum::diff_addr(0, &pkt.src, &plan.osrc, v6),
+        &pkt.dst,
+        &plan.odst,
+        v6,
+    );
+    let inner = csum::diff_addr(
+        csum::diff_addr(0, isrc, &plan.isrc, v6),
+        idst,
+        &plan.idst,
+        v6,
+    );
+    let mut icmp = if v6 { outer } else { 0 };
+    icmp += inner;
+    unsafe {
+        if v6 {
+            let ip = ptr_at::<[u8; 40]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
+            *ip.add(7) = pkt.ttl - 1;
+            (ip.add(8) as *mut [u32; 4]).write_unaligned(plan.osrc);
+            (ip.add(24) as *mut [u32; 4]).write_unaligned(plan.odst);
+            let q = ptr_at::<[u8; 40]>(ctx, ioff, Reason::IcmpUnmatched)? as *mut u8;
+            (q.add(8) as *mut [u32; 4]).write_unaligned(plan.isrc);
+            (q.add(24) as *mut [u32; 4]).write_unaligned(plan.idst);
+        } else {
+            let ip = ptr_at::<[u8; 20]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
+            (ip.add(12) as *mut u32).write_unaligned(plan.osrc[0]);
+            (ip.add(16) as *mut u32).write_unaligned(plan.odst[0]);
+            let ttl_old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
+            let ttl_new = u16::from_ne_bytes([pkt.ttl - 1, pkt.proto]);
+            *ip.add(8) = pkt.ttl - 1;
+            let c = (ip.add(10) as *mut u16).read_unaligned();
+            (ip.add(10) as *mut u16)
+                .write_unaligned(csum::apply(c, csum::diff16(outer, ttl_old, ttl_new)));
+            let q = ptr_at::<[u8; 20]>(ctx, ioff, Reason::IcmpUnmatched)? as *mut u8;
+            (q.add(12) as *mut u32).write_unaligned(plan.isrc[0]);
+            (q.add(16) as *mut u32).write_unaligned(plan.idst[0]);
+            let c = (q.add(10) as *mut u16).read_unaligned();
+            let n = csum::apply(c, inner);
+            (q.add(10) as *mut u16).write_unaligned(n);
+            icmp = csum::diff16(icmp, c, n);
+        }
+        let l4 = ptr_at::<[u8; 8]>(ctx, il4, Reason::IcmpUnmatched)? as *mut u8;
+        (l4 as *mut u16).write_unaligned(plan.isport);
+        (l4.add(2) as *mut u16).write_unaligned(plan.idport);
+        let ports = csum::diff16(csum::diff16(0, isport, plan.isport), idport, plan.idport);
+        icmp += ports;
+        // The quoted L4 checksum, when the quote holds it.
+        let check_at = if iproto == PROTO_TCP { 16 } else { 6 };
+        let c = if iproto == PROTO_TCP {
+            ptr_at::<[u8; 18]>(ctx, il4, Reason::IcmpUnmatched)
+                .ok()
+                .map(|p| (p as *mut u8).add(check_at))
+        } else {
+            Some(l4.add(check_at))
+        };
+        if let Some(cp) = c {
+            let old = (cp as *mut u16).read_unaligned();
+            if !(iproto == PROTO_UDP && !v6 && old == 0) {
+                let mut n = csum::apply(old, inner + ports);
+                if iproto == PROTO_UDP && n == 0 {
+                    n = 0xffff;
+                }
+                (cp as *mut u16).write_unaligned(n);
+                icmp = csum::diff16(icmp, old, n);
+            }
+        }
+        let ic = ptr_at::<[u8; 8]>(ctx, pkt.l4_off, Reason::MalformedL4)? as *mut u8;
+        let c = (ic.add(2) as *mut u16).read_unaligned();
+        (ic.add(2) as *mut u16).write_unaligned(csum::apply(c, icmp));
+    }
+    Ok(())
+}
