@@ -89,9 +89,30 @@ pub struct FlowState {
     pub last_seen_ns: u64,
     /// Allocated source port (network order) in `snat` mode, else 0.
     pub snat_port: u16,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The VIP's slot in `VIP_SLOTS`, so a hit needs no `VIPS` lookup.
+    pub vip_id: u32,
 }
 const _: () = assert!(size_of::<FlowState>() == 24);
+
+/// Value of `VIP_SLOTS` (array indexed by vip_id): the VIP's key and meta.
+/// An empty slot has family 0, which no packet matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipSlot {
+    pub key: VipKey,
+    pub _pad: u32,
+    pub meta: VipMeta,
+}
+const _: () = assert!(size_of::<VipSlot>() == 56);
+
+/// Bits of `PORTS` (array indexed by port, host order): which hash maps a
+/// packet with that destination (VIP) or source (target) port may be in.
+/// Everything else skips the hash lookups.
+pub const PORT_VIP_TCP: u8 = 1;
+pub const PORT_VIP_UDP: u8 = 2;
+pub const PORT_TARGET_TCP: u8 = 4;
+pub const PORT_TARGET_UDP: u8 = 8;
 
 /// Key of `NAT_REVERSE`: a target as it answers in `nat` mode. Derived from
 /// config alone (target -> listener), so any gateway can translate replies.
@@ -154,7 +175,8 @@ pub struct Globals {
     pub tcp_timeout_s: u32,
     pub udp_timeout_s: u32,
     pub closing_timeout_s: u32,
-    pub _pad: u32,
+    /// How long a cached next hop (FIB result) is used; 0 disables the cache.
+    pub fib_cache_ms: u32,
 }
 const _: () = assert!(size_of::<Globals>() == 24);
 
@@ -168,10 +190,30 @@ impl Default for Globals {
             tcp_timeout_s: 350,
             udp_timeout_s: 120,
             closing_timeout_s: 10,
-            _pad: 0,
+            fib_cache_ms: 1000,
         }
     }
 }
+
+/// Slots of `FIB_CACHE` (per CPU, direct-mapped by destination hash).
+pub const FIB_CACHE_SLOTS: u32 = 4096;
+
+/// A cached next hop: what `bpf_fib_lookup` answered for `dst`, and the
+/// path MTU, so larger packets still get the real lookup (and its error).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibCacheEntry {
+    pub dst: [u32; 4],
+    pub expires_ns: u64,
+    pub ifindex: u32,
+    pub mtu: u16,
+    pub family: u8,
+    pub _pad: u8,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub _pad2: [u8; 4],
+}
+const _: () = assert!(size_of::<FibCacheEntry>() == 48);
 
 /// Packet/byte/new-flow counters, one per VIP and one per backend (per CPU).
 #[repr(C)]
@@ -254,6 +296,7 @@ mod pod {
     // SAFETY: all are repr(C), Copy, with explicit padding and no pointers.
     unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for VipMeta {}
+    unsafe impl aya::Pod for VipSlot {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowState {}
@@ -263,4 +306,5 @@ mod pod {
     unsafe impl aya::Pod for SnatVal {}
     unsafe impl aya::Pod for Globals {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for FibCacheEntry {}
 }

@@ -13,15 +13,15 @@ use aya_ebpf::{
 use lb_common::{
     hash::{flow_hash, src_hash},
     Counters, FlowKey, FlowState, Reason, ReverseKey, SnatKey, SnatVal, VipKey, VipMeta,
-    BACKEND_F_VALID, FLOW_F_CLOSING, PROTO_TCP, PROTO_UDP, VIP_F_CROSS_ZONE, VIP_F_SNAT,
-    VIP_F_STICKY,
+    BACKEND_F_VALID, FIB_CACHE_SLOTS, FLOW_F_CLOSING, PORT_TARGET_TCP, PORT_TARGET_UDP,
+    PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP, PROTO_UDP, VIP_F_CROSS_ZONE, VIP_F_SNAT, VIP_F_STICKY,
 };
 
 use crate::{
     count, csum,
     parse::{self, ptr_at, write, Pkt, TCP_FIN, TCP_RST},
-    BACKENDS, BACKEND_STATS, CONNTRACK, GLOBALS, JUMP, JUMP_ICMP, NAT_REVERSE, RING, SNAT, VIPS,
-    VIP_STATS,
+    BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, GLOBALS, JUMP, JUMP_ICMP, NAT_REVERSE, PORTS,
+    RING, SNAT, VIPS, VIP_SLOTS, VIP_STATS,
 };
 
 const NS: u64 = 1_000_000_000;
@@ -31,22 +31,38 @@ const SNAT_TRIES: u32 = 8;
 #[inline(always)]
 pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
     let pkt = parse::parse(ctx)?;
-    if pkt.proto != PROTO_TCP && pkt.proto != PROTO_UDP {
-        // ICMP: errors of tracked flows are translated by `lb_icmp`, which
-        // has a stack of its own. Returns only when the call fails.
-        unsafe { JUMP.tail_call(ctx, JUMP_ICMP) };
-        return Err(Reason::NotVip);
-    }
-    let vk = VipKey {
-        addr: pkt.dst,
-        port: pkt.dport,
-        proto: pkt.proto,
-        family: pkt.family,
+    let (vip_bit, target_bit) = match pkt.proto {
+        PROTO_TCP => (PORT_VIP_TCP, PORT_TARGET_TCP),
+        PROTO_UDP => (PORT_VIP_UDP, PORT_TARGET_UDP),
+        _ => {
+            // ICMP: errors of tracked flows are translated by `lb_icmp`,
+            // which has a stack of its own. Returns only when the call fails.
+            unsafe { JUMP.tail_call(ctx, JUMP_ICMP) };
+            return Err(Reason::NotVip);
+        }
     };
-    if let Some(meta) = unsafe { VIPS.get(vk) } {
-        return to_backend(ctx, &pkt, meta);
+    // The port bitmap spares ordinary traffic every hash lookup.
+    if port_bits(pkt.dport) & vip_bit != 0 {
+        if let Some(action) = to_backend(ctx, &pkt)? {
+            return Ok(action);
+        }
     }
-    to_client(ctx, &pkt)
+    let g = GLOBALS.get(0).ok_or(Reason::MapError)?;
+    let dport = u16::from_be(pkt.dport);
+    let nat = port_bits(pkt.sport) & target_bit != 0;
+    let snat = dport >= g.snat_port_min && dport <= g.snat_port_max;
+    if nat || snat {
+        return to_client(ctx, &pkt, nat, snat);
+    }
+    Err(Reason::NotVip)
+}
+
+#[inline(always)]
+fn port_bits(port_be: u16) -> u8 {
+    PORTS
+        .get(u16::from_be(port_be) as u32)
+        .copied()
+        .unwrap_or(0)
 }
 
 #[inline(always)]
@@ -62,12 +78,9 @@ fn bump(c: Option<*mut Counters>, bytes: u16, new_flow: bool) {
 }
 
 /// Client -> VIP: find or create the flow, rewrite towards its target.
+/// `None`: not a VIP after all.
 #[inline(always)]
-fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason> {
-    if pkt.ttl <= 1 {
-        // The kernel sends the time-exceeded error.
-        return Err(Reason::TtlExceeded);
-    }
+fn to_backend(ctx: &XdpContext, pkt: &Pkt) -> Result<Option<u32>, Reason> {
     let g = GLOBALS.get(0).ok_or(Reason::MapError)?;
     let key = FlowKey {
         src: pkt.src,
@@ -83,32 +96,61 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason
     let closing = pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0;
     let mut backend_id = 0u32;
     let mut snat_port = 0u16;
+    let mut hit: Option<&VipMeta> = None;
     if let Some(st) = CONNTRACK.get_ptr_mut(key) {
         let st = unsafe { &mut *st };
-        let timeout = if st.flags & FLOW_F_CLOSING != 0 {
-            g.closing_timeout_s
-        } else if pkt.proto == PROTO_TCP {
-            g.tcp_timeout_s
-        } else {
-            g.udp_timeout_s
-        };
-        let fresh = now.wrapping_sub(st.last_seen_ns) <= timeout as u64 * NS;
-        // A flow keeps its target while the target is registered (also
-        // while it drains), whatever the ring says now.
-        if fresh
-            && BACKENDS
+        // The flow's VIP by slot; its key must still be this packet's.
+        if let Some(slot) = VIP_SLOTS.get(st.vip_id) {
+            let k = &slot.key;
+            let same_vip = k.addr == pkt.dst
+                && k.port == pkt.dport
+                && k.proto == pkt.proto
+                && k.family == pkt.family;
+            let timeout = if st.flags & FLOW_F_CLOSING != 0 {
+                g.closing_timeout_s
+            } else if pkt.proto == PROTO_TCP {
+                g.tcp_timeout_s
+            } else {
+                g.udp_timeout_s
+            };
+            let fresh = now.wrapping_sub(st.last_seen_ns) <= timeout as u64 * NS;
+            // A flow keeps its target while the target is registered (also
+            // while it drains), whatever the ring says now.
+            let valid = BACKENDS
                 .get(st.backend_id)
-                .is_some_and(|b| b.flags & BACKEND_F_VALID != 0)
-        {
-            backend_id = st.backend_id;
-            snat_port = st.snat_port;
-            st.last_seen_ns = now;
-            if closing {
-                st.flags |= FLOW_F_CLOSING;
+                .is_some_and(|b| b.flags & BACKEND_F_VALID != 0);
+            let mode_ok = slot.meta.flags & VIP_F_SNAT == 0 || st.snat_port != 0;
+            if same_vip && fresh && valid && mode_ok {
+                backend_id = st.backend_id;
+                snat_port = st.snat_port;
+                st.last_seen_ns = now;
+                if closing {
+                    st.flags |= FLOW_F_CLOSING;
+                }
+                hit = Some(&slot.meta);
             }
         }
     }
-    let new_flow = backend_id == 0;
+    let new_flow = hit.is_none();
+    let meta: &VipMeta = match hit {
+        Some(m) => m,
+        None => {
+            let vk = VipKey {
+                addr: pkt.dst,
+                port: pkt.dport,
+                proto: pkt.proto,
+                family: pkt.family,
+            };
+            match unsafe { VIPS.get(vk) } {
+                Some(m) => m,
+                None => return Ok(None),
+            }
+        }
+    };
+    if pkt.ttl <= 1 {
+        // The kernel sends the time-exceeded error.
+        return Err(Reason::TtlExceeded);
+    }
     if new_flow {
         let h = if meta.flags & VIP_F_STICKY != 0 {
             src_hash(&pkt.src)
@@ -135,7 +177,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason
         }
         if backend_id == 0 {
             count(Reason::NoBackend);
-            return Ok(xdp_action::XDP_DROP);
+            return Ok(Some(xdp_action::XDP_DROP));
         }
     }
     let b = BACKENDS.get(backend_id).ok_or(Reason::MapError)?;
@@ -148,7 +190,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason
             Some(p) => snat_port = p,
             None => {
                 count(Reason::SnatExhausted);
-                return Ok(xdp_action::XDP_DROP);
+                return Ok(Some(xdp_action::XDP_DROP));
             }
         }
     }
@@ -158,7 +200,8 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason
             flags: if closing { FLOW_F_CLOSING } else { 0 },
             last_seen_ns: now,
             snat_port,
-            _pad: [0; 6],
+            _pad: [0; 2],
+            vip_id: meta.vip_id,
         };
         if CONNTRACK.insert(key, st, BPF_ANY as u64).is_err() {
             return Err(Reason::MapError);
@@ -173,10 +216,10 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, meta: &VipMeta) -> Result<u32, Reason
     };
     let (dst, dport) = (b.addr, b.port);
     let mut p = fib_params();
-    let rc = fib(ctx, pkt, &src, &dst, sport, dport, &mut p);
+    let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, &mut p, g.fib_cache_ms);
     rewrite(ctx, pkt, &src, &dst, sport, dport)?;
     count(Reason::FwdToBackend);
-    Ok(emit(ctx, pkt, rc, &p))
+    Ok(Some(emit(ctx, pkt, rc, &p)))
 }
 
 /// Picks a free source port for a SNAT flow: a few hashed probes in range,
@@ -239,16 +282,24 @@ fn alloc_snat_port(
 /// Target -> client: undo `nat` (stateless, from config) or `snat`
 /// (from the SNAT table). Anything else is not ours.
 #[inline(always)]
-fn to_client(ctx: &XdpContext, pkt: &Pkt) -> Result<u32, Reason> {
+fn to_client(ctx: &XdpContext, pkt: &Pkt, nat: bool, snat: bool) -> Result<u32, Reason> {
     let rk = ReverseKey {
         addr: pkt.src,
         port: pkt.sport,
         proto: pkt.proto,
         family: pkt.family,
     };
-    let (src, sport, dst, dport) = if let Some(rv) = unsafe { NAT_REVERSE.get(rk) } {
+    let rv = if nat {
+        unsafe { NAT_REVERSE.get(rk) }
+    } else {
+        None
+    };
+    let (src, sport, dst, dport) = if let Some(rv) = rv {
         (rv.vip_addr, rv.vip_port, pkt.dst, pkt.dport)
     } else {
+        if !snat {
+            return Err(Reason::NotVip);
+        }
         let sk = SnatKey {
             gw_addr: pkt.dst,
             backend_addr: pkt.src,
@@ -267,7 +318,8 @@ fn to_client(ctx: &XdpContext, pkt: &Pkt) -> Result<u32, Reason> {
         return Err(Reason::TtlExceeded);
     }
     let mut p = fib_params();
-    let rc = fib(ctx, pkt, &src, &dst, sport, dport, &mut p);
+    let cache_ms = GLOBALS.get(0).map(|g| g.fib_cache_ms).unwrap_or(0);
+    let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, &mut p, cache_ms);
     // A target talking to the gateway itself (health checks) is not a reply
     // to a client: leave it alone.
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64
@@ -358,13 +410,13 @@ pub fn fib(
     p.sport = sport;
     p.dport = dport;
     p.ifindex = ctx.ingress_ifindex() as u32;
+    p.__bindgen_anon_1.tot_len = pkt.ip_len;
     if pkt.v6() {
         p.family = 10; // AF_INET6
         p.__bindgen_anon_3.ipv6_src = *src;
         p.__bindgen_anon_4.ipv6_dst = *dst;
     } else {
         p.family = 2; // AF_INET
-        p.__bindgen_anon_1.tot_len = pkt.ip_len;
         p.__bindgen_anon_3.ipv4_src = src[0];
         p.__bindgen_anon_4.ipv4_dst = dst[0];
     }
@@ -376,6 +428,70 @@ pub fn fib(
             0,
         )
     }
+}
+
+/// Next hop for `dst`: from the per-CPU cache while fresh and the packet
+/// fits the cached path MTU, else `bpf_fib_lookup` (about 130 ns here),
+/// whose answer is then cached for `fib_cache_ms`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn next_hop(
+    ctx: &XdpContext,
+    pkt: &Pkt,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    sport: u16,
+    dport: u16,
+    p: &mut bpf_fib_lookup,
+    cache_ms: u32,
+) -> i64 {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let idx = lb_common::hash::hash_words(0x6669_6221, dst) % FIB_CACHE_SLOTS;
+    let slot = FIB_CACHE.get_ptr_mut(idx);
+    if cache_ms != 0 {
+        if let Some(e) = slot {
+            let e = unsafe { &*e };
+            if e.family == pkt.family && e.dst == *dst && now < e.expires_ns && pkt.ip_len <= e.mtu
+            {
+                p.ifindex = e.ifindex;
+                p.smac = e.smac;
+                p.dmac = e.dmac;
+                return BPF_FIB_LKUP_RET_SUCCESS as i64;
+            }
+        }
+    }
+    let rc = fib(ctx, pkt, src, dst, sport, dport, p);
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || cache_ms == 0 {
+        return rc;
+    }
+    let Some(e) = slot else { return rc };
+    let e = unsafe { &mut *e };
+    e.dst = *dst;
+    e.family = pkt.family;
+    e.ifindex = p.ifindex;
+    e.smac = p.smac;
+    e.dmac = p.dmac;
+    // Learn the path MTU: an oversized probe answers FRAG_NEEDED with it.
+    p.ifindex = ctx.ingress_ifindex() as u32;
+    p.__bindgen_anon_1.tot_len = 0xffff;
+    let probe = unsafe {
+        fib_lookup_helper(
+            ctx.as_ptr(),
+            p,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    e.mtu = if probe == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 {
+        unsafe { p.__bindgen_anon_1.mtu_result }
+    } else {
+        0xffff
+    };
+    e.expires_ns = now + cache_ms as u64 * 1_000_000;
+    p.ifindex = e.ifindex;
+    p.smac = e.smac;
+    p.dmac = e.dmac;
+    rc
 }
 
 /// Zeroed FIB lookup parameters (kept by the caller: 64 bytes of stack).

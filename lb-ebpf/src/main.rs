@@ -15,8 +15,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Backend, Counters, FlowKey, FlowState, Globals, Reason, ReverseKey, ReverseVal, SnatKey,
-    SnatVal, VipKey, VipMeta, REASON_COUNT,
+    Backend, Counters, FibCacheEntry, FlowKey, FlowState, Globals, Reason, ReverseKey, ReverseVal,
+    SnatKey, SnatVal, VipKey, VipMeta, VipSlot, FIB_CACHE_SLOTS, REASON_COUNT,
 };
 
 // Sizes here are placeholders: the loader sets them from the config.
@@ -24,6 +24,10 @@ use lb_common::{
 static GLOBALS: Array<Globals> = Array::with_max_entries(1, 0);
 #[map]
 static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(256, 0);
+#[map]
+static VIP_SLOTS: Array<VipSlot> = Array::with_max_entries(256, 0);
+#[map]
+static PORTS: Array<u8> = Array::with_max_entries(65536, 0);
 #[map]
 static RING: Array<u32> = Array::with_max_entries(lb_common::DEFAULT_RING_SIZE * 4, 0);
 #[map]
@@ -38,6 +42,8 @@ static SNAT: LruHashMap<SnatKey, SnatVal> = LruHashMap::with_max_entries(65536, 
 static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(256, 0);
 #[map]
 static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1024, 0);
+#[map]
+static FIB_CACHE: PerCpuArray<FibCacheEntry> = PerCpuArray::with_max_entries(FIB_CACHE_SLOTS, 0);
 #[map]
 static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
 

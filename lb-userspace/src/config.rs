@@ -53,6 +53,10 @@ pub struct Gateway {
     pub tcp_idle_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub udp_idle_timeout: Duration,
+    /// How long a next hop found by the FIB is reused ("0s": every packet
+    /// asks the FIB). Neighbour and route changes apply within this time.
+    #[serde(deserialize_with = "duration")]
+    pub fib_cache: Duration,
 }
 
 impl Default for Gateway {
@@ -70,6 +74,7 @@ impl Default for Gateway {
             snat_ports: "20000-32767".into(),
             tcp_idle_timeout: Duration::from_secs(350),
             udp_idle_timeout: Duration::from_secs(120),
+            fib_cache: Duration::from_secs(1),
         }
     }
 }
@@ -316,6 +321,12 @@ impl Config {
             err(
                 "gateway.conntrack_size".into(),
                 format!("{} is too small (at least 1024)", g.conntrack_size),
+            );
+        }
+        if g.fib_cache > Duration::from_secs(60) {
+            err(
+                "gateway.fib_cache".into(),
+                "must be at most 60s (neighbour changes apply only after it)".into(),
             );
         }
         if self.snat_port_range().is_none() {

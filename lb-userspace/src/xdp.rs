@@ -11,7 +11,8 @@ use aya::{
 };
 use lb_common::{
     Backend, Counters, FlowKey, FlowState, Globals, ReverseKey, ReverseVal, SnatKey, SnatVal,
-    VipKey, VipMeta, REASON_COUNT, RINGS_PER_VIP,
+    VipKey, VipMeta, VipSlot, PORT_TARGET_TCP, PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP,
+    PROTO_TCP, REASON_COUNT, RINGS_PER_VIP, VIP_F_SNAT,
 };
 use log::{info, warn};
 
@@ -86,6 +87,8 @@ impl AttachMode {
 pub struct Maps {
     pub globals: Array<MapData, Globals>,
     pub vips: BpfHashMap<MapData, VipKey, VipMeta>,
+    pub vip_slots: Array<MapData, VipSlot>,
+    pub ports: Array<MapData, u8>,
     pub ring: Array<MapData, u32>,
     pub backends: Array<MapData, Backend>,
     pub conntrack: BpfHashMap<MapData, FlowKey, FlowState>,
@@ -111,6 +114,8 @@ impl Maps {
         Ok(Maps {
             globals: take(ebpf, "GLOBALS")?,
             vips: take(ebpf, "VIPS")?,
+            vip_slots: take(ebpf, "VIP_SLOTS")?,
+            ports: take(ebpf, "PORTS")?,
             ring: take(ebpf, "RING")?,
             backends: take(ebpf, "BACKENDS")?,
             conntrack: take(ebpf, "CONNTRACK")?,
@@ -134,6 +139,8 @@ pub struct XdpDataplane {
     vips: HashMap<VipKey, u32>,
     reverse: BTreeSet<ReverseKeyOrd>,
     backends: BTreeSet<u32>,
+    /// The `PORTS` bitmap as last written.
+    port_bits: Vec<u8>,
     pub attached: Vec<(String, AttachMode)>,
 }
 
@@ -169,6 +176,7 @@ impl XdpDataplane {
         }
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("VIPS", sizes.max_vips)
+            .map_max_entries("VIP_SLOTS", sizes.max_vips)
             .map_max_entries("RING", sizes.ring_entries())
             .map_max_entries("BACKENDS", sizes.max_targets + 1)
             .map_max_entries("CONNTRACK", sizes.conntrack)
@@ -203,6 +211,7 @@ impl XdpDataplane {
             vips: HashMap::new(),
             reverse: BTreeSet::new(),
             backends: BTreeSet::new(),
+            port_bits: vec![0; 65536],
             attached: Vec::new(),
         })
     }
@@ -264,6 +273,15 @@ impl XdpDataplane {
                 model.globals.ring_size
             );
         }
+        let bits = port_bits(model);
+        // Bits first widen (so a new VIP is never filtered out), and are
+        // narrowed only after stale VIPs are gone.
+        let union: Vec<u8> = bits
+            .iter()
+            .zip(&self.port_bits)
+            .map(|(a, b)| a | b)
+            .collect();
+        write_ports(&mut self.maps.ports, &mut self.port_bits, &union)?;
         let maps = &mut self.maps;
         maps.globals.set(0, model.globals, 0)?;
 
@@ -285,6 +303,7 @@ impl XdpDataplane {
         }
         self.backends = now;
 
+        let maps = &mut self.maps;
         let m = self.sizes.ring_size;
         let mut seen = HashMap::new();
         for v in &model.vips {
@@ -327,6 +346,12 @@ impl XdpDataplane {
                 ring_all: st.all_id,
                 snat_addr: v.snat_addr,
             };
+            let slot = VipSlot {
+                key: v.key,
+                _pad: 0,
+                meta,
+            };
+            maps.vip_slots.set(v.vip_id, slot, 0)?;
             maps.vips.insert(v.key, meta, 0)?;
             seen.insert(v.key, v.vip_id);
         }
@@ -335,6 +360,7 @@ impl XdpDataplane {
                 maps.vips.remove(k)?;
                 if !seen.values().any(|v| v == id) {
                     self.rings.remove(id);
+                    maps.vip_slots.set(*id, VipSlot::default(), 0)?;
                 }
             }
         }
@@ -355,6 +381,7 @@ impl XdpDataplane {
             let _ = maps.reverse.remove(&k);
         }
         self.reverse = now;
+        write_ports(&mut self.maps.ports, &mut self.port_bits, &bits)?;
         Ok(())
     }
 
@@ -383,6 +410,36 @@ impl XdpDataplane {
         }
         Ok(c)
     }
+}
+
+/// The `PORTS` bitmap a model needs.
+fn port_bits(model: &Model) -> Vec<u8> {
+    let mut bits = vec![0u8; 65536];
+    for v in &model.vips {
+        let tcp = v.key.proto == PROTO_TCP;
+        bits[u16::from_be(v.key.port) as usize] |= if tcp { PORT_VIP_TCP } else { PORT_VIP_UDP };
+        if v.flags & VIP_F_SNAT == 0 {
+            for id in &v.backends {
+                let port = model.backends[id].key.port as usize;
+                bits[port] |= if tcp {
+                    PORT_TARGET_TCP
+                } else {
+                    PORT_TARGET_UDP
+                };
+            }
+        }
+    }
+    bits
+}
+
+fn write_ports(map: &mut Array<MapData, u8>, cur: &mut [u8], want: &[u8]) -> Result<()> {
+    for (port, (c, w)) in cur.iter_mut().zip(want).enumerate() {
+        if c != w {
+            map.set(port as u32, *w, 0)?;
+            *c = *w;
+        }
+    }
+    Ok(())
 }
 
 fn write_ring(ring: &mut Array<MapData, u32>, id: u32, m: u32, slots: &[u32]) -> Result<()> {

@@ -893,3 +893,75 @@ fn icmp_too_big_is_translated_both_ways() {
         reason: Some(Reason::IcmpUnmatched),
     });
 }
+
+#[test]
+fn next_hop_cache_expires_and_respects_mtu() {
+    let mut env = env();
+    let p = Spec::new("10.0.0.2", 47000, "10.100.0.1", 80, SYN).macs(CLIENT_MAC, GW_CL_MAC);
+    let (t, _) = expected_target(&env, &p);
+    let (a, out) = env.run(&p.build()).unwrap();
+    assert_eq!(a, XDP_REDIRECT);
+    assert_eq!(out[0..6], backend_mac(last_byte(&t)));
+    // The target's MAC changes: the cached next hop is used until it expires.
+    let new_mac = [2, 0, 0, 0, 9, 9];
+    env.ns
+        .ip(&[
+            "neigh",
+            "replace",
+            &t,
+            "lladdr",
+            "02:00:00:00:09:09",
+            "dev",
+            "bk",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let (_, out) = env.run(&p.build()).unwrap();
+    assert_eq!(
+        out[0..6],
+        new_mac,
+        "after gateway.fib_cache (1s) the new neighbour MAC is used"
+    );
+    // A packet larger than the path MTU goes to the kernel (which sends
+    // fragmentation-needed), even with the next hop cached.
+    env.ns.ip(&["link", "set", "bk", "mtu", "1000"]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let (a, _) = env.run(&p.build()).unwrap();
+    assert_eq!(a, XDP_REDIRECT, "small packets still go straight out");
+    let mut big = p.clone();
+    big.payload = vec![7u8; 1200];
+    env.check(&Fixture {
+        desc: "packet over the path MTU is left to the kernel".into(),
+        input: big.build(),
+        action: XDP_PASS,
+        // Rewritten for the target; MACs untouched (no next hop was used).
+        output: Some(
+            big.forwarded("10.0.0.2", 47000, &t, 8080, CLIENT_MAC, GW_CL_MAC)
+                .build(),
+        ),
+        reason: Some(Reason::FibFailed),
+    });
+}
+
+#[test]
+fn removed_listener_stops_forwarding_its_flows() {
+    let mut env = env();
+    let p = Spec::new("10.0.0.2", 48000, "10.100.0.3", 80, SYN).macs(CLIENT_MAC, GW_CL_MAC);
+    assert_eq!(env.run(&p.build()).unwrap().0, XDP_REDIRECT);
+    // Drop the "sticky4" listener (and its group) by reload.
+    let cut = CONFIG.find("[[listener]]\nname = \"sticky4\"").unwrap();
+    let end = CONFIG[cut..].find("[[target_group]]").unwrap() + cut;
+    let mut cfg = format!("{}{}", &CONFIG[..cut], &CONFIG[end..]);
+    let tg = cfg.find("[[target_group]]\nname = \"sticky4\"").unwrap();
+    cfg.truncate(tg);
+    env.reload(&cfg).unwrap();
+    env.check(&Fixture {
+        desc: "established flow of a removed listener is not forwarded".into(),
+        input: p.build(),
+        action: XDP_PASS,
+        output: None,
+        reason: Some(Reason::NotVip),
+    });
+}
