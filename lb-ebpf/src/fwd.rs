@@ -283,36 +283,34 @@ fn alloc_snat_port(
 /// (from the SNAT table). Anything else is not ours.
 #[inline(always)]
 fn to_client(ctx: &XdpContext, pkt: &Pkt, nat: bool, snat: bool) -> Result<u32, Reason> {
+    // The SNAT table first: it matches all five fields, while a target port
+    // may also serve a `nat` listener.
+    let sk = SnatKey {
+        gw_addr: pkt.dst,
+        backend_addr: pkt.src,
+        gw_port: pkt.dport,
+        backend_port: pkt.sport,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    let sv = if snat { unsafe { SNAT.get(sk) } } else { None };
     let rk = ReverseKey {
         addr: pkt.src,
         port: pkt.sport,
         proto: pkt.proto,
         family: pkt.family,
     };
-    let rv = if nat {
+    let (src, sport, dst, dport) = if let Some(sv) = sv {
+        (sv.vip_addr, sv.vip_port, sv.client_addr, sv.client_port)
+    } else if let Some(rv) = if nat {
         unsafe { NAT_REVERSE.get(rk) }
     } else {
         None
-    };
-    let (src, sport, dst, dport) = if let Some(rv) = rv {
+    } {
         (rv.vip_addr, rv.vip_port, pkt.dst, pkt.dport)
     } else {
-        if !snat {
-            return Err(Reason::NotVip);
-        }
-        let sk = SnatKey {
-            gw_addr: pkt.dst,
-            backend_addr: pkt.src,
-            gw_port: pkt.dport,
-            backend_port: pkt.sport,
-            proto: pkt.proto,
-            family: pkt.family,
-            _pad: [0; 2],
-        };
-        match unsafe { SNAT.get(sk) } {
-            Some(sv) => (sv.vip_addr, sv.vip_port, sv.client_addr, sv.client_port),
-            None => return Err(Reason::NotVip),
-        }
+        return Err(Reason::NotVip);
     };
     if pkt.ttl <= 1 {
         return Err(Reason::TtlExceeded);

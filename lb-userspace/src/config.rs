@@ -53,6 +53,9 @@ pub struct Gateway {
     pub tcp_idle_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub udp_idle_timeout: Duration,
+    /// A TCP flow that saw FIN or RST lives this much longer.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_closing_timeout: Duration,
     /// How long a next hop found by the FIB is reused ("0s": every packet
     /// asks the FIB). Neighbour and route changes apply within this time.
     #[serde(deserialize_with = "duration")]
@@ -74,6 +77,7 @@ impl Default for Gateway {
             snat_ports: "20000-32767".into(),
             tcp_idle_timeout: Duration::from_secs(350),
             udp_idle_timeout: Duration::from_secs(120),
+            tcp_closing_timeout: Duration::from_secs(10),
             fib_cache: Duration::from_secs(1),
         }
     }

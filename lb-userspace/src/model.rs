@@ -138,6 +138,7 @@ impl Model {
             snat_port_max: pmax,
             tcp_timeout_s: cfg.gateway.tcp_idle_timeout.as_secs().max(1) as u32,
             udp_timeout_s: cfg.gateway.udp_idle_timeout.as_secs().max(1) as u32,
+            closing_timeout_s: cfg.gateway.tcp_closing_timeout.as_secs().max(1) as u32,
             fib_cache_ms: cfg.gateway.fib_cache.as_millis() as u32,
             ..Globals::default()
         };

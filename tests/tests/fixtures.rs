@@ -965,3 +965,92 @@ fn removed_listener_stops_forwarding_its_flows() {
         reason: Some(Reason::NotVip),
     });
 }
+
+#[test]
+fn idle_and_closing_flows_age_out() {
+    let cfg = CONFIG.replace(
+        "snat_ports = \"20000-32767\"",
+        "snat_ports = \"20000-32767\"\nudp_idle_timeout = \"1s\"\ntcp_closing_timeout = \"1s\"",
+    );
+    let mut env = Env::new(&cfg).unwrap();
+    // Find flows on target .11; take .11 out of the ring (still registered).
+    let pick = |env: &Env, l4: L4| {
+        (50000..51000u16)
+            .map(|p| Spec::new("10.0.0.2", p, "10.100.0.1", 80, l4))
+            .find(|s| expected_target(env, s).0 == "10.1.0.11")
+            .unwrap()
+    };
+    let udp = pick(&env, L4::Udp);
+    let fin = pick(&env, SYN);
+    let mut open = pick(&env, SYN);
+    open.sport += 1000;
+    while expected_target(&env, &open).0 != "10.1.0.11" {
+        open.sport += 1;
+    }
+    for p in [&udp, &fin, &open] {
+        env.run(&p.build()).unwrap();
+    }
+    let mut f = fin.clone();
+    f.l4 = FIN;
+    env.run(&f.build()).unwrap();
+    let id = env.backend_id("10.1.0.11");
+    env.unhealthy.insert(id, true);
+    env.sync().unwrap();
+    let dst = |env: &mut Env, p: &Spec| env.run(&p.build()).unwrap().1[14 + 19];
+    for p in [&udp, &fin, &open] {
+        assert_eq!(
+            dst(&mut env, p),
+            11,
+            "{:?} :{} keeps its target while fresh",
+            p.l4,
+            p.sport
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2300));
+    assert_ne!(
+        dst(&mut env, &udp),
+        11,
+        "an idle UDP flow ages out and re-picks"
+    );
+    assert_ne!(
+        dst(&mut env, &fin),
+        11,
+        "a TCP flow after FIN ages out after tcp_closing_timeout"
+    );
+    assert_eq!(
+        dst(&mut env, &open),
+        11,
+        "an open TCP flow (350s timeout) stays"
+    );
+}
+
+#[test]
+fn snat_reply_wins_over_nat_on_a_shared_target_port() {
+    // snat4's targets on 8080, the port nat4's targets already serve.
+    let cfg = CONFIG
+        .replace(
+            "address = \"10.1.0.11\"\nport = 9090",
+            "address = \"10.1.0.11\"\nport = 8080",
+        )
+        .replace(
+            "address = \"10.1.0.12\"\nport = 9090",
+            "address = \"10.1.0.12\"\nport = 8080",
+        );
+    let mut env = Env::new(&cfg).unwrap();
+    let p = Spec::new("10.0.0.2", 45500, "10.100.0.2", 80, SYN).macs(CLIENT_MAC, GW_CL_MAC);
+    let (t, tport) = expected_target(&env, &p);
+    assert_eq!(tport, 8080);
+    let (_, out) = env.run(&p.build()).unwrap();
+    let port = u16::from_be_bytes([out[off::V4_L4], out[off::V4_L4 + 1]]);
+    let r = Spec::new(&t, 8080, "10.1.0.1", port, ACK).macs(backend_mac(last_byte(&t)), GW_BK_MAC);
+    env.check(&Fixture {
+        desc: "reply to the snat address goes back through the SNAT table".into(),
+        input: r.build(),
+        action: XDP_REDIRECT,
+        output: Some(
+            r.forwarded("10.100.0.2", 80, "10.0.0.2", 45500, GW_CL_MAC, CLIENT_MAC)
+                .build(),
+        ),
+        reason: Some(Reason::FwdToClient),
+    });
+}
