@@ -1,17 +1,27 @@
-//! `lb run`: load, attach, program the maps, reload on SIGHUP, detach on exit.
+//! `lb run`: owns the config, the targets (registered and draining), their
+//! health, and the data plane; re-syncs the maps on every change.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _, Result};
 use log::{error, info, warn};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+    task::JoinHandle,
+    time::Instant,
+};
 
 use crate::{
+    checker::{self, CheckResult, CheckSpec},
     config::{Config, DataplaneKind},
-    model::{Ids, ListenerKey, Model, TargetKey},
+    health::{Health, Tracker},
+    model::{BackendModel, Ids, ListenerKey, Model, TargetKey},
     xdp::{Sizes, XdpDataplane},
 };
 
@@ -43,33 +53,328 @@ pub fn load_config(path: &Path) -> Result<Config> {
     Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: invalid config:\n{e}", path.display()))
 }
 
-struct State {
-    cfg: Config,
-    vip_ids: Ids<ListenerKey>,
-    backend_ids: Ids<TargetKey>,
-    model: Model,
+/// A target the daemon knows: registered in the config, or draining.
+pub struct TargetRt {
+    pub zone: String,
+    pub weight: u32,
+    pub tracker: Tracker,
+    spec: Option<CheckSpec>,
+    task: Option<JoinHandle<()>>,
+    /// Set while deregistered: flows go on until then, no new ones.
+    pub draining_until: Option<Instant>,
 }
 
-impl State {
-    fn new(cfg: Config) -> State {
-        let mut vip_ids = Ids::new(0);
-        let mut backend_ids = Ids::new(1);
-        let model = Model::build(&cfg, &mut vip_ids, &mut backend_ids);
-        State {
-            cfg,
-            vip_ids,
-            backend_ids,
-            model,
+impl Drop for TargetRt {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
         }
     }
 }
 
-fn sync(dp: &mut XdpDataplane, st: &State) -> Result<()> {
-    // Health checking arrives with the control plane; until then every
-    // registered target takes traffic.
-    let healthy: HashMap<u32, bool> = st.model.backends.keys().map(|&id| (id, true)).collect();
-    let h = |id: u32| healthy.get(&id).copied().unwrap_or(false);
-    dp.sync(&st.model, &h, &h)
+pub fn target_name(k: &TargetKey) -> String {
+    format!("{}/{}", k.target_group, SocketAddr::new(k.address, k.port))
+}
+
+pub struct Daemon {
+    pub cfg: Config,
+    vip_ids: Ids<ListenerKey>,
+    backend_ids: Ids<TargetKey>,
+    pub model: Model,
+    pub targets: BTreeMap<TargetKey, TargetRt>,
+    by_id: HashMap<u32, TargetKey>,
+    pub dp: XdpDataplane,
+    tx: mpsc::Sender<CheckResult>,
+}
+
+impl Daemon {
+    pub fn new(cfg: Config, dp: XdpDataplane, tx: mpsc::Sender<CheckResult>) -> Daemon {
+        let mut d = Daemon {
+            cfg: Config::default(),
+            vip_ids: Ids::new(0),
+            backend_ids: Ids::new(1),
+            model: Model::build(
+                &Config::default(),
+                &mut Ids::new(0),
+                &mut Ids::new(1),
+                &BTreeMap::new(),
+            ),
+            targets: BTreeMap::new(),
+            by_id: HashMap::new(),
+            dp,
+            tx,
+        };
+        d.apply_config(cfg);
+        d
+    }
+
+    /// Takes a new (validated) config: deregistered targets start draining,
+    /// new ones start health checks, then the model is rebuilt.
+    pub fn apply_config(&mut self, cfg: Config) {
+        let now = Instant::now();
+        let mut wanted = BTreeMap::new();
+        for tg in &cfg.target_groups {
+            for t in &tg.targets {
+                let key = TargetKey {
+                    target_group: tg.name.clone(),
+                    address: t.address,
+                    port: t.port as u16,
+                };
+                wanted.insert(key, (tg, t));
+            }
+        }
+        let old_delay: HashMap<&str, Duration> = self
+            .cfg
+            .target_groups
+            .iter()
+            .map(|tg| (tg.name.as_str(), tg.deregistration_delay))
+            .collect();
+        for (k, rt) in self.targets.iter_mut() {
+            if !wanted.contains_key(k) && rt.draining_until.is_none() {
+                let delay = old_delay
+                    .get(k.target_group.as_str())
+                    .copied()
+                    .unwrap_or_default();
+                info!(
+                    "target {} deregistered: draining for {delay:?}",
+                    target_name(k)
+                );
+                rt.draining_until = Some(now + delay);
+            }
+        }
+        for (k, (tg, t)) in &wanted {
+            let spec = tg.health_check.enabled.then(|| {
+                CheckSpec::new(&tg.health_check, SocketAddr::new(t.address, t.port as u16))
+            });
+            let hc = &tg.health_check;
+            match self.targets.get_mut(k) {
+                Some(rt) => {
+                    if rt.draining_until.take().is_some() {
+                        info!(
+                            "target {} registered again: draining cancelled",
+                            target_name(k)
+                        );
+                    }
+                    rt.zone = t.zone.clone();
+                    rt.weight = t.weight;
+                    if rt.spec != spec {
+                        // New check settings: restart the probe, keep the state.
+                        rt.task = None;
+                        rt.spec = spec;
+                        if rt.spec.is_none() {
+                            rt.tracker = Tracker::always_healthy();
+                        }
+                    }
+                }
+                None => {
+                    let tracker = if spec.is_some() {
+                        Tracker::new(hc.healthy_threshold, hc.unhealthy_threshold)
+                    } else {
+                        Tracker::always_healthy()
+                    };
+                    self.targets.insert(
+                        k.clone(),
+                        TargetRt {
+                            zone: t.zone.clone(),
+                            weight: t.weight,
+                            tracker,
+                            spec,
+                            task: None,
+                            draining_until: None,
+                        },
+                    );
+                }
+            }
+        }
+        // Drop aborted tasks' handles so they are respawned below.
+        for rt in self.targets.values_mut() {
+            if rt.task.as_ref().is_some_and(|t| t.is_finished()) {
+                rt.task = None;
+            }
+        }
+        self.cfg = cfg;
+        self.rebuild();
+    }
+
+    fn rebuild(&mut self) {
+        let draining: BTreeMap<TargetKey, BackendModel> = self
+            .targets
+            .iter()
+            .filter(|(_, rt)| rt.draining_until.is_some())
+            .map(|(k, rt)| {
+                (
+                    k.clone(),
+                    BackendModel {
+                        id: 0,
+                        key: k.clone(),
+                        zone: rt.zone.clone(),
+                        weight: rt.weight,
+                    },
+                )
+            })
+            .collect();
+        self.model = Model::build(
+            &self.cfg,
+            &mut self.vip_ids,
+            &mut self.backend_ids,
+            &draining,
+        );
+        self.by_id = self
+            .model
+            .backends
+            .iter()
+            .map(|(id, b)| (*id, b.key.clone()))
+            .collect();
+        for (k, rt) in self.targets.iter_mut() {
+            if rt.task.is_none() {
+                if let Some(spec) = &rt.spec {
+                    rt.task = Some(checker::spawn(k.clone(), spec.clone(), self.tx.clone()));
+                }
+            }
+        }
+    }
+
+    fn target(&self, id: u32) -> Option<&TargetRt> {
+        self.by_id.get(&id).and_then(|k| self.targets.get(k))
+    }
+
+    /// May take new flows: registered and healthy.
+    pub fn in_ring(&self, id: u32) -> bool {
+        self.target(id)
+            .is_some_and(|rt| rt.draining_until.is_none() && rt.tracker.in_service())
+    }
+
+    /// May keep its flows: healthy, registered or draining.
+    pub fn valid(&self, id: u32) -> bool {
+        self.target(id)
+            .is_some_and(|rt| rt.tracker.state == Health::Healthy)
+    }
+
+    /// Programs the data plane from the model and the targets' state.
+    pub fn sync(&mut self) -> Result<()> {
+        let in_ring: HashMap<u32, bool> = self
+            .by_id
+            .keys()
+            .map(|&id| (id, self.in_ring(id)))
+            .collect();
+        let valid: HashMap<u32, bool> = self.by_id.keys().map(|&id| (id, self.valid(id))).collect();
+        let r = |m: &HashMap<u32, bool>, id: u32| m.get(&id).copied().unwrap_or(false);
+        self.dp
+            .sync(&self.model, &|id| r(&in_ring, id), &|id| r(&valid, id))
+    }
+
+    fn sync_logged(&mut self) {
+        if let Err(e) = self.sync() {
+            error!("programming the data plane failed: {e:#}");
+        }
+    }
+
+    /// Applies a check result; true when the target changed state.
+    pub fn on_result(&mut self, r: CheckResult) -> bool {
+        let Some(rt) = self.targets.get_mut(&r.key) else {
+            return false;
+        };
+        match rt.tracker.observe(r.ok, &r.reason) {
+            Some(tr) => {
+                let msg = format!(
+                    "target {} (zone {}): {} -> {}: {}",
+                    target_name(&r.key),
+                    rt.zone,
+                    tr.from,
+                    tr.to,
+                    tr.reason
+                );
+                if tr.to == Health::Unhealthy {
+                    warn!("{msg}");
+                } else {
+                    info!("{msg}");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends the draining of targets whose delay is over. True if any.
+    pub fn expire_drains(&mut self) -> bool {
+        let now = Instant::now();
+        let done: Vec<TargetKey> = self
+            .targets
+            .iter()
+            .filter(|(_, rt)| rt.draining_until.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if done.is_empty() {
+            return false;
+        }
+        let ids: Vec<u32> = done
+            .iter()
+            .filter_map(|k| self.backend_ids.get(k))
+            .collect();
+        for k in &done {
+            self.targets.remove(k);
+        }
+        self.rebuild();
+        self.sync_logged();
+        for (k, id) in done.iter().zip(ids) {
+            let n = self.dp.purge_backend(id);
+            info!(
+                "target {} drained: removed, {n} remaining flows dropped",
+                target_name(k)
+            );
+        }
+        true
+    }
+
+    /// Waits for the first result of every checked target (bounded by the
+    /// longest check timeout), so the first rings reflect real health.
+    pub async fn first_round(&mut self, rx: &mut mpsc::Receiver<CheckResult>) {
+        let longest = self
+            .cfg
+            .target_groups
+            .iter()
+            .filter(|tg| tg.health_check.enabled)
+            .map(|tg| tg.health_check.timeout)
+            .max()
+            .unwrap_or_default();
+        let deadline = Instant::now() + longest + Duration::from_millis(500);
+        while self
+            .targets
+            .values()
+            .any(|rt| rt.tracker.state == Health::Initial)
+        {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => {
+                    self.on_result(r);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn reload(&mut self, path: &Path) {
+        match load_config(path) {
+            Err(e) => error!("reload failed, keeping the running config: {e:#}"),
+            Ok(new) => {
+                let g = (&new.gateway, &self.cfg.gateway);
+                if g.0.ring_size != g.1.ring_size
+                    || g.0.interfaces != g.1.interfaces
+                    || g.0.max_vips != g.1.max_vips
+                    || g.0.max_targets != g.1.max_targets
+                    || g.0.conntrack_size != g.1.conntrack_size
+                {
+                    warn!("changes to gateway.interfaces, ring_size, max_vips, max_targets or conntrack_size need a restart; they are ignored until then");
+                }
+                self.apply_config(new);
+                self.sync_logged();
+                info!(
+                    "config reloaded: {} listener keys, {} targets",
+                    self.model.vips.len(),
+                    self.model.backends.len()
+                );
+            }
+        }
+    }
 }
 
 pub async fn run(config_path: PathBuf) -> Result<()> {
@@ -90,45 +395,45 @@ pub async fn run(config_path: PathBuf) -> Result<()> {
         sizes.conntrack,
         sizes.snat
     );
-    let mut dp = XdpDataplane::load(sizes)?;
-    let mut st = State::new(cfg);
-    sync(&mut dp, &st).context("programming the maps")?;
-    for iface in st.cfg.gateway.interfaces.clone() {
-        dp.attach(&iface, st.cfg.gateway.dataplane)?;
+    let dp = XdpDataplane::load(sizes)?;
+    let (tx, mut rx) = mpsc::channel(1024);
+    let mut d = Daemon::new(cfg, dp, tx);
+    d.first_round(&mut rx).await;
+    d.sync().context("programming the maps")?;
+    for iface in d.cfg.gateway.interfaces.clone() {
+        d.dp.attach(&iface, d.cfg.gateway.dataplane)?;
     }
+    let healthy = d
+        .targets
+        .values()
+        .filter(|t| t.tracker.in_service())
+        .count();
     info!(
-        "serving {} listener keys, {} targets, zone {:?}",
-        st.model.vips.len(),
-        st.model.backends.len(),
-        st.model.zone
+        "serving {} listener keys, {} targets ({healthy} healthy), zone {:?}",
+        d.model.vips.len(),
+        d.model.backends.len(),
+        d.model.zone
     );
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: detaching and exiting"); break; }
             _ = int.recv() => { info!("SIGINT: detaching and exiting"); break; }
-            _ = hup.recv() => {
-                match load_config(&config_path) {
-                    Err(e) => error!("reload failed, keeping the running config: {e:#}"),
-                    Ok(new) => {
-                        if new.gateway.ring_size != st.cfg.gateway.ring_size
-                            || new.gateway.interfaces != st.cfg.gateway.interfaces
-                        {
-                            warn!("gateway.ring_size / gateway.interfaces changes need a restart; ignored");
-                        }
-                        let model = Model::build(&new, &mut st.vip_ids, &mut st.backend_ids);
-                        let next = State { cfg: new, vip_ids: st.vip_ids.clone(), backend_ids: st.backend_ids.clone(), model };
-                        match sync(&mut dp, &next) {
-                            Ok(()) => { st = next; info!("config reloaded"); }
-                            Err(e) => error!("reload failed while programming maps: {e:#}"),
-                        }
-                    }
+            _ = hup.recv() => d.reload(&config_path),
+            _ = tick.tick() => { d.expire_drains(); }
+            Some(r) = rx.recv() => {
+                let mut changed = d.on_result(r);
+                while let Ok(r) = rx.try_recv() {
+                    changed |= d.on_result(r);
+                }
+                if changed {
+                    d.sync_logged();
                 }
             }
         }
     }
-    drop(dp);
     Ok(())
 }

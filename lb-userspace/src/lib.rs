@@ -1,6 +1,8 @@
 //! The `lb` daemon as a library, so integration tests can drive its parts.
+pub mod checker;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod model;
 pub mod xdp;

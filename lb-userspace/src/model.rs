@@ -126,10 +126,13 @@ pub struct Model {
 
 impl Model {
     /// Builds the model, assigning ids through the (persistent) allocators.
+    /// `draining` targets keep their ids and `BACKENDS` entries (their flows
+    /// go on) but are in no ring.
     pub fn build(
         cfg: &Config,
         vip_ids: &mut Ids<ListenerKey>,
         backend_ids: &mut Ids<TargetKey>,
+        draining: &BTreeMap<TargetKey, BackendModel>,
     ) -> Model {
         let (pmin, pmax) = cfg.snat_port_range().unwrap_or((20000, 32767));
         let globals = Globals {
@@ -153,8 +156,19 @@ impl Model {
                 })
             })
             .collect();
-        backend_ids.assign(&tkeys, &BTreeSet::new());
+        let keep: BTreeSet<TargetKey> = draining
+            .keys()
+            .filter(|k| !tkeys.contains(*k))
+            .cloned()
+            .collect();
+        backend_ids.assign(&tkeys, &keep);
         let mut backends = BTreeMap::new();
+        for k in &keep {
+            let id = backend_ids.get(k).expect("kept");
+            let mut b = draining[k].clone();
+            b.id = id;
+            backends.insert(id, b);
+        }
         for tg in &cfg.target_groups {
             for t in &tg.targets {
                 let key = TargetKey {

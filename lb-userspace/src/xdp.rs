@@ -385,6 +385,23 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// Deletes the conntrack entries that point at `backend_id` (a target
+    /// whose draining ended). Returns how many.
+    pub fn purge_backend(&mut self, backend_id: u32) -> usize {
+        let doomed: Vec<FlowKey> = self
+            .maps
+            .conntrack
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(_, st)| st.backend_id == backend_id)
+            .map(|(k, _)| k)
+            .collect();
+        doomed
+            .iter()
+            .filter(|k| self.maps.conntrack.remove(k).is_ok())
+            .count()
+    }
+
     /// Per-reason counters summed over CPUs.
     pub fn reasons(&self) -> Result<[u64; REASON_COUNT as usize]> {
         let arr = &self.maps.reasons;

@@ -126,7 +126,7 @@ impl Env {
         let dp = XdpDataplane::load(Sizes::from_config(&cfg))?;
         let mut vip_ids = Ids::new(0);
         let mut backend_ids = Ids::new(1);
-        let model = Model::build(&cfg, &mut vip_ids, &mut backend_ids);
+        let model = Model::build(&cfg, &mut vip_ids, &mut backend_ids, &Default::default());
         let mut env = Env {
             ns,
             dp,
@@ -153,7 +153,12 @@ impl Env {
     /// Applies a new config (as a SIGHUP reload does).
     pub fn reload(&mut self, config: &str) -> Result<()> {
         self.cfg = Config::parse(config).map_err(|e| anyhow::anyhow!("fixture config: {e}"))?;
-        self.model = Model::build(&self.cfg, &mut self.vip_ids, &mut self.backend_ids);
+        self.model = Model::build(
+            &self.cfg,
+            &mut self.vip_ids,
+            &mut self.backend_ids,
+            &Default::default(),
+        );
         self.sync()
     }
 
