@@ -9,7 +9,7 @@ mod icmp;
 mod parse;
 
 use aya_ebpf::{
-    bindings::xdp_action::XDP_PASS,
+    bindings::{xdp_action::XDP_PASS, BPF_F_MMAPABLE},
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
@@ -28,8 +28,9 @@ static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(256, 0);
 static VIP_SLOTS: Array<VipSlot> = Array::with_max_entries(256, 0);
 #[map]
 static PORTS: Array<u8> = Array::with_max_entries(65536, 0);
+/// Mmapable: the control plane writes a whole spare ring with one copy.
 #[map]
-static RING: Array<u32> = Array::with_max_entries(lb_common::DEFAULT_RING_SIZE * 4, 0);
+static RING: Array<u32> = Array::with_max_entries(lb_common::DEFAULT_RING_SIZE * 4, BPF_F_MMAPABLE);
 #[map]
 static BACKENDS: Array<Backend> = Array::with_max_entries(1024, 0);
 #[map]

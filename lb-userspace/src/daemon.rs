@@ -269,29 +269,35 @@ impl Daemon {
         }
     }
 
-    /// Applies a check result; true when the target changed state.
-    pub fn on_result(&mut self, r: CheckResult) -> bool {
-        let Some(rt) = self.targets.get_mut(&r.key) else {
-            return false;
-        };
-        match rt.tracker.observe(r.ok, &r.reason) {
-            Some(tr) => {
-                let msg = format!(
-                    "target {} (zone {}): {} -> {}: {}",
-                    target_name(&r.key),
-                    rt.zone,
-                    tr.from,
-                    tr.to,
-                    tr.reason
-                );
-                if tr.to == Health::Unhealthy {
-                    warn!("{msg}");
-                } else {
-                    info!("{msg}");
-                }
-                true
+    /// Applies a check result. Returns the transition's log line (and
+    /// whether it is a warning) when the target changed state; the caller
+    /// logs it once the data plane reflects it.
+    pub fn on_result(&mut self, r: CheckResult) -> Option<(bool, String)> {
+        let rt = self.targets.get_mut(&r.key)?;
+        let tr = rt.tracker.observe(r.ok, &r.reason)?;
+        let msg = format!(
+            "target {} (zone {}): {} -> {}: {}",
+            target_name(&r.key),
+            rt.zone,
+            tr.from,
+            tr.to,
+            tr.reason
+        );
+        Some((tr.to == Health::Unhealthy, msg))
+    }
+
+    /// Syncs, then logs what the sync put into effect.
+    pub fn apply_results(&mut self, msgs: Vec<(bool, String)>) {
+        if msgs.is_empty() {
+            return;
+        }
+        self.sync_logged();
+        for (warn, m) in msgs {
+            if warn {
+                warn!("{m}");
+            } else {
+                info!("{m}");
             }
-            None => false,
         }
     }
 
@@ -345,7 +351,9 @@ impl Daemon {
         {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(r)) => {
-                    self.on_result(r);
+                    if let Some((_, m)) = self.on_result(r) {
+                        info!("{m}");
+                    }
                 }
                 _ => break,
             }
@@ -425,13 +433,11 @@ pub async fn run(config_path: PathBuf) -> Result<()> {
             _ = hup.recv() => d.reload(&config_path),
             _ = tick.tick() => { d.expire_drains(); }
             Some(r) = rx.recv() => {
-                let mut changed = d.on_result(r);
+                let mut msgs: Vec<_> = d.on_result(r).into_iter().collect();
                 while let Ok(r) = rx.try_recv() {
-                    changed |= d.on_result(r);
+                    msgs.extend(d.on_result(r));
                 }
-                if changed {
-                    d.sync_logged();
-                }
+                d.apply_results(msgs);
             }
         }
     }

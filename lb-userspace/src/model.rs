@@ -111,8 +111,11 @@ pub struct VipModel {
     pub snat_addr: [u32; 4],
     pub listener: String,
     pub target_group: String,
-    /// Backend ids of the group's targets.
+    /// Backend ids of the group's registered targets (ring members).
     pub backends: Vec<u32>,
+    /// Backend ids of the group's draining targets: in no ring, but their
+    /// replies are still translated.
+    pub draining: Vec<u32>,
 }
 
 /// Everything the data plane is programmed with, except health.
@@ -239,6 +242,11 @@ impl Model {
                         })
                     })
                     .collect();
+                let draining_of = keep
+                    .iter()
+                    .filter(|k| k.target_group == tg.name)
+                    .filter_map(|k| backend_ids.get(k))
+                    .collect();
                 vips.push(VipModel {
                     key: VipKey {
                         addr,
@@ -253,6 +261,7 @@ impl Model {
                     listener: l.name.clone(),
                     target_group: tg.name.clone(),
                     backends: backends_of,
+                    draining: draining_of,
                 });
             }
         }
@@ -282,7 +291,7 @@ impl Model {
     pub fn reverse_entries(&self) -> Vec<(ReverseKey, ReverseVal)> {
         let mut out = Vec::new();
         for v in self.vips.iter().filter(|v| v.flags & VIP_F_SNAT == 0) {
-            for id in &v.backends {
+            for id in v.backends.iter().chain(&v.draining) {
                 let b = &self.backends[id];
                 let (addr, family) = addr_words(b.key.address);
                 out.push((

@@ -57,7 +57,8 @@ impl Sizes {
     /// Approximate map memory in bytes (values + keys, no kernel overhead).
     pub fn memory(&self) -> u64 {
         let cpus = aya::util::nr_cpus().unwrap_or(1) as u64;
-        let ring = self.ring_entries() as u64 * 4;
+        // Array values take 8 bytes each.
+        let ring = self.ring_entries() as u64 * 8;
         let ct = self.conntrack as u64 * (40 + 24 + 64);
         let snat = self.snat as u64 * (40 + 40 + 64);
         let backends = (self.max_targets as u64 + 1) * 24;
@@ -128,8 +129,67 @@ impl Maps {
     }
 }
 
+/// The `RING` array mapped into our memory (it is `BPF_F_MMAPABLE`): a
+/// spare ring is written with one copy instead of M map updates.
+struct RingMmap {
+    /// Array maps store each value in an 8-byte slot (value size rounded
+    /// up to 8), so a u32 slot is the low half of a u64.
+    ptr: *mut u64,
+    entries: usize,
+    len: usize,
+}
+
+// The mapping is owned by this struct alone.
+unsafe impl Send for RingMmap {}
+
+impl RingMmap {
+    fn new(map: &Array<MapData, u32>, entries: u32) -> Result<RingMmap> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsRawFd as _;
+        let fd = map.map().info()?.fd()?;
+        let page = 4096usize;
+        let len = (entries as usize * 8).div_ceil(page) * page;
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsFd::as_fd(&fd).as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            bail!("mmap of the RING map: {}", std::io::Error::last_os_error());
+        }
+        Ok(RingMmap {
+            ptr: ptr as *mut u64,
+            entries: entries as usize,
+            len,
+        })
+    }
+
+    fn write(&mut self, start: usize, slots: &[u32]) -> Result<()> {
+        if start + slots.len() > self.entries {
+            bail!("ring write out of bounds");
+        }
+        // SAFETY: in bounds of the mapping; the kernel only reads it, and the
+        // VIP flip (a syscall) orders these stores before any packet uses them.
+        let wide: Vec<u64> = slots.iter().map(|&s| u64::from(s)).collect();
+        unsafe { std::ptr::copy_nonoverlapping(wide.as_ptr(), self.ptr.add(start), wide.len()) };
+        Ok(())
+    }
+}
+
+impl Drop for RingMmap {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
 pub struct XdpDataplane {
     pub ebpf: Ebpf,
+    ring_mem: RingMmap,
     pub maps: Maps,
     /// Holds the tail-call table (its slots live as long as the map).
     _jump: ProgramArray<MapData>,
@@ -195,6 +255,7 @@ impl XdpDataplane {
                 .with_context(|| format!("verifier rejected {name}"))?;
         }
         let maps = Maps::take(&mut ebpf)?;
+        let ring_mem = RingMmap::new(&maps.ring, sizes.ring_entries())?;
         let mut jump: ProgramArray<MapData> = take(&mut ebpf, "JUMP")?;
         let icmp: &Xdp = ebpf
             .program(PROG_ICMP)
@@ -204,6 +265,7 @@ impl XdpDataplane {
             .context("installing the ICMP tail call")?;
         Ok(XdpDataplane {
             ebpf,
+            ring_mem,
             maps,
             _jump: jump,
             sizes,
@@ -325,7 +387,7 @@ impl XdpDataplane {
             // Write changed rings into the spare slot, then flip below.
             if st.zone != zone {
                 let spare = if st.zone_id == base { base + 1 } else { base };
-                write_ring(&mut maps.ring, spare, m, &zone)?;
+                self.ring_mem.write((spare * m) as usize, &zone)?;
                 st.zone_id = spare;
                 st.zone = zone;
             }
@@ -335,7 +397,7 @@ impl XdpDataplane {
                 } else {
                     base + 2
                 };
-                write_ring(&mut maps.ring, spare, m, &all)?;
+                self.ring_mem.write((spare * m) as usize, &all)?;
                 st.all_id = spare;
                 st.all = all;
             }
@@ -436,7 +498,7 @@ fn port_bits(model: &Model) -> Vec<u8> {
         let tcp = v.key.proto == PROTO_TCP;
         bits[u16::from_be(v.key.port) as usize] |= if tcp { PORT_VIP_TCP } else { PORT_VIP_UDP };
         if v.flags & VIP_F_SNAT == 0 {
-            for id in &v.backends {
+            for id in v.backends.iter().chain(&v.draining) {
                 let port = model.backends[id].key.port as usize;
                 bits[port] |= if tcp {
                     PORT_TARGET_TCP
@@ -455,14 +517,6 @@ fn write_ports(map: &mut Array<MapData, u8>, cur: &mut [u8], want: &[u8]) -> Res
             map.set(port as u32, *w, 0)?;
             *c = *w;
         }
-    }
-    Ok(())
-}
-
-fn write_ring(ring: &mut Array<MapData, u32>, id: u32, m: u32, slots: &[u32]) -> Result<()> {
-    let base = id * m;
-    for (i, &s) in slots.iter().enumerate() {
-        ring.set(base + i as u32, s, 0)?;
     }
     Ok(())
 }

@@ -98,6 +98,30 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Writes a new config and sends SIGHUP; waits until it is applied.
+    pub fn reload(&self, config: &str) -> Result<()> {
+        let before = self.log_text().matches("config reloaded").count();
+        std::fs::write(&self.config, config)?;
+        self.signal(libc::SIGHUP);
+        if !wait_until(Duration::from_secs(10), || {
+            self.log_text().matches("config reloaded").count() > before
+        }) {
+            bail!("reload not applied:\n{}", self.log_text());
+        }
+        Ok(())
+    }
+
+    /// Waits until the log has `n` lines containing all of `parts`.
+    pub fn wait_log(&self, parts: &[&str], n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.log_text()
+                .lines()
+                .filter(|l| parts.iter().all(|p| l.contains(p)))
+                .count()
+                >= n
+        })
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
@@ -112,6 +136,46 @@ impl Drop for Daemon {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+}
+
+/// Starts `lb-testsrv` (TCP and UDP on `port`) in one namespace and waits
+/// until it listens.
+pub fn start_server(ns: &mut Netns, name: &str, port: u16) -> Result<()> {
+    start_servers([(ns, name.to_string())], port)
+}
+
+/// A long-lived TCP connection to a `lb-testsrv`.
+pub struct Conn {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+    pub name: String,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Result<Conn> {
+        let s = TcpStream::connect_timeout(&addr, T).with_context(|| format!("connect {addr}"))?;
+        s.set_read_timeout(Some(T))?;
+        s.set_write_timeout(Some(T))?;
+        let mut r = BufReader::new(s.try_clone()?);
+        let mut name = String::new();
+        r.read_line(&mut name)?;
+        Ok(Conn {
+            w: s,
+            r,
+            name: name.trim().to_string(),
+        })
+    }
+
+    /// Sends `payload` and expects it echoed.
+    pub fn exchange(&mut self, payload: &[u8]) -> Result<()> {
+        self.w.write_all(payload)?;
+        let mut echo = vec![0u8; payload.len()];
+        self.r.read_exact(&mut echo)?;
+        if echo != payload {
+            bail!("echo differs");
+        }
+        Ok(())
     }
 }
 

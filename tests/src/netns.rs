@@ -135,6 +135,27 @@ impl Drop for Netns {
     }
 }
 
+impl Netns {
+    /// Kills every process in the namespace (e.g. a backend's servers).
+    pub fn kill_all(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
 /// Restores the thread's original namespace on drop.
 pub struct NetnsEnter {
     orig: File,

@@ -1,0 +1,219 @@
+//! Control plane under real traffic (namespaces, `lb run`): health checks,
+//! zone failover, draining, reload. Root only; serial; bounded.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use tests::{
+    e2e::{self, tcp_exchange, Conn, Daemon, TempDir},
+    netns::require_root,
+    topo::{Topology, VIP_V4},
+};
+
+/// interval 1s, unhealthy after 2 failures: detected within 3s.
+const FAST_HC: &str = "[target_group.health_check]\ninterval = \"1s\"\ntimeout = \"500ms\"\nhealthy_threshold = 2\nunhealthy_threshold = 2\n";
+
+fn vip() -> SocketAddr {
+    SocketAddr::new(VIP_V4.parse().unwrap(), 80)
+}
+
+fn setup(tag: &str, extra: &str, edit: impl Fn(String) -> String) -> (Topology, TempDir, Daemon) {
+    require_root();
+    let mut topo = Topology::build(3).expect("topology");
+    e2e::start_servers(
+        topo.backends
+            .iter_mut()
+            .map(|b| (&mut b.ns, b.name.clone())),
+        8080,
+    )
+    .expect("servers");
+    let dir = TempDir::new(tag);
+    let cfg = edit(topo.config(extra));
+    let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
+    (topo, dir, d)
+}
+
+/// `n` connections to the v4 VIP from the client; every one must complete.
+fn spread(topo: &Topology, d: &Daemon, n: usize) -> HashMap<String, u32> {
+    let _in = topo.client.enter().unwrap();
+    let mut per = HashMap::new();
+    for i in 0..n {
+        let name = tcp_exchange(vip(), format!("c{i}").as_bytes())
+            .unwrap_or_else(|e| panic!("#{i}: {e:#}\n{}", d.log_text()));
+        *per.entry(name).or_insert(0) += 1;
+    }
+    per
+}
+
+#[test]
+fn killed_backend_leaves_and_rejoins() {
+    let (mut topo, _dir, d) = setup("kill", FAST_HC, |c| c);
+    assert_eq!(spread(&topo, &d, 60).len(), 3);
+    // Traffic keeps running from another thread while b2 dies.
+    let client = topo.client.name.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let bg = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{client}")).unwrap();
+        unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        let mut n = 0;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) && n < 5000 {
+            let _ = tcp_exchange(vip(), b"bg");
+            n += 1;
+        }
+    });
+    topo.backends[1].ns.kill_all();
+    // interval x unhealthy_threshold + one interval = 3s (+1s slack).
+    assert!(
+        d.wait_log(
+            &["tg4/10.1.2.2:8080", "-> unhealthy"],
+            1,
+            Duration::from_secs(4)
+        ),
+        "b2 not marked unhealthy in time:\n{}",
+        d.log_text()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    bg.join().unwrap();
+    let per = spread(&topo, &d, 200);
+    assert!(
+        !per.contains_key("b2"),
+        "no new connection may go to b2: {per:?}"
+    );
+    // b2 comes back: healthy after 2 passes.
+    e2e::start_server(&mut topo.backends[1].ns, "b2", 8080).unwrap();
+    assert!(
+        d.wait_log(
+            &["tg4/10.1.2.2:8080", "unhealthy -> healthy"],
+            1,
+            Duration::from_secs(5)
+        ),
+        "b2 did not rejoin:\n{}",
+        d.log_text()
+    );
+    let per = spread(&topo, &d, 300);
+    assert!(
+        per.get("b2").copied().unwrap_or(0) > 50,
+        "b2 takes new flows again: {per:?}"
+    );
+}
+
+#[test]
+fn zone_fails_over_and_back() {
+    let (mut topo, _dir, d) = setup("zone", FAST_HC, |c| {
+        c.replace("cross_zone = true", "cross_zone = false")
+    });
+    let per = spread(&topo, &d, 100);
+    assert!(
+        !per.contains_key("b3"),
+        "cross-zone off: zone b (b3) idle while zone a is up: {per:?}"
+    );
+    topo.backends[0].ns.kill_all();
+    topo.backends[1].ns.kill_all();
+    for t in ["tg4/10.1.1.2:8080", "tg4/10.1.2.2:8080"] {
+        assert!(
+            d.wait_log(&[t, "-> unhealthy"], 1, Duration::from_secs(4)),
+            "{t}:\n{}",
+            d.log_text()
+        );
+    }
+    let per = spread(&topo, &d, 100);
+    assert_eq!(
+        per.get("b3"),
+        Some(&100),
+        "zone a down: everything to zone b: {per:?}"
+    );
+    e2e::start_server(&mut topo.backends[0].ns, "b1", 8080).unwrap();
+    e2e::start_server(&mut topo.backends[1].ns, "b2", 8080).unwrap();
+    for t in ["tg4/10.1.1.2:8080", "tg4/10.1.2.2:8080"] {
+        assert!(
+            d.wait_log(&[t, "unhealthy -> healthy"], 1, Duration::from_secs(5)),
+            "{t}:\n{}",
+            d.log_text()
+        );
+    }
+    let per = spread(&topo, &d, 100);
+    assert!(
+        !per.contains_key("b3"),
+        "zone a back: new flows return to it: {per:?}"
+    );
+}
+
+#[test]
+fn deregistered_target_drains() {
+    let extra = format!("deregistration_delay = \"10s\"\n{FAST_HC}");
+    let (topo, _dir, d) = setup("drain", &extra, |c| c);
+    let mut conn = {
+        let _in = topo.client.enter().unwrap();
+        (0..200)
+            .map(|_| Conn::open(vip()).unwrap())
+            .find(|c| c.name == "b1")
+            .expect("a connection on b1")
+    };
+    // Remove b1 (10.1.1.2) from the v4 group.
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let cut = "[[target_group.targets]]\naddress = \"10.1.1.2\"\nport = 8080\nzone = \"a\"\n\n";
+    assert!(cfg.contains(cut));
+    d.reload(&cfg.replacen(cut, "", 1)).unwrap();
+    let t0 = std::time::Instant::now();
+    {
+        let _in = topo.client.enter().unwrap();
+        let mut i = 0;
+        while t0.elapsed() < Duration::from_secs(8) {
+            conn.exchange(format!("still here {i}").as_bytes())
+                .unwrap_or_else(|e| panic!("open connection broke while draining: {e:#}"));
+            let n = tcp_exchange(vip(), b"new").unwrap();
+            assert_ne!(n, "b1", "a draining target gets no new connection");
+            std::thread::sleep(Duration::from_millis(200));
+            i += 1;
+        }
+    }
+    assert!(
+        d.wait_log(&["tg4/10.1.1.2:8080", "drained"], 1, Duration::from_secs(5)),
+        "{}",
+        d.log_text()
+    );
+    // After the delay the flow is gone: the connection no longer works.
+    let _in = topo.client.enter().unwrap();
+    let broke = (0..10).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        conn.exchange(b"after").is_err()
+    });
+    assert!(broke, "the connection should end with the drain");
+}
+
+#[test]
+fn reload_adds_a_target_without_breaking_connections() {
+    let (topo, _dir, d) = setup("hup", FAST_HC, |c| {
+        c.replacen(
+            "[[target_group.targets]]\naddress = \"10.1.3.2\"\nport = 8080\nzone = \"b\"\n\n",
+            "",
+            1,
+        )
+    });
+    let mut open: Vec<Conn> = {
+        let _in = topo.client.enter().unwrap();
+        (0..6).map(|_| Conn::open(vip()).unwrap()).collect()
+    };
+    assert!(open.iter().all(|c| c.name != "b3"));
+    let cfg = topo.config(FAST_HC);
+    d.reload(&cfg).unwrap();
+    assert!(
+        d.wait_log(
+            &["tg4/10.1.3.2:8080", "initial -> healthy"],
+            1,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.log_text()
+    );
+    let per = spread(&topo, &d, 300);
+    assert!(
+        per.get("b3").copied().unwrap_or(0) > 50,
+        "the new target gets new flows: {per:?}"
+    );
+    let _in = topo.client.enter().unwrap();
+    for (i, c) in open.iter_mut().enumerate() {
+        c.exchange(format!("after reload {i}").as_bytes())
+            .unwrap_or_else(|e| panic!("connection {i} to {} broke: {e:#}", c.name));
+    }
+}
