@@ -59,8 +59,21 @@ pub struct Backend {
     pub family: u8,
     pub _pad: u8,
     pub flags: u32,
+    /// Hash of the target group's name: a restarted daemon maps pinned
+    /// backend ids back to its config's targets with it.
+    pub tg_hash: u32,
+    pub _pad2: u32,
 }
-const _: () = assert!(size_of::<Backend>() == 24);
+const _: () = assert!(size_of::<Backend>() == 32);
+
+/// `Backend::tg_hash` of a target group name.
+pub fn tg_hash(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    h
+}
 
 /// Conntrack key: the flow as the client sent it (client -> VIP).
 #[repr(C)]

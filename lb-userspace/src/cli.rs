@@ -22,9 +22,28 @@ enum Cmd {
     /// Load the XDP program, attach it and serve the config's listeners.
     ///
     /// Example: lb run --config /etc/lb/lb.toml
+    ///
+    /// The program and its state are pinned under gateway.pin_path, so a
+    /// restarted or upgraded `lb run` takes them over without dropping a
+    /// packet. On SIGTERM/SIGINT forwarding goes on with the last state
+    /// (hitless upgrades); `lb stop` or --detach-on-exit detaches.
     Run {
         #[arg(long, short, default_value = "/etc/lb/lb.toml")]
         config: PathBuf,
+        /// Detach XDP and remove the pinned state when exiting.
+        #[arg(long)]
+        detach_on_exit: bool,
+    },
+    /// Detach the XDP program and remove its pinned maps (tracked flows are
+    /// dropped). Run it after stopping `lb run`.
+    ///
+    /// Example: lb stop --config /etc/lb/lb.toml
+    Stop {
+        #[arg(long, short, default_value = "/etc/lb/lb.toml")]
+        config: PathBuf,
+        /// Pin directory, when the config cannot be read.
+        #[arg(long)]
+        pin_path: Option<PathBuf>,
     },
     /// Validate a config file and explain every error by field and line.
     ///
@@ -36,12 +55,27 @@ pub fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Run { config } => tokio::runtime::Builder::new_multi_thread()
+        Cmd::Run {
+            config,
+            detach_on_exit,
+        } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(daemon::run(config))),
+            .and_then(|rt| rt.block_on(daemon::run(config, detach_on_exit))),
+        Cmd::Stop { config, pin_path } => pin_path
+            .map(Ok)
+            .unwrap_or_else(|| daemon::load_config(&config).map(|c| c.gateway.pin_path))
+            .and_then(|p| crate::xdp::stop(&p))
+            .map(|done| {
+                if done.is_empty() {
+                    println!("nothing pinned");
+                }
+                for m in done {
+                    println!("{m}");
+                }
+            }),
         Cmd::Check { config } => daemon::load_config(&config).map(|cfg| {
             let s = Sizes::from_config(&cfg);
             println!(

@@ -85,10 +85,13 @@ pub struct Daemon {
     by_id: HashMap<u32, TargetKey>,
     pub dp: XdpDataplane,
     tx: mpsc::Sender<CheckResult>,
+    /// Targets in service before a restart (from adopted maps).
+    was_valid: std::collections::BTreeSet<TargetKey>,
 }
 
 impl Daemon {
-    pub fn new(cfg: Config, dp: XdpDataplane, tx: mpsc::Sender<CheckResult>) -> Daemon {
+    pub fn new(cfg: Config, dp: XdpDataplane, tx: mpsc::Sender<CheckResult>) -> Result<Daemon> {
+        let adopted = dp.adopted_ids()?;
         let mut d = Daemon {
             cfg: Config::default(),
             vip_ids: Ids::new(0),
@@ -103,9 +106,41 @@ impl Daemon {
             by_id: HashMap::new(),
             dp,
             tx,
+            was_valid: Default::default(),
         };
+        // A restart: keep the ids the pinned maps (and conntrack) use.
+        for (k, vip_id) in adopted.vips {
+            let lk = ListenerKey {
+                address: crate::model::words_addr(&k.addr, k.family),
+                port: u16::from_be(k.port),
+                proto: k.proto,
+            };
+            d.vip_ids.map.insert(lk, vip_id);
+        }
+        for (id, b) in adopted.backends {
+            let addr = crate::model::words_addr(&b.addr, b.family);
+            let port = u16::from_be(b.port);
+            let tg = cfg.target_groups.iter().find(|tg| {
+                lb_common::tg_hash(&tg.name) == b.tg_hash
+                    && tg
+                        .targets
+                        .iter()
+                        .any(|t| t.address == addr && t.port as u16 == port)
+            });
+            if let Some(tg) = tg {
+                let key = TargetKey {
+                    target_group: tg.name.clone(),
+                    address: addr,
+                    port,
+                };
+                d.backend_ids.map.insert(key.clone(), id);
+                if b.flags & lb_common::BACKEND_F_VALID != 0 {
+                    d.was_valid.insert(key);
+                }
+            }
+        }
         d.apply_config(cfg);
-        d
+        Ok(d)
     }
 
     /// Takes a new (validated) config: deregistered targets start draining,
@@ -167,10 +202,12 @@ impl Daemon {
                     }
                 }
                 None => {
-                    let tracker = if spec.is_some() {
-                        Tracker::new(hc.healthy_threshold, hc.unhealthy_threshold)
-                    } else {
+                    let tracker = if spec.is_none() {
                         Tracker::always_healthy()
+                    } else if self.was_valid.remove(k) {
+                        Tracker::new(hc.healthy_threshold, hc.unhealthy_threshold).assume_healthy()
+                    } else {
+                        Tracker::new(hc.healthy_threshold, hc.unhealthy_threshold)
                     };
                     self.targets.insert(
                         k.clone(),
@@ -385,7 +422,7 @@ impl Daemon {
     }
 }
 
-pub async fn run(config_path: PathBuf) -> Result<()> {
+pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     let cfg = load_config(&config_path)?;
     if cfg.gateway.dataplane == DataplaneKind::Proxy {
         bail!("gateway.dataplane = \"proxy\" is not available yet in this build; use \"auto\", \"xdp\" or \"xdp-generic\"");
@@ -403,9 +440,16 @@ pub async fn run(config_path: PathBuf) -> Result<()> {
         sizes.conntrack,
         sizes.snat
     );
-    let dp = XdpDataplane::load(sizes)?;
+    let pin = cfg.gateway.pin_path.clone();
+    let dp = XdpDataplane::load_pinned(sizes, Some(&pin))?;
+    if dp.adopted {
+        info!(
+            "adopted the pinned maps in {} (tracked flows and counters carry on)",
+            pin.display()
+        );
+    }
     let (tx, mut rx) = mpsc::channel(1024);
-    let mut d = Daemon::new(cfg, dp, tx);
+    let mut d = Daemon::new(cfg, dp, tx)?;
     d.first_round(&mut rx).await;
     d.sync().context("programming the maps")?;
     for iface in d.cfg.gateway.interfaces.clone() {
@@ -428,8 +472,8 @@ pub async fn run(config_path: PathBuf) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: detaching and exiting"); break; }
-            _ = int.recv() => { info!("SIGINT: detaching and exiting"); break; }
+            _ = term.recv() => { info!("SIGTERM"); break; }
+            _ = int.recv() => { info!("SIGINT"); break; }
             _ = hup.recv() => d.reload(&config_path),
             _ = tick.tick() => { d.expire_drains(); }
             Some(r) = rx.recv() => {
@@ -440,6 +484,17 @@ pub async fn run(config_path: PathBuf) -> Result<()> {
                 d.apply_results(msgs);
             }
         }
+    }
+    drop(d);
+    if detach_on_exit {
+        for m in crate::xdp::stop(&pin)? {
+            info!("{m}");
+        }
+    } else {
+        info!(
+            "exiting; XDP stays attached and keeps forwarding with the last state (pins in {}); `lb stop` detaches",
+            pin.display()
+        );
     }
     Ok(())
 }

@@ -68,6 +68,14 @@ impl Tracker {
         t
     }
 
+    /// A target the previous daemon had in service (adopted after a
+    /// restart): healthy until its checks say otherwise.
+    pub fn assume_healthy(mut self) -> Tracker {
+        self.state = Health::Healthy;
+        self.last_reason = "in service before the restart".into();
+        self
+    }
+
     /// Records one check result; returns the transition it caused, if any.
     pub fn observe(&mut self, ok: bool, reason: &str) -> Option<Transition> {
         self.last_reason = reason.to_string();

@@ -30,6 +30,19 @@ pub fn addr_words(a: IpAddr) -> ([u32; 4], u8) {
     }
 }
 
+/// The inverse of `addr_words`.
+pub fn words_addr(w: &[u32; 4], family: u8) -> IpAddr {
+    let mut o = [0u8; 16];
+    for (i, x) in w.iter().enumerate() {
+        o[i * 4..i * 4 + 4].copy_from_slice(&x.to_ne_bytes());
+    }
+    if family == AF_INET {
+        IpAddr::from([o[0], o[1], o[2], o[3]])
+    } else {
+        IpAddr::from(o)
+    }
+}
+
 /// Identity of a target inside its target group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TargetKey {
@@ -146,7 +159,6 @@ impl Model {
             udp_timeout_s: cfg.gateway.udp_idle_timeout.as_secs().max(1) as u32,
             closing_timeout_s: cfg.gateway.tcp_closing_timeout.as_secs().max(1) as u32,
             fib_cache_ms: cfg.gateway.fib_cache.as_millis() as u32,
-            ..Globals::default()
         };
         let tkeys: BTreeSet<TargetKey> = cfg
             .target_groups
@@ -284,6 +296,8 @@ impl Model {
             family,
             _pad: 0,
             flags: if valid { BACKEND_F_VALID } else { 0 },
+            tg_hash: lb_common::tg_hash(&b.key.target_group),
+            _pad2: 0,
         })
     }
 

@@ -1,12 +1,19 @@
 //! Loads the XDP program, sizes its maps from the config, attaches it, and
 //! keeps the maps in sync with the model (double-buffered rings).
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray},
-    programs::{ProgramError, Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        ProgramError, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use lb_common::{
@@ -61,7 +68,7 @@ impl Sizes {
         let ring = self.ring_entries() as u64 * 8;
         let ct = self.conntrack as u64 * (40 + 24 + 64);
         let snat = self.snat as u64 * (40 + 40 + 64);
-        let backends = (self.max_targets as u64 + 1) * 24;
+        let backends = (self.max_targets as u64 + 1) * 32;
         let stats = (self.max_vips as u64 + self.max_targets as u64 + 1) * 24 * cpus;
         ring + ct + snat + backends + stats
     }
@@ -187,8 +194,104 @@ impl Drop for RingMmap {
     }
 }
 
+/// What a restarted daemon finds in pinned maps.
+#[derive(Debug, Default)]
+pub struct AdoptedIds {
+    pub vips: Vec<(VipKey, u32)>,
+    pub backends: Vec<(u32, Backend)>,
+}
+
+/// Maps that outlive the daemon (everything but the next-hop cache and the
+/// tail-call table, which belong to one program instance).
+pub const PINNED_MAPS: [&str; 12] = [
+    "GLOBALS",
+    "VIPS",
+    "VIP_SLOTS",
+    "PORTS",
+    "RING",
+    "BACKENDS",
+    "CONNTRACK",
+    "NAT_REVERSE",
+    "SNAT",
+    "VIP_STATS",
+    "BACKEND_STATS",
+    "REASONS",
+];
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn prepare_pin_dir(dir: &Path) -> Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let c = std::ffi::CString::new(parent.as_os_str().as_encoded_bytes())?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != BPF_FS_MAGIC {
+        bail!(
+            "gateway.pin_path {}: {} is not a bpf filesystem (mount it: `mount -t bpf bpf /sys/fs/bpf`)",
+            dir.display(),
+            parent.display()
+        );
+    }
+    std::fs::create_dir_all(dir.join("maps"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("links"))?;
+    Ok(())
+}
+
+/// Pinned maps made for other sizes cannot be adopted: say so instead of
+/// running the program against them.
+fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
+    use std::mem::size_of;
+    let want: [(&str, u32, usize); 6] = [
+        ("RING", s.ring_entries(), 4),
+        ("VIPS", s.max_vips, size_of::<VipMeta>()),
+        ("BACKENDS", s.max_targets + 1, size_of::<Backend>()),
+        ("CONNTRACK", s.conntrack, size_of::<FlowState>()),
+        ("SNAT", s.snat, size_of::<SnatVal>()),
+        ("VIP_SLOTS", s.max_vips, size_of::<VipSlot>()),
+    ];
+    for (name, entries, value) in want {
+        let path = dir.join("maps").join(name);
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .with_context(|| format!("reading pinned map {}", path.display()))?;
+        if info.max_entries() != entries || info.value_size() as usize != value {
+            bail!(
+                "pinned map {} has {} entries of {} bytes, this config and build need {entries} of {value}: \
+                 restart with the sizes it was made with, or run `lb stop` first (drops tracked flows)",
+                path.display(),
+                info.max_entries(),
+                info.value_size()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `lb stop`: detaches the pinned links and removes the pinned maps.
+pub fn stop(dir: &Path) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir.join("links")) {
+        for e in rd.flatten() {
+            let link = aya::programs::links::PinnedLink::from_pin(e.path())
+                .with_context(|| format!("opening pinned link {}", e.path().display()))?;
+            // Unpinned and dropped: the last reference goes, XDP detaches.
+            drop(link.unpin()?);
+            done.push(format!("detached from {}", e.file_name().to_string_lossy()));
+        }
+    }
+    if dir.join("maps").exists() {
+        std::fs::remove_dir_all(dir.join("maps"))?;
+        done.push("removed pinned maps".into());
+    }
+    let _ = std::fs::remove_dir(dir.join("links"));
+    let _ = std::fs::remove_dir(dir);
+    Ok(done)
+}
+
 pub struct XdpDataplane {
     pub ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    /// The maps came from pins (a restart).
+    pub adopted: bool,
     ring_mem: RingMmap,
     pub maps: Maps,
     /// Holds the tail-call table (its slots live as long as the map).
@@ -230,11 +333,33 @@ fn missing_object() -> anyhow::Error {
 
 impl XdpDataplane {
     /// Loads the program and its maps (not attached yet).
+    /// Loads without pinning (tests, benchmarks).
     pub fn load(sizes: Sizes) -> Result<Self> {
+        Self::load_pinned(sizes, None)
+    }
+
+    /// Loads the program; with `pin_dir`, its state maps live under
+    /// `pin_dir/maps` and are adopted when already there (a restart or an
+    /// upgrade keeps conntrack, SNAT and counters). `adopted` tells which.
+    pub fn load_pinned(sizes: Sizes, pin_dir: Option<&Path>) -> Result<Self> {
         if EBPF_OBJECT.is_empty() {
             return Err(missing_object());
         }
-        let mut ebpf = EbpfLoader::new()
+        let mut adopted = false;
+        if let Some(dir) = pin_dir {
+            prepare_pin_dir(dir)?;
+            adopted = dir.join("maps").join("GLOBALS").exists();
+            if adopted {
+                check_pinned_sizes(dir, &sizes)?;
+            }
+        }
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = pin_dir {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, dir.join("maps").join(name));
+            }
+        }
+        let mut ebpf = loader
             .map_max_entries("VIPS", sizes.max_vips)
             .map_max_entries("VIP_SLOTS", sizes.max_vips)
             .map_max_entries("RING", sizes.ring_entries())
@@ -263,7 +388,7 @@ impl XdpDataplane {
             .try_into()?;
         jump.set(0, icmp.fd()?, 0)
             .context("installing the ICMP tail call")?;
-        Ok(XdpDataplane {
+        let mut dp = XdpDataplane {
             ebpf,
             ring_mem,
             maps,
@@ -275,7 +400,67 @@ impl XdpDataplane {
             backends: BTreeSet::new(),
             port_bits: vec![0; 65536],
             attached: Vec::new(),
-        })
+            pin_dir: pin_dir.map(Path::to_path_buf),
+            adopted,
+        };
+        if adopted {
+            dp.read_back()?;
+        }
+        Ok(dp)
+    }
+
+    /// After adopting pinned maps: learn what they hold, so the next sync
+    /// removes what is stale and flips rings from their current slots.
+    fn read_back(&mut self) -> Result<()> {
+        for r in self.maps.vip_slots.iter() {
+            let slot = r?;
+            if slot.key.family != 0 {
+                self.vips.insert(slot.key, slot.meta.vip_id);
+                self.rings.insert(
+                    slot.meta.vip_id,
+                    RingState {
+                        zone_id: slot.meta.ring_zone,
+                        all_id: slot.meta.ring_all,
+                        zone: Vec::new(),
+                        all: Vec::new(),
+                    },
+                );
+            }
+        }
+        for k in self.maps.reverse.keys() {
+            self.reverse.insert(ReverseKeyOrd::from(&k?));
+        }
+        for (id, b) in self.maps.backends.iter().enumerate() {
+            if b?.family != 0 {
+                self.backends.insert(id as u32);
+            }
+        }
+        for (port, bits) in self.maps.ports.iter().enumerate() {
+            self.port_bits[port] = bits?;
+        }
+        Ok(())
+    }
+
+    /// Ids found in adopted maps: listener key -> vip id, and backend id ->
+    /// (address, port, target group hash, still valid).
+    pub fn adopted_ids(&self) -> Result<AdoptedIds> {
+        let mut ids = AdoptedIds::default();
+        if !self.adopted {
+            return Ok(ids);
+        }
+        for r in self.maps.vip_slots.iter() {
+            let slot = r?;
+            if slot.key.family != 0 {
+                ids.vips.push((slot.key, slot.meta.vip_id));
+            }
+        }
+        for (id, b) in self.maps.backends.iter().enumerate() {
+            let b = b?;
+            if b.family != 0 {
+                ids.backends.push((id as u32, b));
+            }
+        }
+        Ok(ids)
     }
 
     pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
@@ -287,34 +472,67 @@ impl XdpDataplane {
     }
 
     /// Attaches the balancer to `iface`: native mode first (unless generic is
-    /// forced), then generic mode, logging why native failed.
+    /// forced), then generic mode, logging why native failed. With pins, an
+    /// existing pinned link is taken over (the new program replaces the old
+    /// one atomically, no packet unhandled), and a new link is pinned.
     pub fn attach(&mut self, iface: &str, kind: DataplaneKind) -> Result<AttachMode> {
+        let link_pin = self.pin_dir.as_ref().map(|d| d.join("links").join(iface));
+        if let Some(pin) = link_pin.as_ref().filter(|p| p.exists()) {
+            let pinned =
+                PinnedLink::from_pin(pin).with_context(|| format!("opening {}", pin.display()))?;
+            let link = XdpLink::try_from(FdLink::from(pinned))
+                .context("pinned link is not an XDP link")?;
+            let prog = self.program(PROG_LB)?;
+            let id = prog
+                .attach_to_link(link)
+                .with_context(|| format!("{iface}: replacing the program in the pinned link"))?;
+            // The pin keeps it attached; the program must not detach it.
+            let _ = prog.take_link(id)?;
+            info!("{iface}: took over the pinned XDP link (program replaced in place)");
+            self.attached.push((iface.to_string(), AttachMode::Native));
+            return Ok(AttachMode::Native);
+        }
         let prog = self.program(PROG_LB)?;
-        let mode = match kind {
-            DataplaneKind::XdpGeneric => {
+        let (id, mode) = match kind {
+            DataplaneKind::XdpGeneric => (
                 prog.attach(iface, XdpMode::Skb)
-                    .with_context(|| format!("attaching generic XDP to {iface}"))?;
-                AttachMode::Generic
-            }
-            DataplaneKind::Xdp => {
+                    .with_context(|| format!("attaching generic XDP to {iface}"))?,
+                AttachMode::Generic,
+            ),
+            DataplaneKind::Xdp => (
                 prog.attach(iface, XdpMode::Driver)
-                    .with_context(|| format!("attaching native XDP to {iface}"))?;
-                AttachMode::Native
-            }
+                    .with_context(|| format!("attaching native XDP to {iface}"))?,
+                AttachMode::Native,
+            ),
             DataplaneKind::Auto | DataplaneKind::Proxy => match prog.attach(iface, XdpMode::Driver)
             {
-                Ok(_) => AttachMode::Native,
+                Ok(id) => (id, AttachMode::Native),
                 Err(e) => {
                     warn!(
                         "{iface}: native XDP failed ({}), trying generic mode",
                         chain(&e)
                     );
-                    prog.attach(iface, XdpMode::Skb)
-                        .with_context(|| format!("attaching generic XDP to {iface}"))?;
-                    AttachMode::Generic
+                    (
+                        prog.attach(iface, XdpMode::Skb)
+                            .with_context(|| format!("attaching generic XDP to {iface}"))?,
+                        AttachMode::Generic,
+                    )
                 }
             },
         };
+        if let Some(pin) = link_pin {
+            let link = prog.take_link(id)?;
+            match FdLink::try_from(link) {
+                Ok(fd) => {
+                    fd.pin(&pin)
+                        .with_context(|| format!("pinning the link at {}", pin.display()))?;
+                }
+                // Legacy netlink attachment (old kernels): not pinnable.
+                Err(_) => {
+                    warn!("{iface}: attached without a BPF link; a restart will briefly detach it")
+                }
+            }
+        }
         info!("{iface}: XDP attached in {} mode", mode.as_str());
         self.attached.push((iface.to_string(), mode));
         Ok(mode)

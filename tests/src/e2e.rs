@@ -60,6 +60,8 @@ pub struct Daemon {
     pub child: Child,
     pub log: PathBuf,
     pub config: PathBuf,
+    /// Leave the pins on drop (the daemon was killed to be restarted).
+    keep_pins: bool,
 }
 
 impl Daemon {
@@ -67,7 +69,11 @@ impl Daemon {
         let cfg = dir.join("lb.toml");
         std::fs::write(&cfg, config)?;
         let log = dir.join("lb.log");
-        let f = std::fs::File::create(&log)?;
+        // Appends: a restarted daemon's log follows the first one's.
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let lb = lb_bin();
         let child = ns
             .command(&[
@@ -84,14 +90,36 @@ impl Daemon {
             child,
             log,
             config: cfg,
+            keep_pins: false,
         };
+        let before = d.log_text().matches("serving ").count();
+        let up = |d: &Daemon| d.log_text().matches("serving ").count() > before;
         let ok = wait_until(Duration::from_secs(30), || {
-            d.log_text().contains("serving ") || d.child.try_wait().ok().flatten().is_some()
+            up(&d) || d.child.try_wait().ok().flatten().is_some()
         });
-        if !ok || !d.log_text().contains("serving ") {
+        if !ok || !up(&d) {
             bail!("lb did not come up:\n{}", d.log_text());
         }
         Ok(d)
+    }
+
+    /// A stand-in for log lookups while no daemon runs (e.g. after kill -9).
+    pub fn placeholder(dir: &Path) -> Daemon {
+        Daemon {
+            child: std::process::Command::new("true")
+                .spawn()
+                .expect("spawn true"),
+            log: dir.join("lb.log"),
+            config: dir.join("lb.toml"),
+            keep_pins: true,
+        }
+    }
+
+    /// `kill -9`: the daemon dies without any cleanup; pins stay.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep_pins = true;
     }
 
     pub fn log_text(&self) -> String {
@@ -137,6 +165,14 @@ impl Drop for Daemon {
         }
         let _ = self.child.wait();
     }
+}
+
+/// `gateway.pin_path` of a config text.
+pub fn pin_path_of(config: &str) -> Option<PathBuf> {
+    config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pin_path = "))
+        .map(|v| PathBuf::from(v.trim_matches('"')))
 }
 
 /// Starts `lb-testsrv` (TCP and UDP on `port`) in one namespace and waits

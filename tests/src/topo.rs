@@ -56,8 +56,26 @@ fn prepare_host_dev(ns: &Netns, dev: &str) -> Result<()> {
     Ok(())
 }
 
+/// A bpffs that processes started with `ip netns exec` still see.
+pub const TEST_BPFFS: &str = "/run/lbt-bpf";
+
+fn ensure_test_bpffs() -> Result<()> {
+    let mounted = std::fs::read_to_string("/proc/self/mounts")?
+        .lines()
+        .any(|l| {
+            l.split_whitespace().nth(1) == Some(TEST_BPFFS)
+                && l.split_whitespace().nth(2) == Some("bpf")
+        });
+    if !mounted {
+        std::fs::create_dir_all(TEST_BPFFS)?;
+        crate::netns::sh(&["mount", "-t", "bpf", "bpf", TEST_BPFFS])?;
+    }
+    Ok(())
+}
+
 impl Topology {
     pub fn build(n_backends: usize) -> Result<Topology> {
+        ensure_test_bpffs()?;
         let client = Netns::new("client")?;
         let gw = Netns::new("gw")?;
         veth(&client, "eth0", &gw, "eth0")?;
@@ -126,6 +144,12 @@ impl Topology {
         })
     }
 
+    /// Where this topology's daemon pins its state (removed by the owner).
+    /// Not under /sys/fs/bpf: `ip netns exec` remounts /sys, hiding it.
+    pub fn pin_path(&self) -> String {
+        format!("{TEST_BPFFS}/{}", self.gw.name)
+    }
+
     /// Gateway interfaces the balancer attaches to.
     pub fn gw_interfaces(&self) -> Vec<String> {
         std::iter::once("eth0".to_string())
@@ -142,8 +166,9 @@ impl Topology {
             .map(|i| format!("{i:?}"))
             .collect();
         let mut s = format!(
-            "[gateway]\ninterfaces = [{}]\nzone = \"a\"\nconntrack_size = 65536\nsnat_table_size = 65536\n\n",
-            ifaces.join(", ")
+            "[gateway]\ninterfaces = [{}]\nzone = \"a\"\nconntrack_size = 65536\nsnat_table_size = 65536\npin_path = \"{}\"\n\n",
+            ifaces.join(", "),
+            self.pin_path()
         );
         for (name, vip, fam) in [("web4", VIP_V4, 4), ("web6", VIP_V6, 6)] {
             s += &format!(

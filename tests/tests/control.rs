@@ -217,3 +217,96 @@ fn reload_adds_a_target_without_breaking_connections() {
             .unwrap_or_else(|e| panic!("connection {i} to {} broke: {e:#}", c.name));
     }
 }
+
+/// `kill -9` of the daemon and a restart: an open TCP connection keeps
+/// exchanging data throughout, and new connections succeed while it is down.
+#[test]
+fn daemon_restart_is_hitless() {
+    use std::sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc,
+    };
+    let (topo, dir, d) = setup("restart", FAST_HC, |c| c);
+    let config = std::fs::read_to_string(&d.config).unwrap();
+    let mut conn = {
+        let _in = topo.client.enter().unwrap();
+        Conn::open(vip()).unwrap()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let client = topo.client.name.clone();
+    let bg = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(format!("/run/netns/{client}")).unwrap();
+            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) && i < 2000 {
+                match conn.exchange(format!("tick {i}").as_bytes()) {
+                    Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                std::thread::sleep(Duration::from_millis(20));
+                i += 1;
+            }
+            conn
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    // Down: the pinned program keeps forwarding.
+    let per = spread(&topo, &Daemon::placeholder(&dir.0), 50);
+    assert!(!per.is_empty());
+    let d = Daemon::start(&topo.gw, &dir.0, &config).expect("restart");
+    assert!(
+        d.log_text().contains("adopted the pinned maps"),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        d.log_text().contains("took over the pinned XDP link"),
+        "{}",
+        d.log_text()
+    );
+    spread(&topo, &d, 50);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let mut conn = bg.join().unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "the open connection broke ({} ok)",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 50);
+    let _in = topo.client.enter().unwrap();
+    conn.exchange(b"after restart").unwrap();
+}
+
+#[test]
+fn sigterm_keeps_forwarding_and_lb_stop_detaches() {
+    let (topo, _dir, d) = setup("stop", FAST_HC, |c| c);
+    let pin = e2e::pin_path_of(&std::fs::read_to_string(&d.config).unwrap()).unwrap();
+    let xdp_on = || {
+        String::from_utf8_lossy(&topo.gw.ip(&["link", "show", "eth0"]).unwrap().stdout)
+            .contains("xdp")
+    };
+    d.signal(libc::SIGTERM);
+    assert!(tests::netns::wait_until(Duration::from_secs(5), || d
+        .log_text()
+        .contains("keeps forwarding")));
+    assert!(xdp_on(), "SIGTERM keeps XDP attached");
+    assert!(!spread(&topo, &d, 20).is_empty(), "and forwarding");
+    let out = std::process::Command::new(e2e::lb_bin())
+        .args(["stop", "--pin-path", pin.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("detached from eth0"));
+    assert!(!xdp_on(), "lb stop detaches");
+    assert!(!pin.exists(), "lb stop removes the pins");
+}

@@ -122,6 +122,7 @@ pub fn run(smoke: bool) -> Result<()> {
     if smoke {
         let _ = daemon.kill();
         let _ = daemon.wait();
+        let _ = std::fs::remove_dir_all(topo.pin_path());
         let _ = std::fs::remove_dir_all(&dir);
         if !ok {
             bail!(
@@ -155,6 +156,7 @@ pub fn run(smoke: bool) -> Result<()> {
     }
     while !STOP.load(Ordering::SeqCst) {
         if let Ok(Some(st)) = daemon.try_wait() {
+            let _ = std::fs::remove_dir_all(topo.pin_path());
             eprint!("{}", read_log());
             bail!("lb exited ({st})");
         }
@@ -163,6 +165,7 @@ pub fn run(smoke: bool) -> Result<()> {
     step("stopping");
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(topo.pin_path());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
