@@ -34,6 +34,17 @@ enum Cmd {
         #[arg(long)]
         detach_on_exit: bool,
     },
+    /// Show listeners and targets (zone, health, weight, active flows,
+    /// packet and byte rates) from the running daemon.
+    ///
+    /// Example: lb status
+    Status {
+        #[arg(long, short, default_value = "/etc/lb/lb.toml")]
+        config: PathBuf,
+        /// The daemon's socket, when the config cannot be read.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Detach the XDP program and remove its pinned maps (tracked flows are
     /// dropped). Run it after stopping `lb run`.
     ///
@@ -64,6 +75,16 @@ pub fn main() -> std::process::ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(daemon::run(config, detach_on_exit))),
+        Cmd::Status { config, socket } => socket
+            .map(Ok)
+            .unwrap_or_else(|| daemon::load_config(&config).map(|c| c.gateway.admin_socket))
+            .and_then(|sock| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(crate::admin::status_client(&sock))
+            })
+            .map(|text| print!("{text}")),
         Cmd::Stop { config, pin_path } => pin_path
             .map(Ok)
             .unwrap_or_else(|| daemon::load_config(&config).map(|c| c.gateway.pin_path))

@@ -36,6 +36,10 @@ pub struct Gateway {
     pub dataplane: DataplaneKind,
     /// bpffs directory for pinned maps and links.
     pub pin_path: PathBuf,
+    /// Prometheus text endpoint (`/metrics`); empty string disables it.
+    pub metrics_address: String,
+    /// Unix socket `lb status` talks to.
+    pub admin_socket: PathBuf,
     /// Maglev table size (prime).
     pub ring_size: u32,
     /// Most listeners (VIP, protocol) the maps are sized for.
@@ -69,6 +73,8 @@ impl Default for Gateway {
             zone: "default".into(),
             dataplane: DataplaneKind::Auto,
             pin_path: "/sys/fs/bpf/lb".into(),
+            metrics_address: "127.0.0.1:9650".into(),
+            admin_socket: "/run/lb/lb.sock".into(),
             ring_size: lb_common::DEFAULT_RING_SIZE,
             max_vips: 16,
             max_targets: 1024,
@@ -325,6 +331,17 @@ impl Config {
             err(
                 "gateway.conntrack_size".into(),
                 format!("{} is too small (at least 1024)", g.conntrack_size),
+            );
+        }
+        if !g.metrics_address.is_empty()
+            && g.metrics_address.parse::<std::net::SocketAddr>().is_err()
+        {
+            err(
+                "gateway.metrics_address".into(),
+                format!(
+                    "{:?} is not an address:port like \"127.0.0.1:9650\"",
+                    g.metrics_address
+                ),
             );
         }
         if g.fib_cache > Duration::from_secs(60) {

@@ -87,6 +87,11 @@ pub struct Daemon {
     tx: mpsc::Sender<CheckResult>,
     /// Targets in service before a restart (from adopted maps).
     was_valid: std::collections::BTreeSet<TargetKey>,
+    /// The last two counter samples (for rates).
+    pub samples: (Option<crate::status::Sample>, Option<crate::status::Sample>),
+    pub flow_count: Option<crate::status::FlowCount>,
+    /// Config reloads: (ok, failed).
+    pub reloads: (u64, u64),
 }
 
 impl Daemon {
@@ -107,6 +112,9 @@ impl Daemon {
             dp,
             tx,
             was_valid: Default::default(),
+            samples: (None, None),
+            flow_count: None,
+            reloads: (0, 0),
         };
         // A restart: keep the ids the pinned maps (and conntrack) use.
         for (k, vip_id) in adopted.vips {
@@ -399,7 +407,10 @@ impl Daemon {
 
     fn reload(&mut self, path: &Path) {
         match load_config(path) {
-            Err(e) => error!("reload failed, keeping the running config: {e:#}"),
+            Err(e) => {
+                self.reloads.1 += 1;
+                error!("reload failed, keeping the running config: {e:#}");
+            }
             Ok(new) => {
                 let g = (&new.gateway, &self.cfg.gateway);
                 if g.0.ring_size != g.1.ring_size
@@ -412,6 +423,7 @@ impl Daemon {
                 }
                 self.apply_config(new);
                 self.sync_logged();
+                self.reloads.0 += 1;
                 info!(
                     "config reloaded: {} listener keys, {} targets",
                     self.model.vips.len(),
@@ -466,6 +478,19 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
         d.model.backends.len(),
         d.model.zone
     );
+    let (admin_tx, mut admin_rx) = mpsc::channel(16);
+    if !d.cfg.gateway.metrics_address.is_empty() {
+        let addr = d
+            .cfg
+            .gateway
+            .metrics_address
+            .parse()
+            .context("gateway.metrics_address")?;
+        crate::admin::serve_metrics(addr, admin_tx.clone()).await?;
+    }
+    crate::admin::serve_status(&d.cfg.gateway.admin_socket, admin_tx).await?;
+    d.take_sample();
+    let mut sample_tick = tokio::time::interval(Duration::from_secs(2));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -476,6 +501,11 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
             _ = int.recv() => { info!("SIGINT"); break; }
             _ = hup.recv() => d.reload(&config_path),
             _ = tick.tick() => { d.expire_drains(); }
+            _ = sample_tick.tick() => d.take_sample(),
+            Some(req) = admin_rx.recv() => match req {
+                crate::admin::AdminReq::Metrics(tx) => { let _ = tx.send(d.render_metrics()); }
+                crate::admin::AdminReq::Status(tx) => { let _ = tx.send(d.render_status()); }
+            },
             Some(r) = rx.recv() => {
                 let mut msgs: Vec<_> = d.on_result(r).into_iter().collect();
                 while let Ok(r) = rx.try_recv() {
@@ -485,6 +515,7 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
             }
         }
     }
+    let _ = std::fs::remove_file(&d.cfg.gateway.admin_socket);
     drop(d);
     if detach_on_exit {
         for m in crate::xdp::stop(&pin)? {

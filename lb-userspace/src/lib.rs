@@ -1,8 +1,10 @@
 //! The `lb` daemon as a library, so integration tests can drive its parts.
+pub mod admin;
 pub mod checker;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod model;
+pub mod status;
 pub mod xdp;

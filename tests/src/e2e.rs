@@ -167,6 +167,30 @@ impl Drop for Daemon {
     }
 }
 
+/// `lb status` of the daemon whose config is at `config`.
+pub fn lb_status(config: &Path) -> Result<String> {
+    let out = std::process::Command::new(lb_bin())
+        .args(["status", "--config", config.to_str().unwrap()])
+        .output()?;
+    if !out.status.success() {
+        bail!("lb status: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// GET `path` over HTTP/1.1 (run it inside the right namespace).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, T)?;
+    s.set_read_timeout(Some(T))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
 /// `gateway.pin_path` of a config text.
 pub fn pin_path_of(config: &str) -> Option<PathBuf> {
     config

@@ -166,9 +166,10 @@ impl Topology {
             .map(|i| format!("{i:?}"))
             .collect();
         let mut s = format!(
-            "[gateway]\ninterfaces = [{}]\nzone = \"a\"\nconntrack_size = 65536\nsnat_table_size = 65536\npin_path = \"{}\"\n\n",
+            "[gateway]\ninterfaces = [{}]\nzone = \"a\"\nconntrack_size = 65536\nsnat_table_size = 65536\npin_path = \"{}\"\nadmin_socket = \"/run/{}.sock\"\n\n",
             ifaces.join(", "),
-            self.pin_path()
+            self.pin_path(),
+            self.gw.name
         );
         for (name, vip, fam) in [("web4", VIP_V4, 4), ("web6", VIP_V6, 6)] {
             s += &format!(
