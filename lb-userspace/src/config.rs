@@ -267,7 +267,7 @@ impl Config {
     /// Parses and validates.
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
             ConfigErrors(vec![ConfigError {
                 path: "config".into(),
                 message: e.message().to_string(),
@@ -629,4 +629,174 @@ fn locate(text: &str, path: &str) -> Option<usize> {
         }
     }
     Some(from + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"[gateway]
+interfaces = ["eth0"]
+zone = "a"
+
+[[listener]]
+name = "web"
+address = "10.0.0.1"
+port = 80
+protocol = "tcp"
+target_group = "web"
+
+[[target_group]]
+name = "web"
+[[target_group.targets]]
+address = "10.1.0.1"
+port = 8080
+zone = "a"
+"#;
+
+    /// The single error of `text`, as printed.
+    fn error(text: &str) -> String {
+        match Config::parse(text) {
+            Ok(_) => panic!("config should be rejected:\n{text}"),
+            Err(e) => {
+                assert_eq!(e.0.len(), 1, "one error expected: {e}");
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn base_is_valid_with_nlb_defaults() {
+        let c = Config::parse(BASE).unwrap();
+        let tg = &c.target_groups[0];
+        assert_eq!(tg.deregistration_delay, Duration::from_secs(300));
+        assert!(!tg.cross_zone);
+        let hc = &tg.health_check;
+        assert_eq!(
+            (hc.interval, hc.timeout),
+            (Duration::from_secs(30), Duration::from_secs(10))
+        );
+        assert_eq!((hc.healthy_threshold, hc.unhealthy_threshold), (5, 2));
+        assert_eq!(tg.targets[0].weight, 1);
+    }
+
+    #[test]
+    fn port_out_of_range_names_field_and_line() {
+        let text = format!("{BASE}\n[[listener]]\nname = \"two\"\naddress = \"10.0.0.2\"\nport = 70000\nprotocol = \"udp\"\ntarget_group = \"web\"\n");
+        assert_eq!(
+            error(&text),
+            "listener[1].port: 70000 is out of range (1-65535) at line 22"
+        );
+    }
+
+    #[test]
+    fn unknown_target_group() {
+        let text = BASE.replace("target_group = \"web\"", "target_group = \"nope\"");
+        assert_eq!(
+            error(&text),
+            "listener[0].target_group: unknown target group \"nope\" at line 10"
+        );
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let text = format!("{BASE}\n[[target_group]]\nname = \"web\"\n");
+        assert_eq!(
+            error(&text),
+            "target_group[1].name: duplicate target group name \"web\" at line 20"
+        );
+        let text = format!("{BASE}\n[[listener]]\nname = \"web\"\naddress = \"10.0.0.3\"\nport = 81\nprotocol = \"udp\"\ntarget_group = \"web\"\n");
+        assert!(error(&text).starts_with("listener[1].name: duplicate listener name \"web\""));
+    }
+
+    #[test]
+    fn address_family_mismatch() {
+        let text = BASE.replace("address = \"10.1.0.1\"", "address = \"fd01::1\"");
+        assert_eq!(
+            error(&text),
+            "target_group[0].targets[0].address: fd01::1 is not of the family of listener \"web\" (10.0.0.1) at line 15"
+        );
+    }
+
+    #[test]
+    fn listener_key_used_twice() {
+        let text = format!("{BASE}\n[[listener]]\nname = \"dup\"\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp_udp\"\ntarget_group = \"web\"\n");
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("listener[1]: 10.0.0.1:80 tcp is already used by listener[0]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn snat_needs_an_address() {
+        let text = BASE.replace(
+            "name = \"web\"\n[[target_group.targets]]",
+            "name = \"web\"\nmode = \"snat\"\n[[target_group.targets]]",
+        );
+        assert!(error(&text)
+            .starts_with("target_group[0].snat_address: is required when mode = \"snat\""));
+    }
+
+    #[test]
+    fn health_check_ranges() {
+        let hc = |extra: &str| format!("{BASE}\n[target_group.health_check]\n{extra}\n");
+        assert!(error(&hc("healthy_threshold = 11")).starts_with(
+            "target_group[0].health_check.healthy_threshold: 11 is out of range (1-10)"
+        ));
+        assert!(
+            error(&hc("interval = \"5s\"\ntimeout = \"6s\"")).starts_with(
+                "target_group[0].health_check.timeout: must be above 0 and at most the interval"
+            )
+        );
+        assert!(error(&hc("matcher = \"200-600\""))
+            .starts_with("target_group[0].health_check.matcher:"));
+        assert!(error(&hc("path = \"health\"")).starts_with("target_group[0].health_check.path:"));
+    }
+
+    #[test]
+    fn bad_values_are_parse_errors_with_lines() {
+        let e = error(&BASE.replace("protocol = \"tcp\"", "protocol = \"sctp\""));
+        assert!(
+            e.starts_with("config: unknown variant `sctp`") && e.ends_with("at line 9"),
+            "{e}"
+        );
+        let e = error(&BASE.replace(
+            "name = \"web\"\n[[target_group.targets]]",
+            "name = \"web\"\nderegistration_delay = \"five\"\n[[target_group.targets]]",
+        ));
+        assert!(e.contains("bad duration \"five\""), "{e}");
+        let e = error(&BASE.replace("zone = \"a\"\n\n", "zone = \"a\"\ncolour = \"blue\"\n\n"));
+        assert!(
+            e.contains("unknown field `colour`") && e.ends_with("at line 4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn gateway_settings() {
+        assert!(
+            error(&BASE.replace("zone = \"a\"\n\n", "zone = \"a\"\nring_size = 65536\n\n"))
+                .starts_with("gateway.ring_size: 65536 is not a prime number")
+        );
+        assert!(
+            error(&BASE.replace("zone = \"a\"\n\n", "zone = \"a\"\nsnat_ports = \"9-1\"\n\n"))
+                .starts_with("gateway.snat_ports:")
+        );
+        assert!(error(&BASE.replace(
+            "zone = \"a\"\n\n",
+            "zone = \"a\"\nmetrics_address = \"localhost\"\n\n"
+        ))
+        .starts_with("gateway.metrics_address:"));
+    }
+
+    #[test]
+    fn nat_target_serving_two_listeners_is_rejected() {
+        let text = format!("{BASE}\n[[listener]]\nname = \"two\"\naddress = \"10.0.0.2\"\nport = 80\nprotocol = \"tcp\"\ntarget_group = \"web\"\n");
+        let e = error(&text);
+        assert!(
+            e.contains("serves listener[0] and listener[1] in nat mode"),
+            "{e}"
+        );
+    }
 }

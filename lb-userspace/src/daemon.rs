@@ -409,7 +409,9 @@ impl Daemon {
         match load_config(path) {
             Err(e) => {
                 self.reloads.1 += 1;
-                error!("reload failed, keeping the running config: {e:#}");
+                // One log line per event, whatever the number of errors.
+                let msg = format!("{e:#}").replace("\n    ", " ").replace('\n', "; ");
+                error!("reload failed, keeping the running config: {msg}");
             }
             Ok(new) => {
                 let g = (&new.gateway, &self.cfg.gateway);

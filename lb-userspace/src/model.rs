@@ -327,10 +327,14 @@ impl Model {
         out
     }
 
-    /// The zone ring (targets in this gateway's zone) and the all-zones ring
-    /// of a VIP, over the targets `healthy` says may take new flows.
-    pub fn rings(&self, vip: &VipModel, healthy: &dyn Fn(u32) -> bool) -> (Vec<u32>, Vec<u32>) {
-        let m = self.globals.ring_size;
+    /// The Maglev inputs of a VIP's zone ring (targets in this gateway's
+    /// zone; empty with cross-zone on, where it is unused) and of its
+    /// all-zones ring, over the targets `healthy` says may take new flows.
+    pub fn ring_inputs(
+        &self,
+        vip: &VipModel,
+        healthy: &dyn Fn(u32) -> bool,
+    ) -> (Vec<MaglevTarget>, Vec<MaglevTarget>) {
         let mk = |zone_only: bool| -> Vec<MaglevTarget> {
             vip.backends
                 .iter()
@@ -349,12 +353,18 @@ impl Model {
                 .collect()
         };
         let zone = if vip.flags & VIP_F_CROSS_ZONE == 0 {
-            maglev::build(&mk(true), m)
+            mk(true)
         } else {
-            // Unused with cross-zone on; keep it empty.
-            vec![0; m as usize]
+            Vec::new()
         };
-        (zone, maglev::build(&mk(false), m))
+        (zone, mk(false))
+    }
+
+    /// The zone ring and the all-zones ring of a VIP (see `ring_inputs`).
+    pub fn rings(&self, vip: &VipModel, healthy: &dyn Fn(u32) -> bool) -> (Vec<u32>, Vec<u32>) {
+        let m = self.globals.ring_size;
+        let (zone, all) = self.ring_inputs(vip, healthy);
+        (maglev::build(&zone, m), maglev::build(&all, m))
     }
 }
 

@@ -17,6 +17,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
+    maglev::{self, MaglevTarget},
     Backend, Counters, FlowKey, FlowState, Globals, ReverseKey, ReverseVal, SnatKey, SnatVal,
     VipKey, VipMeta, VipSlot, PORT_TARGET_TCP, PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP,
     PROTO_TCP, REASON_COUNT, RINGS_PER_VIP, VIP_F_SNAT,
@@ -307,11 +308,13 @@ pub struct XdpDataplane {
     pub attached: Vec<(String, AttachMode)>,
 }
 
+/// A VIP's active ring ids and the Maglev inputs they were built from
+/// (`None`: unknown, e.g. adopted after a restart: rebuild).
 struct RingState {
     zone_id: u32,
     all_id: u32,
-    zone: Vec<u32>,
-    all: Vec<u32>,
+    zone: Option<Vec<MaglevTarget>>,
+    all: Option<Vec<MaglevTarget>>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
@@ -421,8 +424,8 @@ impl XdpDataplane {
                     RingState {
                         zone_id: slot.meta.ring_zone,
                         all_id: slot.meta.ring_all,
-                        zone: Vec::new(),
-                        all: Vec::new(),
+                        zone: None,
+                        all: None,
                     },
                 );
             }
@@ -594,30 +597,33 @@ impl XdpDataplane {
                     self.sizes.max_vips
                 );
             }
-            let (zone, all) = model.rings(v, in_ring);
+            // Only rings whose inputs changed are rebuilt and written.
+            let (zone, all) = model.ring_inputs(v, in_ring);
             let base = v.vip_id * RINGS_PER_VIP;
             let st = self.rings.entry(v.vip_id).or_insert(RingState {
                 zone_id: base + 1,
                 all_id: base + 3,
-                zone: Vec::new(),
-                all: Vec::new(),
+                zone: None,
+                all: None,
             });
             // Write changed rings into the spare slot, then flip below.
-            if st.zone != zone {
+            if st.zone.as_ref() != Some(&zone) {
                 let spare = if st.zone_id == base { base + 1 } else { base };
-                self.ring_mem.write((spare * m) as usize, &zone)?;
+                self.ring_mem
+                    .write((spare * m) as usize, &maglev::build(&zone, m))?;
                 st.zone_id = spare;
-                st.zone = zone;
+                st.zone = Some(zone);
             }
-            if st.all != all {
+            if st.all.as_ref() != Some(&all) {
                 let spare = if st.all_id == base + 2 {
                     base + 3
                 } else {
                     base + 2
                 };
-                self.ring_mem.write((spare * m) as usize, &all)?;
+                self.ring_mem
+                    .write((spare * m) as usize, &maglev::build(&all, m))?;
                 st.all_id = spare;
-                st.all = all;
+                st.all = Some(all);
             }
             let meta = VipMeta {
                 vip_id: v.vip_id,

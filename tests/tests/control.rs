@@ -195,6 +195,23 @@ fn reload_adds_a_target_without_breaking_connections() {
         (0..6).map(|_| Conn::open(vip()).unwrap()).collect()
     };
     assert!(open.iter().all(|c| c.name != "b3"));
+    // A broken config is refused; the running one stays.
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, good.replace("port = 80\n", "port = 70000\n")).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(
+        d.wait_log(
+            &[
+                "reload failed, keeping the running config",
+                "listener[0].port: 70000 is out of range"
+            ],
+            1,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(spread(&topo, &d, 30).values().sum::<u32>(), 30);
     let cfg = topo.config(FAST_HC);
     d.reload(&cfg).unwrap();
     assert!(

@@ -52,7 +52,27 @@ enum Cmd {
     Bench,
 }
 
+/// `cargo install` puts bpf-linker in cargo's bin directory; make sure
+/// every child (and aya-build's nested cargo) finds it.
+fn cargo_bin_on_path() {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")));
+    let Some(bin) = home.map(|h| h.join("bin")) else {
+        return;
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if !std::env::split_paths(&path).any(|p| p == bin) {
+        let mut v = vec![bin];
+        v.extend(std::env::split_paths(&path));
+        if let Ok(joined) = std::env::join_paths(v) {
+            std::env::set_var("PATH", joined);
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    cargo_bin_on_path();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Setup => setup::setup(setup::Needs::ALL),
