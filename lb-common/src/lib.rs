@@ -10,5 +10,6 @@ pub mod hash;
 #[cfg(feature = "user")]
 pub mod maglev;
 pub mod maps;
+pub mod select;
 
 pub use maps::*;

@@ -11,17 +11,18 @@ use aya_ebpf::{
     EbpfContext,
 };
 use lb_common::{
-    hash::{flow_hash, src_hash},
+    hash::flow_hash,
+    select::{flow_key_hash, pick},
     Counters, FlowKey, FlowState, Reason, ReverseKey, SnatKey, SnatVal, VipKey, VipMeta,
     BACKEND_F_VALID, FIB_CACHE_SLOTS, FLOW_F_CLOSING, PORT_TARGET_TCP, PORT_TARGET_UDP,
-    PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP, PROTO_UDP, VIP_F_CROSS_ZONE, VIP_F_SNAT, VIP_F_STICKY,
+    PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP, PROTO_UDP, VIP_F_SNAT,
 };
 
 use crate::{
     count, csum,
     parse::{self, ptr_at, write, Pkt, TCP_FIN, TCP_RST},
-    BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, GLOBALS, JUMP, JUMP_ICMP, NAT_REVERSE, PORTS,
-    RING, SNAT, VIPS, VIP_SLOTS, VIP_STATS,
+    BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP, JUMP_ICMP,
+    NAT_REVERSE, PORTS, RING, SNAT, VIPS, VIP_SLOTS, VIP_STATS,
 };
 
 const NS: u64 = 1_000_000_000;
@@ -152,29 +153,21 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt) -> Result<Option<u32>, Reason> {
         return Err(Reason::TtlExceeded);
     }
     if new_flow {
-        let h = if meta.flags & VIP_F_STICKY != 0 {
-            src_hash(&pkt.src)
-        } else {
-            flow_hash(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto)
-        };
+        let h = flow_key_hash(
+            meta.flags, &pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto,
+        );
         let m = g.ring_size;
         if m == 0 {
             return Err(Reason::MapError);
         }
-        let slot = h % m;
-        if meta.flags & VIP_F_CROSS_ZONE == 0 {
-            backend_id = RING
-                .get(meta.ring_zone.wrapping_mul(m) + slot)
-                .copied()
-                .unwrap_or(0);
-        }
-        // Own zone empty (or cross-zone on): the all-zones ring.
-        if backend_id == 0 {
-            backend_id = RING
-                .get(meta.ring_all.wrapping_mul(m) + slot)
-                .copied()
-                .unwrap_or(0);
-        }
+        let ring = |r: u32, i: u32| RING.get(r.wrapping_mul(m) + i).copied().unwrap_or(0);
+        backend_id = pick(
+            meta.flags,
+            m,
+            h,
+            |i| ring(meta.ring_zone, i),
+            |i| ring(meta.ring_all, i),
+        );
         if backend_id == 0 {
             count(Reason::NoBackend);
             return Ok(Some(xdp_action::XDP_DROP));
@@ -215,11 +208,11 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt) -> Result<Option<u32>, Reason> {
         (pkt.src, pkt.sport)
     };
     let (dst, dport) = (b.addr, b.port);
-    let mut p = fib_params();
-    let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, &mut p, g.fib_cache_ms);
+    let p = fib_params()?;
+    let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, p, g.fib_cache_ms);
     rewrite(ctx, pkt, &src, &dst, sport, dport)?;
     count(Reason::FwdToBackend);
-    Ok(Some(emit(ctx, pkt, rc, &p)))
+    Ok(Some(emit(ctx, pkt, rc, p)))
 }
 
 /// Picks a free source port for a SNAT flow: a few hashed probes in range,
@@ -315,9 +308,9 @@ fn to_client(ctx: &XdpContext, pkt: &Pkt, nat: bool, snat: bool) -> Result<u32, 
     if pkt.ttl <= 1 {
         return Err(Reason::TtlExceeded);
     }
-    let mut p = fib_params();
+    let p = fib_params()?;
     let cache_ms = GLOBALS.get(0).map(|g| g.fib_cache_ms).unwrap_or(0);
-    let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, &mut p, cache_ms);
+    let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, p, cache_ms);
     // A target talking to the gateway itself (health checks) is not a reply
     // to a client: leave it alone.
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64
@@ -328,7 +321,7 @@ fn to_client(ctx: &XdpContext, pkt: &Pkt, nat: bool, snat: bool) -> Result<u32, 
     }
     rewrite(ctx, pkt, &src, &dst, sport, dport)?;
     count(Reason::FwdToClient);
-    Ok(emit(ctx, pkt, rc, &p))
+    Ok(emit(ctx, pkt, rc, p))
 }
 
 /// Rewrites addresses and ports, updating the IPv4 and L4 checksums. All
@@ -492,10 +485,14 @@ pub fn next_hop(
     rc
 }
 
-/// Zeroed FIB lookup parameters (kept by the caller: 64 bytes of stack).
+/// Zeroed FIB lookup parameters in per-CPU scratch memory: 64 bytes the
+/// 512-byte BPF stack cannot spare.
 #[inline(always)]
-pub fn fib_params() -> bpf_fib_lookup {
-    unsafe { core::mem::zeroed() }
+pub fn fib_params() -> Result<&'static mut bpf_fib_lookup, Reason> {
+    let p = FIB_SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
+    let p = unsafe { &mut *p };
+    *p = unsafe { core::mem::zeroed() };
+    Ok(p)
 }
 
 /// Sends the rewritten packet on: straight out when the neighbour is known,

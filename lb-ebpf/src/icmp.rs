@@ -79,13 +79,13 @@ pub fn try_icmp(ctx: &XdpContext) -> Result<u32, Reason> {
     if pkt.ttl <= 1 {
         return Err(Reason::TtlExceeded);
     }
-    let mut p = fib_params();
-    let rc = fib(ctx, &pkt, &plan.osrc, &plan.odst, 0, 0, &mut p);
+    let p = fib_params()?;
+    let rc = fib(ctx, &pkt, &plan.osrc, &plan.odst, 0, 0, p);
     rewrite(
         ctx, &pkt, ioff, il4, iproto, &isrc, isport, &idst, idport, &plan,
     )?;
     count(Reason::IcmpTranslated);
-    Ok(emit(ctx, &pkt, rc, &p))
+    Ok(emit(ctx, &pkt, rc, p))
 }
 
 #[inline(always)]

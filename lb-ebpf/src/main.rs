@@ -45,6 +45,10 @@ static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(256, 0);
 static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1024, 0);
 #[map]
 static FIB_CACHE: PerCpuArray<FibCacheEntry> = PerCpuArray::with_max_entries(FIB_CACHE_SLOTS, 0);
+/// Scratch for `bpf_fib_lookup` parameters (saves 64 bytes of stack).
+#[map]
+static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
+    PerCpuArray::with_max_entries(1, 0);
 #[map]
 static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
 
