@@ -57,6 +57,12 @@ pub struct Gateway {
     pub tcp_idle_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub udp_idle_timeout: Duration,
+    /// Proxy data plane: how long connecting to a target may take before
+    /// the next target in the ring is tried.
+    #[serde(deserialize_with = "duration")]
+    pub proxy_connect_timeout: Duration,
+    /// Proxy data plane: most UDP sessions at once (the table is bounded).
+    pub proxy_udp_sessions: u32,
     /// A TCP flow that saw FIN or RST lives this much longer.
     #[serde(deserialize_with = "duration")]
     pub tcp_closing_timeout: Duration,
@@ -84,6 +90,8 @@ impl Default for Gateway {
             tcp_idle_timeout: Duration::from_secs(350),
             udp_idle_timeout: Duration::from_secs(120),
             tcp_closing_timeout: Duration::from_secs(10),
+            proxy_connect_timeout: Duration::from_secs(3),
+            proxy_udp_sessions: 65_536,
             fib_cache: Duration::from_secs(1),
         }
     }
@@ -156,6 +164,9 @@ pub struct TargetGroup {
     /// NLB default: 300 s.
     #[serde(default = "default_dereg", deserialize_with = "duration")]
     pub deregistration_delay: Duration,
+    /// Send a PROXY protocol v2 header to targets (proxy data plane only).
+    #[serde(default)]
+    pub proxy_protocol_v2: bool,
 }
 
 fn default_dereg() -> Duration {
@@ -344,6 +355,12 @@ impl Config {
                 ),
             );
         }
+        if g.proxy_udp_sessions == 0 {
+            err(
+                "gateway.proxy_udp_sessions".into(),
+                "must be at least 1".into(),
+            );
+        }
         if g.fib_cache > Duration::from_secs(60) {
             err(
                 "gateway.fib_cache".into(),
@@ -369,6 +386,12 @@ impl Config {
                 err(
                     format!("{p}.name"),
                     format!("duplicate target group name {:?}", tg.name),
+                );
+            }
+            if tg.proxy_protocol_v2 && g.dataplane != DataplaneKind::Proxy {
+                err(
+                    format!("{p}.proxy_protocol_v2"),
+                    "needs gateway.dataplane = \"proxy\" (the XDP data plane forwards packets and cannot insert the header)".into(),
                 );
             }
             if tg.mode == Mode::Snat && tg.snat_address.is_none() {

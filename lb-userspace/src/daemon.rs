@@ -22,8 +22,45 @@ use crate::{
     config::{Config, DataplaneKind},
     health::{Health, Tracker},
     model::{BackendModel, Ids, ListenerKey, Model, TargetKey},
+    plane::Plane,
+    proxy::{ProxyDataplane, Settings},
     xdp::{Sizes, XdpDataplane},
 };
+
+/// Loads (or adopts) the XDP program, after checking what it needs.
+fn load_xdp(cfg: &Config, pin: &Path) -> Result<XdpDataplane> {
+    if cfg.gateway.interfaces.is_empty() {
+        bail!("gateway.interfaces is empty: no interface to attach XDP to");
+    }
+    check_privileges()?;
+    let sizes = Sizes::from_config(cfg);
+    info!(
+        "map memory about {:.1} MiB (ring {} x {} slots, conntrack {} entries, snat {} entries)",
+        sizes.memory() as f64 / (1 << 20) as f64,
+        sizes.max_vips * lb_common::RINGS_PER_VIP,
+        sizes.ring_size,
+        sizes.conntrack,
+        sizes.snat
+    );
+    let dp = XdpDataplane::load_pinned(sizes, Some(pin))?;
+    if dp.adopted {
+        info!(
+            "adopted the pinned maps in {} (tracked flows and counters carry on)",
+            pin.display()
+        );
+    }
+    Ok(dp)
+}
+
+fn attach_all(d: &mut Daemon) -> Result<()> {
+    let Plane::Xdp(x) = &mut d.plane else {
+        return Ok(());
+    };
+    for iface in d.cfg.gateway.interfaces.clone() {
+        x.attach(&iface, d.cfg.gateway.dataplane)?;
+    }
+    Ok(())
+}
 
 /// Capabilities needed to load and attach XDP programs.
 pub fn check_privileges() -> Result<()> {
@@ -83,7 +120,7 @@ pub struct Daemon {
     pub model: Model,
     pub targets: BTreeMap<TargetKey, TargetRt>,
     by_id: HashMap<u32, TargetKey>,
-    pub dp: XdpDataplane,
+    pub plane: Plane,
     tx: mpsc::Sender<CheckResult>,
     /// Targets in service before a restart (from adopted maps).
     was_valid: std::collections::BTreeSet<TargetKey>,
@@ -95,8 +132,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(cfg: Config, dp: XdpDataplane, tx: mpsc::Sender<CheckResult>) -> Result<Daemon> {
-        let adopted = dp.adopted_ids()?;
+    pub fn new(cfg: Config, plane: Plane, tx: mpsc::Sender<CheckResult>) -> Result<Daemon> {
+        let adopted = plane.adopted_ids()?;
         let mut d = Daemon {
             cfg: Config::default(),
             vip_ids: Ids::new(0),
@@ -109,7 +146,7 @@ impl Daemon {
             ),
             targets: BTreeMap::new(),
             by_id: HashMap::new(),
-            dp,
+            plane,
             tx,
             was_valid: Default::default(),
             samples: (None, None),
@@ -304,8 +341,18 @@ impl Daemon {
             .collect();
         let valid: HashMap<u32, bool> = self.by_id.keys().map(|&id| (id, self.valid(id))).collect();
         let r = |m: &HashMap<u32, bool>, id: u32| m.get(&id).copied().unwrap_or(false);
-        self.dp
-            .sync(&self.model, &|id| r(&in_ring, id), &|id| r(&valid, id))
+        let ppv2: HashMap<String, bool> = self
+            .cfg
+            .target_groups
+            .iter()
+            .map(|tg| (tg.name.clone(), tg.proxy_protocol_v2))
+            .collect();
+        self.plane.sync(
+            &self.model,
+            &|id| r(&in_ring, id),
+            &|id| r(&valid, id),
+            &|tg| ppv2.get(tg).copied().unwrap_or(false),
+        )
     }
 
     fn sync_logged(&mut self) {
@@ -368,7 +415,7 @@ impl Daemon {
         self.rebuild();
         self.sync_logged();
         for (k, id) in done.iter().zip(ids) {
-            let n = self.dp.purge_backend(id);
+            let n = self.plane.purge_backend(id);
             info!(
                 "target {} drained: removed, {n} remaining flows dropped",
                 target_name(k)
@@ -438,37 +485,51 @@ impl Daemon {
 
 pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     let cfg = load_config(&config_path)?;
-    if cfg.gateway.dataplane == DataplaneKind::Proxy {
-        bail!("gateway.dataplane = \"proxy\" is not available yet in this build; use \"auto\", \"xdp\" or \"xdp-generic\"");
-    }
-    if cfg.gateway.interfaces.is_empty() {
-        bail!("gateway.interfaces: no interface to attach to");
-    }
-    check_privileges()?;
-    let sizes = Sizes::from_config(&cfg);
-    info!(
-        "map memory about {:.1} MiB (ring {} x {} slots, conntrack {} entries, snat {} entries)",
-        sizes.memory() as f64 / (1 << 20) as f64,
-        sizes.max_vips * lb_common::RINGS_PER_VIP,
-        sizes.ring_size,
-        sizes.conntrack,
-        sizes.snat
-    );
+    let kind = cfg.gateway.dataplane;
     let pin = cfg.gateway.pin_path.clone();
-    let dp = XdpDataplane::load_pinned(sizes, Some(&pin))?;
-    if dp.adopted {
-        info!(
-            "adopted the pinned maps in {} (tracked flows and counters carry on)",
-            pin.display()
-        );
-    }
+    let proxy = |cfg: &Config| {
+        let g = &cfg.gateway;
+        Plane::Proxy(ProxyDataplane::new(Settings {
+            connect_timeout: g.proxy_connect_timeout,
+            tcp_idle: g.tcp_idle_timeout,
+            udp_idle: g.udp_idle_timeout,
+            max_udp_sessions: g.proxy_udp_sessions as usize,
+            max_vips: g.max_vips,
+            max_targets: g.max_targets,
+        }))
+    };
+    // auto: native XDP, then generic XDP (in attach), then the proxy;
+    // every step that fails says why.
+    let plane = match kind {
+        DataplaneKind::Proxy => {
+            info!("data plane: proxy (gateway.dataplane = \"proxy\")");
+            proxy(&cfg)
+        }
+        _ => match load_xdp(&cfg, &pin) {
+            Ok(x) => Plane::Xdp(x),
+            Err(e) if kind == DataplaneKind::Auto => {
+                warn!("XDP is not available ({e:#}); falling back to the proxy data plane");
+                proxy(&cfg)
+            }
+            Err(e) => return Err(e),
+        },
+    };
     let (tx, mut rx) = mpsc::channel(1024);
-    let mut d = Daemon::new(cfg, dp, tx)?;
+    let mut d = Daemon::new(cfg, plane, tx)?;
     d.first_round(&mut rx).await;
-    d.sync().context("programming the maps")?;
-    for iface in d.cfg.gateway.interfaces.clone() {
-        d.dp.attach(&iface, d.cfg.gateway.dataplane)?;
+    if matches!(d.plane, Plane::Xdp(_)) {
+        d.sync().context("programming the maps")?;
+        if let Err(e) = attach_all(&mut d) {
+            if kind != DataplaneKind::Auto {
+                return Err(e);
+            }
+            warn!("attaching XDP failed ({e:#}); falling back to the proxy data plane");
+            d.plane = proxy(&d.cfg);
+            // Nothing of the failed attempt stays attached or pinned.
+            let _ = crate::xdp::stop(&pin);
+        }
     }
+    d.sync().context("starting the data plane")?;
     let healthy = d
         .targets
         .values()
@@ -518,8 +579,11 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&d.cfg.gateway.admin_socket);
+    let was_xdp = matches!(d.plane, Plane::Xdp(_));
     drop(d);
-    if detach_on_exit {
+    if !was_xdp {
+        info!("exiting (proxy data plane: connections end with the process)");
+    } else if detach_on_exit {
         for m in crate::xdp::stop(&pin)? {
             info!("{m}");
         }

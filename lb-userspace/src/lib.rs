@@ -6,5 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod model;
+pub mod plane;
+pub mod proxy;
 pub mod status;
 pub mod xdp;

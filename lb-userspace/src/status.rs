@@ -46,18 +46,13 @@ impl Daemon {
             .model
             .vips
             .iter()
-            .map(|v| {
-                (
-                    v.vip_id,
-                    self.dp.counters(false, v.vip_id).unwrap_or_default(),
-                )
-            })
+            .map(|v| (v.vip_id, self.plane.counters(false, v.vip_id)))
             .collect();
         let backends = self
             .model
             .backends
             .keys()
-            .map(|&id| (id, self.dp.counters(true, id).unwrap_or_default()))
+            .map(|&id| (id, self.plane.counters(true, id)))
             .collect();
         let s = Sample {
             at: Instant::now(),
@@ -97,12 +92,7 @@ impl Daemon {
                 return f.clone();
             }
         }
-        let mut per_backend = HashMap::new();
-        let mut total = 0;
-        for (_, st) in self.dp.maps.conntrack.iter().filter_map(|r| r.ok()) {
-            *per_backend.entry(st.backend_id).or_insert(0) += 1;
-            total += 1;
-        }
+        let (total, per_backend) = self.plane.flows();
         let f = FlowCount {
             at: Instant::now(),
             total,
@@ -268,7 +258,7 @@ impl Daemon {
             "counter",
             "Packets by what the XDP program did with them (pass/drop reasons and forwarding).",
         );
-        if let Ok(r) = self.dp.reasons() {
+        if let Some(r) = self.plane.reasons() {
             for (i, n) in r.iter().enumerate() {
                 let _ = writeln!(
                     o,
@@ -299,19 +289,26 @@ impl Daemon {
             "gauge",
             "BPF map memory the config sizes (approximate).",
         );
-        let _ = writeln!(o, "lb_map_memory_bytes {}", self.dp.sizes.memory());
+        let _ = writeln!(
+            o,
+            "lb_map_memory_bytes {}",
+            self.plane.memory().unwrap_or(0)
+        );
+        family(&mut o, "lb_proxy_events_total", "counter", "Proxy data plane events (connect_failed, no_backend, udp_sessions_full, socket_error).");
+        for (name, n) in self.plane.proxy_events() {
+            let _ = writeln!(o, "lb_proxy_events_total{{event=\"{name}\"}} {n}");
+        }
         family(
             &mut o,
             "lb_dataplane_info",
             "gauge",
             "The data plane in use, per interface.",
         );
-        for (iface, mode) in &self.dp.attached {
+        for (iface, mode) in self.plane.modes() {
             let _ = writeln!(
                 o,
-                "lb_dataplane_info{{interface=\"{}\",mode=\"xdp-{}\"}} 1",
-                label(iface),
-                mode.as_str()
+                "lb_dataplane_info{{interface=\"{}\",mode=\"{mode}\"}} 1",
+                label(&iface)
             );
         }
         o
@@ -320,18 +317,28 @@ impl Daemon {
     pub fn render_status(&mut self) -> String {
         let flows = self.flows();
         let mut o = String::new();
-        let ifaces: Vec<String> = self
-            .dp
-            .attached
+        let planes: Vec<String> = self
+            .plane
+            .modes()
             .iter()
-            .map(|(i, m)| format!("{i} ({})", m.as_str()))
+            .map(|(i, m)| {
+                if i == "*" {
+                    m.clone()
+                } else {
+                    format!("{i} ({m})")
+                }
+            })
             .collect();
+        let memory = self
+            .plane
+            .memory()
+            .map(|m| format!("; map memory {:.1} MiB", m as f64 / (1 << 20) as f64))
+            .unwrap_or_default();
         let _ = writeln!(
             o,
-            "data plane: XDP on {}; zone {:?}; map memory {:.1} MiB; {} flows tracked",
-            ifaces.join(", "),
+            "data plane: {}; zone {:?}{memory}; {} flows tracked",
+            planes.join(", "),
             self.model.zone,
-            self.dp.sizes.memory() as f64 / (1 << 20) as f64,
             flows.total
         );
         let _ = writeln!(

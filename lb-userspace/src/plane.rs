@@ -1,0 +1,107 @@
+//! The data plane in use: XDP (native or generic) or the proxy. Same
+//! config, health checks, metric names and `lb status` for both.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use lb_common::{Counters, REASON_COUNT};
+
+use crate::{
+    model::Model,
+    proxy::ProxyDataplane,
+    xdp::{AdoptedIds, XdpDataplane},
+};
+
+pub enum Plane {
+    Xdp(XdpDataplane),
+    Proxy(ProxyDataplane),
+}
+
+impl Plane {
+    pub fn sync(
+        &mut self,
+        model: &Model,
+        in_ring: &dyn Fn(u32) -> bool,
+        valid: &dyn Fn(u32) -> bool,
+        ppv2: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
+        match self {
+            Plane::Xdp(x) => x.sync(model, in_ring, valid),
+            Plane::Proxy(p) => p.sync(model, in_ring, valid, ppv2),
+        }
+    }
+
+    pub fn counters(&self, backend: bool, id: u32) -> Counters {
+        match self {
+            Plane::Xdp(x) => x.counters(backend, id).unwrap_or_default(),
+            Plane::Proxy(p) => p.counters(backend, id),
+        }
+    }
+
+    /// XDP pass/drop reasons (none for the proxy).
+    pub fn reasons(&self) -> Option<[u64; REASON_COUNT as usize]> {
+        match self {
+            Plane::Xdp(x) => x.reasons().ok(),
+            Plane::Proxy(_) => None,
+        }
+    }
+
+    /// Tracked flows in total and per target: conntrack entries (XDP), or
+    /// open connections and UDP sessions (proxy).
+    pub fn flows(&self) -> (u64, HashMap<u32, u64>) {
+        match self {
+            Plane::Xdp(x) => {
+                let mut per = HashMap::new();
+                let mut total = 0;
+                for (_, st) in x.maps.conntrack.iter().filter_map(|r| r.ok()) {
+                    *per.entry(st.backend_id).or_insert(0) += 1;
+                    total += 1;
+                }
+                (total, per)
+            }
+            Plane::Proxy(p) => p.flows(),
+        }
+    }
+
+    /// Ends the flows to `backend` (its drain is over).
+    pub fn purge_backend(&mut self, backend: u32) -> usize {
+        match self {
+            Plane::Xdp(x) => x.purge_backend(backend),
+            Plane::Proxy(p) => p.purge_backend(backend),
+        }
+    }
+
+    /// BPF map memory (XDP only).
+    pub fn memory(&self) -> Option<u64> {
+        match self {
+            Plane::Xdp(x) => Some(x.sizes.memory()),
+            Plane::Proxy(_) => None,
+        }
+    }
+
+    /// (interface, mode) pairs for `lb_dataplane_info` and `lb status`.
+    pub fn modes(&self) -> Vec<(String, String)> {
+        match self {
+            Plane::Xdp(x) => x
+                .attached
+                .iter()
+                .map(|(i, m)| (i.clone(), format!("xdp-{}", m.as_str())))
+                .collect(),
+            Plane::Proxy(_) => vec![("*".into(), "proxy".into())],
+        }
+    }
+
+    pub fn adopted_ids(&self) -> Result<AdoptedIds> {
+        match self {
+            Plane::Xdp(x) => x.adopted_ids(),
+            Plane::Proxy(_) => Ok(AdoptedIds::default()),
+        }
+    }
+
+    pub fn proxy_events(&self) -> Vec<(&'static str, u64)> {
+        match self {
+            Plane::Xdp(_) => Vec::new(),
+            Plane::Proxy(p) => p.events(),
+        }
+    }
+}

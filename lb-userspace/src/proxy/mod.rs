@@ -1,0 +1,427 @@
+//! The proxy data plane, for hosts where XDP cannot be attached: one socket
+//! per listener, TCP moved with splice(2), UDP with a session table. The
+//! target is chosen from the same Maglev rings with the same code as the
+//! XDP path (`lb_common::select`), so a flow lands where XDP would put it.
+
+pub mod ppv2;
+mod tcp;
+mod udp;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use lb_common::{
+    maglev::{self, MaglevTarget},
+    select::{flow_key_hash, pick},
+    Counters, PROTO_TCP, PROTO_UDP,
+};
+use log::{info, warn};
+use tokio::{sync::Notify, task::JoinHandle};
+
+use crate::model::{addr_words, Model};
+
+/// Proxy settings (from the gateway config).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connect_timeout: Duration,
+    pub tcp_idle: Duration,
+    pub udp_idle: Duration,
+    pub max_udp_sessions: usize,
+    pub max_vips: u32,
+    pub max_targets: u32,
+}
+
+#[derive(Default)]
+pub struct AtomicCounters {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    new_flows: AtomicU64,
+}
+
+impl AtomicCounters {
+    fn add(&self, packets: u64, bytes: u64, new_flows: u64) {
+        self.packets.fetch_add(packets, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.new_flows.fetch_add(new_flows, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Counters {
+        Counters {
+            packets: self.packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            new_flows: self.new_flows.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Things the proxy counts that are not traffic.
+#[derive(Clone, Copy, Debug)]
+pub enum Event {
+    /// Connecting to a target failed (the next one in the ring was tried).
+    ConnectFailed,
+    /// No healthy target for a new connection or datagram.
+    NoBackend,
+    /// The UDP session table was full: datagram dropped.
+    UdpSessionsFull,
+    /// An accept or socket call failed.
+    SocketError,
+}
+
+pub const EVENT_NAMES: [&str; 4] = [
+    "connect_failed",
+    "no_backend",
+    "udp_sessions_full",
+    "socket_error",
+];
+
+#[derive(Clone)]
+pub struct VipView {
+    pub vip_id: u32,
+    pub flags: u32,
+    pub ppv2: bool,
+    zone: Arc<Vec<u32>>,
+    all: Arc<Vec<u32>>,
+}
+
+#[derive(Clone)]
+pub struct BackendView {
+    pub addr: SocketAddr,
+    pub in_ring: bool,
+}
+
+/// What the proxy serves, replaced whole on every sync.
+#[derive(Default)]
+pub struct Snapshot {
+    pub ring_size: u32,
+    pub vips: HashMap<(SocketAddr, u8), VipView>,
+    pub backends: HashMap<u32, BackendView>,
+}
+
+struct Conn {
+    backend: u32,
+    cancel: Arc<Notify>,
+}
+
+/// State shared by the daemon and the proxy tasks.
+pub struct Shared {
+    snapshot: RwLock<Arc<Snapshot>>,
+    vip_stats: Vec<AtomicCounters>,
+    backend_stats: Vec<AtomicCounters>,
+    conns: Mutex<HashMap<u64, Conn>>,
+    next_conn: AtomicU64,
+    events: [AtomicU64; 4],
+    pub settings: Settings,
+}
+
+/// Removes a connection from the registry when its task ends.
+pub struct ConnGuard {
+    shared: Arc<Shared>,
+    id: u64,
+    pub cancel: Arc<Notify>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shared.conns.lock().expect("conns").remove(&self.id);
+    }
+}
+
+impl Shared {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().expect("snapshot").clone()
+    }
+
+    pub fn event(&self, e: Event) {
+        self.events[e as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self, vip: u32, backend: u32, packets: u64, bytes: u64, new_flows: u64) {
+        if let Some(c) = self.vip_stats.get(vip as usize) {
+            c.add(packets, bytes, new_flows);
+        }
+        if let Some(c) = self.backend_stats.get(backend as usize) {
+            c.add(packets, bytes, new_flows);
+        }
+    }
+
+    /// Registers a flow to `backend`, so the daemon can end it (target
+    /// unhealthy, drain over).
+    pub fn register(self: &Arc<Self>, backend: u32) -> ConnGuard {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let cancel = Arc::new(Notify::new());
+        self.conns.lock().expect("conns").insert(
+            id,
+            Conn {
+                backend,
+                cancel: cancel.clone(),
+            },
+        );
+        ConnGuard {
+            shared: self.clone(),
+            id,
+            cancel,
+        }
+    }
+
+    /// Targets for a new flow from `client` to `local`: the one the ring
+    /// names (exactly as the XDP program picks it), then, for retries after
+    /// a failed connect, the next different targets along the ring.
+    pub fn candidates(
+        &self,
+        snap: &Snapshot,
+        vip: &VipView,
+        client: SocketAddr,
+        local: SocketAddr,
+        proto: u8,
+    ) -> Vec<u32> {
+        let (src, _) = addr_words(client.ip());
+        let (dst, _) = addr_words(local.ip());
+        let h = flow_key_hash(
+            vip.flags,
+            &src,
+            &dst,
+            client.port().to_be(),
+            local.port().to_be(),
+            proto,
+        );
+        let m = snap.ring_size;
+        let slot = |r: &Vec<u32>, i: u32| r.get(i as usize).copied().unwrap_or(0);
+        let mut out = Vec::new();
+        for step in 0..m.min(4096) {
+            let id = pick(
+                vip.flags,
+                m,
+                h.wrapping_add(step),
+                |i| slot(&vip.zone, i),
+                |i| slot(&vip.all, i),
+            );
+            if id != 0 && !out.contains(&id) && snap.backends.get(&id).is_some_and(|b| b.in_ring) {
+                out.push(id);
+                if out.len() == 3 {
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The proxy data plane as the daemon drives it.
+pub struct ProxyDataplane {
+    pub shared: Arc<Shared>,
+    listeners: HashMap<(SocketAddr, u8), JoinHandle<()>>,
+    /// Maglev inputs and tables per VIP id (rebuilt only when inputs change).
+    rings: HashMap<
+        u32,
+        (
+            Vec<MaglevTarget>,
+            Vec<MaglevTarget>,
+            Arc<Vec<u32>>,
+            Arc<Vec<u32>>,
+        ),
+    >,
+}
+
+impl ProxyDataplane {
+    pub fn new(settings: Settings) -> ProxyDataplane {
+        let stats = |n: u32| (0..n).map(|_| AtomicCounters::default()).collect();
+        ProxyDataplane {
+            shared: Arc::new(Shared {
+                snapshot: RwLock::new(Arc::new(Snapshot::default())),
+                vip_stats: stats(settings.max_vips),
+                backend_stats: stats(settings.max_targets + 1),
+                conns: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(0),
+                events: Default::default(),
+                settings,
+            }),
+            listeners: HashMap::new(),
+            rings: HashMap::new(),
+        }
+    }
+
+    /// Serves the model: new rings and targets for new flows, listeners
+    /// opened and closed, flows to targets that are no longer valid ended.
+    pub fn sync(
+        &mut self,
+        model: &Model,
+        in_ring: &dyn Fn(u32) -> bool,
+        valid: &dyn Fn(u32) -> bool,
+        ppv2: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
+        let m = model.globals.ring_size;
+        let mut snap = Snapshot {
+            ring_size: m,
+            ..Default::default()
+        };
+        for v in &model.vips {
+            let (zi, ai) = model.ring_inputs(v, in_ring);
+            let e = self.rings.entry(v.vip_id).or_insert_with(|| {
+                (
+                    Vec::new(),
+                    Vec::new(),
+                    Arc::new(Vec::new()),
+                    Arc::new(Vec::new()),
+                )
+            });
+            if e.2.is_empty() || e.0 != zi {
+                e.2 = Arc::new(maglev::build(&zi, m));
+                e.0 = zi;
+            }
+            if e.3.is_empty() || e.1 != ai {
+                e.3 = Arc::new(maglev::build(&ai, m));
+                e.1 = ai;
+            }
+            let local = SocketAddr::new(v.lkey.address, v.lkey.port);
+            snap.vips.insert(
+                (local, v.lkey.proto),
+                VipView {
+                    vip_id: v.vip_id,
+                    flags: v.flags,
+                    ppv2: ppv2(&v.target_group),
+                    zone: e.2.clone(),
+                    all: e.3.clone(),
+                },
+            );
+        }
+        for (id, b) in &model.backends {
+            snap.backends.insert(
+                *id,
+                BackendView {
+                    addr: SocketAddr::new(b.key.address, b.key.port),
+                    in_ring: in_ring(*id),
+                },
+            );
+        }
+        let wanted: Vec<(SocketAddr, u8)> = snap.vips.keys().copied().collect();
+        *self.shared.snapshot.write().expect("snapshot") = Arc::new(snap);
+        self.rings
+            .retain(|id, _| model.vips.iter().any(|v| v.vip_id == *id));
+        // Listeners: close the gone, open the new.
+        self.listeners.retain(|k, h| {
+            let keep = wanted.contains(k);
+            if !keep {
+                h.abort();
+                info!("proxy: closed {} {}", crate::config::proto_name(k.1), k.0);
+            }
+            keep
+        });
+        let mut errors = Vec::new();
+        for k in wanted {
+            if self.listeners.contains_key(&k) {
+                continue;
+            }
+            let shared = self.shared.clone();
+            let task = match k.1 {
+                PROTO_TCP => tcp::listen(k.0).map(|l| tokio::spawn(tcp::serve(l, k.0, shared))),
+                PROTO_UDP => udp::listen(k.0).map(|s| tokio::spawn(udp::serve(s, k.0, shared))),
+                _ => continue,
+            };
+            match task {
+                Ok(t) => {
+                    info!(
+                        "proxy: listening on {} {}",
+                        crate::config::proto_name(k.1),
+                        k.0
+                    );
+                    self.listeners.insert(k, t);
+                }
+                Err(e) => errors.push(format!("{} {}: {e:#}", crate::config::proto_name(k.1), k.0)),
+            }
+        }
+        // Flows to targets that may no longer keep them end now (XDP would
+        // move them to another target, which a TCP stream cannot survive).
+        for c in self.shared.conns.lock().expect("conns").values() {
+            if !valid(c.backend) {
+                c.cancel.notify_one();
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("proxy listeners failed: {}", errors.join("; "))
+        }
+    }
+
+    pub fn counters(&self, backend: bool, id: u32) -> Counters {
+        let v = if backend {
+            &self.shared.backend_stats
+        } else {
+            &self.shared.vip_stats
+        };
+        v.get(id as usize)
+            .map(AtomicCounters::get)
+            .unwrap_or_default()
+    }
+
+    /// Open connections and UDP sessions per target.
+    pub fn flows(&self) -> (u64, HashMap<u32, u64>) {
+        let mut per = HashMap::new();
+        let conns = self.shared.conns.lock().expect("conns");
+        for c in conns.values() {
+            *per.entry(c.backend).or_insert(0) += 1;
+        }
+        (conns.len() as u64, per)
+    }
+
+    /// Ends every flow to `backend` (its drain is over).
+    pub fn purge_backend(&mut self, backend: u32) -> usize {
+        let conns = self.shared.conns.lock().expect("conns");
+        let mut n = 0;
+        for c in conns.values().filter(|c| c.backend == backend) {
+            c.cancel.notify_one();
+            n += 1;
+        }
+        n
+    }
+
+    pub fn events(&self) -> Vec<(&'static str, u64)> {
+        EVENT_NAMES
+            .iter()
+            .zip(&self.shared.events)
+            .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn listening(&self) -> usize {
+        self.listeners.len()
+    }
+}
+
+impl Drop for ProxyDataplane {
+    fn drop(&mut self) {
+        for h in self.listeners.values() {
+            h.abort();
+        }
+    }
+}
+
+/// A socket bound to a VIP that may not be (yet) a local address.
+pub fn bind_socket(addr: SocketAddr, ty: socket2::Type) -> Result<socket2::Socket> {
+    use socket2::{Domain, Socket};
+    let s = Socket::new(Domain::for_address(addr), ty, None)?;
+    s.set_reuse_address(true)?;
+    match addr.ip() {
+        IpAddr::V4(_) => s.set_freebind_v4(true)?,
+        IpAddr::V6(_) => {
+            s.set_only_v6(true)?;
+            s.set_freebind_v6(true)?;
+        }
+    }
+    s.bind(&addr.into())
+        .with_context(|| format!("binding {addr}"))?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+pub(crate) fn warn_once(what: &str, e: &std::io::Error) {
+    warn!("proxy: {what}: {e}");
+}

@@ -1,0 +1,96 @@
+//! PROXY protocol v2 header (haproxy.org/download/2.9/doc/proxy-protocol.txt)
+//! so targets behind the proxy see the client's address, as NLB offers.
+
+use std::net::SocketAddr;
+
+const SIG: [u8; 12] = [
+    0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
+];
+
+/// The v2 header for a TCP connection from `client` to `local` (the VIP).
+pub fn header(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    let mut h = SIG.to_vec();
+    h.push(0x21); // version 2, PROXY command
+    match (client, local) {
+        (SocketAddr::V4(c), SocketAddr::V4(l)) => {
+            h.push(0x11); // AF_INET, STREAM
+            h.extend_from_slice(&12u16.to_be_bytes());
+            h.extend_from_slice(&c.ip().octets());
+            h.extend_from_slice(&l.ip().octets());
+            h.extend_from_slice(&c.port().to_be_bytes());
+            h.extend_from_slice(&l.port().to_be_bytes());
+        }
+        (c, l) => {
+            let v6 = |a: SocketAddr| match a {
+                SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
+                SocketAddr::V6(a) => *a.ip(),
+            };
+            h.push(0x21); // AF_INET6, STREAM
+            h.extend_from_slice(&36u16.to_be_bytes());
+            h.extend_from_slice(&v6(c).octets());
+            h.extend_from_slice(&v6(l).octets());
+            h.extend_from_slice(&c.port().to_be_bytes());
+            h.extend_from_slice(&l.port().to_be_bytes());
+        }
+    }
+    h
+}
+
+/// Parses a v2 header at the start of `b`: (source, destination, length).
+pub fn parse(b: &[u8]) -> Option<(SocketAddr, SocketAddr, usize)> {
+    if b.len() < 16 || b[..12] != SIG || b[12] != 0x21 {
+        return None;
+    }
+    let len = u16::from_be_bytes([b[14], b[15]]) as usize;
+    let body = b.get(16..16 + len)?;
+    let port = |i: usize| u16::from_be_bytes([body[i], body[i + 1]]);
+    match b[13] {
+        0x11 if len >= 12 => {
+            let ip =
+                |i: usize| std::net::Ipv4Addr::new(body[i], body[i + 1], body[i + 2], body[i + 3]);
+            Some((
+                SocketAddr::new(ip(0).into(), port(8)),
+                SocketAddr::new(ip(4).into(), port(10)),
+                16 + len,
+            ))
+        }
+        0x21 if len >= 36 => {
+            let ip = |i: usize| {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(&body[i..i + 16]);
+                std::net::Ipv6Addr::from(o)
+            };
+            Some((
+                SocketAddr::new(ip(0).into(), port(32)),
+                SocketAddr::new(ip(16).into(), port(34)),
+                16 + len,
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_v4_and_v6() {
+        for (c, l) in [
+            ("10.0.0.2:40000", "10.100.0.1:80"),
+            ("[fd00::2]:40000", "[fd64::1]:443"),
+        ] {
+            let (c, l): (SocketAddr, SocketAddr) = (c.parse().unwrap(), l.parse().unwrap());
+            let mut h = header(c, l);
+            let n = h.len();
+            h.extend_from_slice(b"GET /");
+            assert_eq!(parse(&h), Some((c, l, n)));
+        }
+        // The spec's example layout for IPv4: 16 + 12 bytes.
+        assert_eq!(
+            header("1.2.3.4:5".parse().unwrap(), "6.7.8.9:10".parse().unwrap()).len(),
+            28
+        );
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), None);
+    }
+}

@@ -1,0 +1,230 @@
+//! TCP: bytes move socket -> pipe -> socket with splice(2), never through
+//! user memory; one pipe per direction bounds what is in flight. Half-close
+//! is passed on (shutdown of the write side), idle flows are closed, and a
+//! failed connect tries the next target along the ring.
+
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use lb_common::PROTO_TCP;
+use tokio::{
+    io::{AsyncWriteExt, Interest},
+    net::{TcpListener, TcpStream},
+    time::timeout,
+};
+
+use super::{bind_socket, ppv2, warn_once, Event, Shared};
+
+/// What one splice moves at most; also the pipe's size.
+const CHUNK: usize = 1 << 20;
+
+pub fn listen(addr: SocketAddr) -> Result<TcpListener> {
+    let s = bind_socket(addr, socket2::Type::STREAM)?;
+    s.listen(1024)?;
+    Ok(TcpListener::from_std(s.into())?)
+}
+
+pub async fn serve(l: TcpListener, local: SocketAddr, shared: Arc<Shared>) {
+    loop {
+        match l.accept().await {
+            Ok((s, peer)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move { handle(s, peer, local, shared).await });
+            }
+            Err(e) => {
+                // EMFILE and friends: count, back off, keep serving.
+                shared.event(Event::SocketError);
+                warn_once("accept", &e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, shared: Arc<Shared>) {
+    let snap = shared.snapshot();
+    let Some(vip) = snap.vips.get(&(local, PROTO_TCP)).cloned() else {
+        return;
+    };
+    let ids = shared.candidates(&snap, &vip, peer, local, PROTO_TCP);
+    if ids.is_empty() {
+        shared.event(Event::NoBackend);
+        return;
+    }
+    let mut up = None;
+    for id in ids {
+        let addr = snap.backends[&id].addr;
+        match timeout(shared.settings.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                up = Some((id, s));
+                break;
+            }
+            _ => shared.event(Event::ConnectFailed),
+        }
+    }
+    let Some((backend, mut upstream)) = up else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    if vip.ppv2
+        && upstream
+            .write_all(&ppv2::header(peer, local))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    shared.count(vip.vip_id, backend, 0, 0, 1);
+    let guard = shared.register(backend);
+    let count = |bytes: u64| shared.count(vip.vip_id, backend, 1, bytes, 0);
+    let _ = relay(
+        &client,
+        &upstream,
+        shared.settings.tcp_idle,
+        &guard.cancel,
+        &count,
+    )
+    .await;
+}
+
+/// A pipe for splice(2), closed on drop.
+struct Pipe {
+    r: RawFd,
+    w: RawFd,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Larger pipes mean fewer splices for bulk transfers; the default
+        // (64 KiB) is fine when the system caps it lower.
+        unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
+        Ok(Pipe {
+            r: fds[0],
+            w: fds[1],
+        })
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        unsafe {
+            libc::close(self.r);
+            libc::close(self.w);
+        }
+    }
+}
+
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Moves `from` -> `to` until EOF. The pipe is always drained before the
+/// next read, so a read never finds it full.
+async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipe: &Pipe,
+    last: &AtomicU64,
+    epoch: Instant,
+    count: &(dyn Fn(u64) + Sync),
+) -> io::Result<()> {
+    loop {
+        let n = loop {
+            from.readable().await?;
+            match from.try_io(Interest::READABLE, || {
+                splice(from.as_raw_fd(), pipe.w, CHUNK)
+            }) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let mut left = n;
+        while left > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || splice(pipe.r, to.as_raw_fd(), left)) {
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        count(n as u64);
+    }
+}
+
+/// Relays both directions until both are closed, the flow idles out, or
+/// the daemon cancels it.
+async fn relay(
+    a: &TcpStream,
+    b: &TcpStream,
+    idle: Duration,
+    cancel: &tokio::sync::Notify,
+    count: &(dyn Fn(u64) + Sync),
+) -> io::Result<()> {
+    let (pa, pb) = (Pipe::new()?, Pipe::new()?);
+    let epoch = Instant::now();
+    let last = AtomicU64::new(0);
+    let up = pump(a, b, &pa, &last, epoch, count);
+    let down = pump(b, a, &pb, &last, epoch, count);
+    tokio::pin!(up, down);
+    let (mut up_done, mut down_done) = (false, false);
+    let mut tick =
+        tokio::time::interval((idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
+    let shut = |s: &TcpStream| {
+        let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
+    };
+    while !(up_done && down_done) {
+        tokio::select! {
+            r = &mut up, if !up_done => {
+                up_done = true;
+                shut(b);
+                r?;
+            }
+            r = &mut down, if !down_done => {
+                down_done = true;
+                shut(a);
+                r?;
+            }
+            _ = tick.tick() => {
+                let quiet = epoch.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+                if quiet > idle.as_millis() as u64 {
+                    return Ok(());
+                }
+            }
+            _ = cancel.notified() => return Ok(()),
+        }
+    }
+    Ok(())
+}
