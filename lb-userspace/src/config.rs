@@ -814,6 +814,21 @@ zone = "a"
     }
 
     #[test]
+    fn proxy_protocol_needs_the_proxy_data_plane() {
+        let text = BASE.replace(
+            "name = \"web\"\n[[target_group.targets]]",
+            "name = \"web\"\nproxy_protocol_v2 = true\n[[target_group.targets]]",
+        );
+        assert!(error(&text)
+            .starts_with("target_group[0].proxy_protocol_v2: needs gateway.dataplane = \"proxy\""));
+        assert!(Config::parse(&text.replace(
+            "zone = \"a\"\n\n",
+            "zone = \"a\"\ndataplane = \"proxy\"\n\n"
+        ))
+        .is_ok());
+    }
+
+    #[test]
     fn nat_target_serving_two_listeners_is_rejected() {
         let text = format!("{BASE}\n[[listener]]\nname = \"two\"\naddress = \"10.0.0.2\"\nport = 80\nprotocol = \"tcp\"\ntarget_group = \"web\"\n");
         let e = error(&text);

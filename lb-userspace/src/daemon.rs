@@ -506,7 +506,7 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
             proxy(&cfg)
         }
         _ => match load_xdp(&cfg, &pin) {
-            Ok(x) => Plane::Xdp(x),
+            Ok(x) => Plane::Xdp(Box::new(x)),
             Err(e) if kind == DataplaneKind::Auto => {
                 warn!("XDP is not available ({e:#}); falling back to the proxy data plane");
                 proxy(&cfg)

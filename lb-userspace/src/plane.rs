@@ -13,7 +13,8 @@ use crate::{
 };
 
 pub enum Plane {
-    Xdp(XdpDataplane),
+    // Boxed: the XDP side holds all its maps inline.
+    Xdp(Box<XdpDataplane>),
     Proxy(ProxyDataplane),
 }
 

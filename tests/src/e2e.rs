@@ -66,6 +66,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(ns: &Netns, dir: &Path, config: &str) -> Result<Daemon> {
+        Self::start_with(ns, dir, config, &[])
+    }
+
+    /// Starts `lb run` behind a command prefix (e.g. `setpriv ...`).
+    pub fn start_with(ns: &Netns, dir: &Path, config: &str, prefix: &[&str]) -> Result<Daemon> {
         let cfg = dir.join("lb.toml");
         std::fs::write(&cfg, config)?;
         let log = dir.join("lb.log");
@@ -75,13 +80,15 @@ impl Daemon {
             .append(true)
             .open(&log)?;
         let lb = lb_bin();
+        let mut argv: Vec<&str> = prefix.to_vec();
+        argv.extend([
+            lb.to_str().unwrap(),
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
         let child = ns
-            .command(&[
-                lb.to_str().unwrap(),
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-            ])
+            .command(&argv)
             .stdout(f.try_clone()?)
             .stderr(f)
             .spawn()
@@ -225,6 +232,10 @@ impl Conn {
             r,
             name: name.trim().to_string(),
         })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.w.local_addr()
     }
 
     /// Sends `payload` and expects it echoed.

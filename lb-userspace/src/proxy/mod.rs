@@ -214,20 +214,20 @@ impl Shared {
     }
 }
 
+/// A VIP's ring inputs (zone, all) and the tables built from them.
+type RingCache = (
+    Vec<MaglevTarget>,
+    Vec<MaglevTarget>,
+    Arc<Vec<u32>>,
+    Arc<Vec<u32>>,
+);
+
 /// The proxy data plane as the daemon drives it.
 pub struct ProxyDataplane {
     pub shared: Arc<Shared>,
     listeners: HashMap<(SocketAddr, u8), JoinHandle<()>>,
     /// Maglev inputs and tables per VIP id (rebuilt only when inputs change).
-    rings: HashMap<
-        u32,
-        (
-            Vec<MaglevTarget>,
-            Vec<MaglevTarget>,
-            Arc<Vec<u32>>,
-            Arc<Vec<u32>>,
-        ),
-    >,
+    rings: HashMap<u32, RingCache>,
 }
 
 impl ProxyDataplane {

@@ -3,7 +3,8 @@
 //!
 //!   lb-testsrv --name b1 --tcp 8080 --udp 8080 --http 80
 //!
-//! TCP: writes "NAME\n", then echoes until EOF. UDP: replies "NAME:" + the
+//! TCP: writes "NAME\n", then echoes until EOF. PPV2: the same after a
+//! PROXY protocol v2 header, answering "NAME client=ADDR\n". UDP: replies "NAME:" + the
 //! datagram. HTTP: answers every GET with "NAME\n" (keep-alive aware).
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -29,6 +30,42 @@ fn tcp(name: String, port: u16) {
                             break;
                         }
                     }
+                }
+            }
+        });
+    }
+}
+
+/// Expects a PROXY protocol v2 header, then answers "NAME client=ADDR\n"
+/// (the address from the header) and echoes like `tcp`.
+fn ppv2(name: String, port: u16) {
+    let l = TcpListener::bind(("::", port)).expect("bind ppv2");
+    for s in l.incoming().flatten() {
+        let name = name.clone();
+        thread::spawn(move || {
+            let mut s = s;
+            let mut head = [0u8; 52];
+            // v4 headers are 28 bytes, v6 52: read the fixed part first.
+            if s.read_exact(&mut head[..16]).is_err() {
+                return;
+            }
+            let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+            if len > 36 || s.read_exact(&mut head[16..16 + len]).is_err() {
+                return;
+            }
+            let Some((client, _, _)) = lb_userspace::proxy::ppv2::parse(&head[..16 + len]) else {
+                let _ = s.write_all(b"no proxy header\n");
+                return;
+            };
+            if s.write_all(format!("{name} client={client}\n").as_bytes())
+                .is_err()
+            {
+                return;
+            }
+            let mut buf = [0u8; 16384];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
                 }
             }
         });
@@ -100,12 +137,13 @@ fn main() {
         let v = args[i + 1].clone();
         match args[i].as_str() {
             "--name" => name = v,
-            "--tcp" | "--udp" | "--http" => {
+            "--tcp" | "--udp" | "--http" | "--ppv2" => {
                 let port: u16 = v.parse().expect("port");
                 let n = name.clone();
                 let f: fn(String, u16) = match args[i].as_str() {
                     "--tcp" => tcp,
                     "--udp" => udp,
+                    "--ppv2" => ppv2,
                     _ => http,
                 };
                 threads.push(thread::spawn(move || f(n, port)));

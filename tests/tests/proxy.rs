@@ -1,0 +1,239 @@
+//! The proxy data plane (and the automatic fallback to it) with real
+//! traffic through namespaces. Root only; serial; bounded.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use tests::{
+    e2e::{self, tcp_exchange, udp_exchange, Conn, Daemon, TempDir},
+    netns::require_root,
+    topo::{Topology, VIP_V4, VIP_V6},
+};
+
+const FAST_HC: &str = "[target_group.health_check]\ninterval = \"1s\"\ntimeout = \"500ms\"\nhealthy_threshold = 2\nunhealthy_threshold = 2\n";
+
+fn sock(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+/// Topology with servers; in proxy mode the VIPs are local addresses of
+/// the gateway (the proxy terminates connections).
+fn topology() -> Topology {
+    require_root();
+    let mut topo = Topology::build(3).expect("topology");
+    e2e::start_servers(
+        topo.backends
+            .iter_mut()
+            .map(|b| (&mut b.ns, b.name.clone())),
+        8080,
+    )
+    .expect("servers");
+    topo.gw
+        .ip(&["addr", "add", "10.100.0.1/32", "dev", "lo"])
+        .unwrap();
+    topo.gw
+        .ip(&["-6", "addr", "add", "fd64::1/128", "dev", "lo", "nodad"])
+        .unwrap();
+    topo
+}
+
+fn proxy_config(topo: &Topology) -> String {
+    topo.config(FAST_HC)
+        .replacen("[gateway]\n", "[gateway]\ndataplane = \"proxy\"\n", 1)
+}
+
+fn spread(topo: &Topology, d: &Daemon, vip: &str, n: usize) -> HashMap<String, u32> {
+    let _in = topo.client.enter().unwrap();
+    let mut per = HashMap::new();
+    for i in 0..n {
+        let name = tcp_exchange(sock(vip, 80), format!("p{i}").as_bytes())
+            .unwrap_or_else(|e| panic!("#{i}: {e:#}\n{}", d.log_text()));
+        *per.entry(name).or_insert(0) += 1;
+    }
+    per
+}
+
+#[test]
+fn proxy_balances_tcp_and_udp_fairly() {
+    let topo = topology();
+    let dir = TempDir::new("pfair");
+    let d = Daemon::start(&topo.gw, &dir.0, &proxy_config(&topo)).expect("lb run");
+    assert!(
+        d.log_text().contains("data plane: proxy"),
+        "{}",
+        d.log_text()
+    );
+    let _in = topo.client.enter().unwrap();
+    for (fam, vip) in [("v4", VIP_V4), ("v6", VIP_V6)] {
+        let mut tcp: HashMap<String, u32> = HashMap::new();
+        let mut udp: HashMap<String, u32> = HashMap::new();
+        for i in 0..600 {
+            // Payloads up to 200 KB cross several splice rounds.
+            let payload = format!(
+                "{fam} {i} {}",
+                "y".repeat(if i % 100 == 0 { 200_000 } else { i % 300 })
+            );
+            let n = tcp_exchange(sock(vip, 80), payload.as_bytes())
+                .unwrap_or_else(|e| panic!("{fam} tcp #{i}: {e:#}\n{}", d.log_text()));
+            *tcp.entry(n).or_default() += 1;
+            let n = udp_exchange(sock(vip, 80), format!("{fam} udp {i}").as_bytes())
+                .unwrap_or_else(|e| panic!("{fam} udp #{i}: {e:#}\n{}", d.log_text()));
+            *udp.entry(n).or_default() += 1;
+        }
+        for (proto, per) in [("tcp", &tcp), ("udp", &udp)] {
+            assert_eq!(per.len(), 3, "{fam} {proto}: {per:?}");
+            for (b, &c) in per {
+                assert!(
+                    (160..=240).contains(&c),
+                    "{fam} {proto}: {b} got {c} of 600: {per:?}"
+                );
+            }
+        }
+    }
+    drop(_in);
+    let st = e2e::lb_status(&d.config).unwrap();
+    assert!(st.starts_with("data plane: proxy"), "{st}");
+}
+
+#[test]
+fn proxy_protocol_v2_gives_targets_the_client_address() {
+    let mut topo = topology();
+    for b in &mut topo.backends {
+        let srv = e2e::bin("lb-testsrv");
+        b.ns.spawn(&[srv.to_str().unwrap(), "--name", &b.name, "--ppv2", "9000"])
+            .unwrap();
+    }
+    let mut cfg = proxy_config(&topo);
+    cfg += "[[listener]]\nname = \"pp\"\naddress = \"10.100.0.1\"\nport = 82\nprotocol = \"tcp\"\ntarget_group = \"pp\"\n\n";
+    cfg += "[[target_group]]\nname = \"pp\"\ncross_zone = true\nproxy_protocol_v2 = true\n";
+    for b in &topo.backends {
+        cfg += &format!(
+            "[[target_group.targets]]\naddress = \"{}\"\nport = 9000\nzone = \"{}\"\n",
+            b.v4, b.zone
+        );
+    }
+    let dir = TempDir::new("ppv2");
+    let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
+    let _in = topo.client.enter().unwrap();
+    for i in 0..30 {
+        let mut c = Conn::open(sock(VIP_V4, 82))
+            .unwrap_or_else(|e| panic!("#{i}: {e:#}\n{}", d.log_text()));
+        let me = c.local_addr().unwrap();
+        let (name, client) = c
+            .name
+            .split_once(" client=")
+            .unwrap_or_else(|| panic!("no header seen: {:?}", c.name));
+        assert!(name.starts_with('b'));
+        assert_eq!(
+            client,
+            me.to_string(),
+            "the target sees the client's address and port"
+        );
+        c.exchange(b"and then the stream").unwrap();
+    }
+}
+
+#[test]
+fn proxy_takes_a_killed_backend_out() {
+    let mut topo = topology();
+    let dir = TempDir::new("pkill");
+    let d = Daemon::start(&topo.gw, &dir.0, &proxy_config(&topo)).expect("lb run");
+    assert_eq!(spread(&topo, &d, VIP_V4, 60).len(), 3);
+    // Open connections to b2 end when it is found dead; others go on.
+    let mut open: Vec<Conn> = {
+        let _in = topo.client.enter().unwrap();
+        (0..30)
+            .map(|_| Conn::open(sock(VIP_V4, 80)).unwrap())
+            .collect()
+    };
+    topo.backends[1].ns.kill_all();
+    assert!(
+        d.wait_log(
+            &["tg4/10.1.2.2:8080", "-> unhealthy"],
+            1,
+            Duration::from_secs(4)
+        ),
+        "{}",
+        d.log_text()
+    );
+    let per = spread(&topo, &d, VIP_V4, 200);
+    assert!(!per.contains_key("b2"), "no new connection to b2: {per:?}");
+    let _in = topo.client.enter().unwrap();
+    for c in open.iter_mut().filter(|c| c.name != "b2") {
+        c.exchange(b"still fine").unwrap();
+    }
+}
+
+#[test]
+fn auto_falls_back_to_the_proxy_without_bpf_rights() {
+    let topo = topology();
+    let dir = TempDir::new("auto");
+    // A container without CAP_BPF / CAP_SYS_ADMIN: XDP cannot load.
+    let drop_caps = [
+        "setpriv",
+        "--bounding-set",
+        "-bpf,-sys_admin",
+        "--inh-caps",
+        "-bpf,-sys_admin",
+    ];
+    let d =
+        Daemon::start_with(&topo.gw, &dir.0, &topo.config(FAST_HC), &drop_caps).expect("lb run");
+    let log = d.log_text();
+    assert!(
+        log.contains("XDP is not available") && log.contains("CAP_BPF"),
+        "{log}"
+    );
+    assert!(
+        log.contains("falling back to the proxy data plane"),
+        "{log}"
+    );
+    let per = spread(&topo, &d, VIP_V4, 90);
+    assert_eq!(per.values().sum::<u32>(), 90);
+    assert_eq!(per.len(), 3);
+    let _in = topo.client.enter().unwrap();
+    assert!(udp_exchange(sock(VIP_V6, 80), b"v6 too")
+        .unwrap()
+        .starts_with('b'));
+}
+
+/// The proxy chooses with the XDP program's code: the same UDP flows
+/// (same client address and port) land on the same targets in both.
+#[test]
+fn proxy_and_xdp_choose_the_same_targets() {
+    let topo = topology();
+    let dir = TempDir::new("same");
+    let flows = |topo: &Topology| -> Vec<String> {
+        let _in = topo.client.enter().unwrap();
+        (0..40u16)
+            .map(|i| {
+                let s = std::net::UdpSocket::bind(("10.0.0.2", 41000 + i)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                s.send_to(b"which", sock(VIP_V4, 80)).unwrap();
+                let mut b = [0u8; 64];
+                let n = s.recv(&mut b).unwrap();
+                String::from_utf8_lossy(&b[..n])
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let xdp_cfg =
+        topo.config(FAST_HC)
+            .replacen("[gateway]\n", "[gateway]\ndataplane = \"xdp\"\n", 1);
+    let d = Daemon::start(&topo.gw, &dir.0, &xdp_cfg).expect("lb run (xdp)");
+    assert!(d.log_text().contains("native mode"));
+    let via_xdp = flows(&topo);
+    drop(d);
+    let d = Daemon::start(&topo.gw, &dir.0, &proxy_config(&topo)).expect("lb run (proxy)");
+    let via_proxy = flows(&topo);
+    drop(d);
+    assert_eq!(via_xdp, via_proxy, "same flows, same targets");
+    assert!(
+        via_xdp
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == 3
+    );
+}
