@@ -294,7 +294,7 @@ impl Daemon {
             "lb_map_memory_bytes {}",
             self.plane.memory().unwrap_or(0)
         );
-        family(&mut o, "lb_proxy_events_total", "counter", "Proxy data plane events (connect_failed, no_backend, udp_sessions_full, socket_error).");
+        family(&mut o, "lb_proxy_events_total", "counter", "Proxy data plane events (connect_failed, no_backend, udp_sessions_full, socket_error, splice_started).");
         for (name, n) in self.plane.proxy_events() {
             let _ = writeln!(o, "lb_proxy_events_total{{event=\"{name}\"}} {n}");
         }

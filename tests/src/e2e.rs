@@ -27,8 +27,13 @@ fn env_or_bin(var: &str, name: &str) -> String {
 /// A binary of this workspace, next to the test executable's target dir.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join(name);
+    // Test binaries live in target/<profile>/deps, binaries one level up.
+    let here = exe.parent().expect("exe dir");
+    let p = [here, here.parent().unwrap_or(here)]
+        .iter()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or(here.join(name));
     assert!(
         p.exists(),
         "{} is missing: build it first (`cargo build -p lb-userspace -p tests`, which `cargo xtask test` does)",

@@ -92,6 +92,20 @@ fn proxy_balances_tcp_and_udp_fairly() {
     drop(_in);
     let st = e2e::lb_status(&d.config).unwrap();
     assert!(st.starts_with("data plane: proxy"), "{st}");
+    // The 200 KB payloads went through splice(2).
+    let m = {
+        let _in = topo.gw.enter().unwrap();
+        e2e::http_get("127.0.0.1:9650".parse().unwrap(), "/metrics").unwrap()
+    };
+    let spliced: u64 = m
+        .lines()
+        .find(|l| l.starts_with("lb_proxy_events_total{event=\"splice_started\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        spliced >= 24,
+        "bulk transfers switch to splice: {spliced}\n{m}"
+    );
 }
 
 #[test]

@@ -12,11 +12,14 @@ pub fn run() -> Result<()> {
     setup(Needs {
         bpf: true,
         netns: true,
-        bench: false,
+        bench: true,
     })?;
     if !is_root() {
         bail!("benchmarks need root (BPF_PROG_TEST_RUN): run `sudo -E cargo xtask bench`");
     }
     step("ns/packet of the XDP program (BPF_PROG_TEST_RUN with repeat)");
-    cargo(&["run", "--release", "-p", "tests", "--bin", "lb-bench"])
+    cargo(&["run", "--release", "-p", "tests", "--bin", "lb-bench"])?;
+    step("network: iperf3 and wrk through the proxy, HAProxy and plain forwarding");
+    cargo(&["build", "--release", "-p", "tests", "--bins"])?;
+    cargo(&["run", "--release", "-p", "tests", "--bin", "lb-netbench"])
 }

@@ -73,13 +73,16 @@ pub enum Event {
     UdpSessionsFull,
     /// An accept or socket call failed.
     SocketError,
+    /// A TCP direction switched from copying to splice(2) (bulk transfer).
+    SpliceStarted,
 }
 
-pub const EVENT_NAMES: [&str; 4] = [
+pub const EVENT_NAMES: [&str; 5] = [
     "connect_failed",
     "no_backend",
     "udp_sessions_full",
     "socket_error",
+    "splice_started",
 ];
 
 #[derive(Clone)]
@@ -117,7 +120,7 @@ pub struct Shared {
     backend_stats: Vec<AtomicCounters>,
     conns: Mutex<HashMap<u64, Conn>>,
     next_conn: AtomicU64,
-    events: [AtomicU64; 4],
+    events: [AtomicU64; 5],
     pub settings: Settings,
 }
 
