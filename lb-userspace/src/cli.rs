@@ -10,7 +10,8 @@ use crate::{daemon, xdp::Sizes};
 #[command(
     name = "lb",
     version,
-    about = "L4 TCP/UDP load balancer with an XDP data plane"
+    about = "L4 TCP/UDP load balancer with an XDP data plane (and a proxy fallback)",
+    after_help = "Quick start:\n  lb check /etc/lb/lb.toml      # validate (errors name field and line)\n  lb run -c /etc/lb/lb.toml     # serve; SIGHUP reloads\n  lb status                     # listeners and targets\n  lb stop                       # detach XDP, remove pinned state\n\nSee README.md for the config reference and deployment notes."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +46,10 @@ enum Cmd {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Print a shell completion script.
+    ///
+    /// Example: lb completions bash > /etc/bash_completion.d/lb
+    Completions { shell: clap_complete::Shell },
     /// Detach the XDP program and remove its pinned maps (tracked flows are
     /// dropped). Run it after stopping `lb run`.
     ///
@@ -85,6 +90,11 @@ pub fn main() -> std::process::ExitCode {
                     .block_on(crate::admin::status_client(&sock))
             })
             .map(|text| print!("{text}")),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "lb", &mut std::io::stdout());
+            Ok(())
+        }
         Cmd::Stop { config, pin_path } => pin_path
             .map(Ok)
             .unwrap_or_else(|| daemon::load_config(&config).map(|c| c.gateway.pin_path))

@@ -541,6 +541,16 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
         d.model.backends.len(),
         d.model.zone
     );
+    let mode = d
+        .plane
+        .modes()
+        .first()
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
+    let _ = crate::notify::notify(&format!(
+        "READY=1\nSTATUS=serving {} listener keys, {healthy} healthy targets ({mode})",
+        d.model.vips.len()
+    ));
     let (admin_tx, mut admin_rx) = mpsc::channel(16);
     if !d.cfg.gateway.metrics_address.is_empty() {
         let addr = d
@@ -562,7 +572,11 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); break; }
             _ = int.recv() => { info!("SIGINT"); break; }
-            _ = hup.recv() => d.reload(&config_path),
+            _ = hup.recv() => {
+                let _ = crate::notify::notify("RELOADING=1");
+                d.reload(&config_path);
+                let _ = crate::notify::notify("READY=1");
+            }
             _ = tick.tick() => { d.expire_drains(); }
             _ = sample_tick.tick() => d.take_sample(),
             Some(req) = admin_rx.recv() => match req {
@@ -578,6 +592,7 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
             }
         }
     }
+    let _ = crate::notify::notify("STOPPING=1");
     let _ = std::fs::remove_file(&d.cfg.gateway.admin_socket);
     let was_xdp = matches!(d.plane, Plane::Xdp(_));
     drop(d);

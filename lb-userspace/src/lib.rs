@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod model;
+pub mod notify;
 pub mod plane;
 pub mod proxy;
 pub mod status;

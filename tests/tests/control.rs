@@ -327,3 +327,40 @@ fn sigterm_keeps_forwarding_and_lb_stop_detaches() {
     assert!(!xdp_on(), "lb stop detaches");
     assert!(!pin.exists(), "lb stop removes the pins");
 }
+
+/// `Type=notify`: READY=1 once serving; RELOADING=1 then READY=1 on SIGHUP.
+#[test]
+fn daemon_notifies_systemd() {
+    require_root();
+    let mut topo = Topology::build(3).expect("topology");
+    e2e::start_servers(
+        topo.backends
+            .iter_mut()
+            .map(|b| (&mut b.ns, b.name.clone())),
+        8080,
+    )
+    .expect("servers");
+    let dir = TempDir::new("notify");
+    let path = dir.0.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let env = format!("NOTIFY_SOCKET={}", path.display());
+    let d = Daemon::start_with(&topo.gw, &dir.0, &topo.config(FAST_HC), &["env", &env])
+        .expect("lb run");
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let ready = next();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving 4 listener keys, 6 healthy targets"),
+        "{ready}"
+    );
+    d.signal(libc::SIGHUP);
+    assert_eq!(next(), "RELOADING=1");
+    assert_eq!(next(), "READY=1");
+    drop(d);
+    assert_eq!(next(), "STOPPING=1");
+}
