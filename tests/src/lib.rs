@@ -1,4 +1,5 @@
 //! Test support: network namespaces, packets, fixture tables, topologies.
+pub mod chart;
 pub mod e2e;
 pub mod fixture;
 pub mod netns;

@@ -137,6 +137,10 @@ pub fn setup(needs: Needs) -> Result<()> {
                 pkgs.push(pkg);
             }
         }
+        // The chart's font (text is drawn from a TTF).
+        if !std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
+            pkgs.push("fonts-dejavu-core");
+        }
     }
     if !pkgs.is_empty() {
         apt_install(&pkgs)?;

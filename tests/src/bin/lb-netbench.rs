@@ -1,26 +1,43 @@
 //! `cargo xtask bench` (network part): real traffic through the namespace
-//! topology, comparing the proxy data plane with HAProxy (TCP mode, splice)
-//! and with plain kernel forwarding, all measured in the same run. Medians
-//! of repeats; a missing tool skips its comparison with a message.
+//! topology (client -> gateway -> 3 backends in 2 zones) along every path:
+//! plain kernel forwarding (the limit), kernel forwarding with a do-nothing
+//! XDP program on the gateway (the limit for any XDP path on veth), native
+//! XDP, generic XDP, the proxy, and HAProxy (TCP mode, splice). TCP cases run
+//! as the interfaces come and wire-like (TSO/GSO/GRO off on client and
+//! backends: MTU-sized packets, as from a real NIC). Medians of repeats, a
+//! deadline, and a missing tool skips its comparison with a message.
+//! Writes target/bench/bench.{json,md,png}.
 use std::{
     collections::BTreeMap,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
+use lb_userspace::{
+    config::DataplaneKind,
+    xdp::{Sizes, XdpDataplane, PROG_PASS},
+};
 use tests::{
-    e2e::{self, Daemon, TempDir},
+    chart::{render_png, Bars},
+    e2e::{Daemon, TempDir},
     netns::{wait_until, Netns},
     topo::{Topology, VIP_V4},
 };
 
-const SECS: u32 = 4;
-
-/// One measurement of a test (a figure).
-type Measure<'a> = Box<dyn Fn() -> Result<f64> + 'a>;
+const SECS: u32 = 2;
 const REPEATS: usize = 3;
+const DEADLINE: Duration = Duration::from_secs(9 * 60);
+const PATHS: [&str; 6] = [
+    "kernel",
+    "kernel + XDP_PASS",
+    "XDP native",
+    "XDP generic",
+    "proxy",
+    "HAProxy",
+];
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 fn have(bin: &str) -> bool {
     Command::new("sh")
@@ -35,22 +52,78 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn tick() -> f64 {
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
 /// CPU seconds (user + system) of a process so far.
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let v = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after ')'.
-    (v(11) + v(12)) / tick
+    (v(11) + v(12)) / tick()
 }
 
-struct Backends {
-    _children: Vec<Child>,
+/// Softirq seconds of the whole machine so far (XDP and forwarding run
+/// there; it cannot be split by namespace, so it includes the client's and
+/// the backends' share too).
+fn softirq_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or("");
+    cpu.split_whitespace()
+        .nth(7)
+        .and_then(|x| x.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / tick()
 }
 
-fn start_backends(topo: &Topology, dir: &Path) -> Result<Backends> {
+/// A small program instance for attaching the do-nothing XDP program.
+fn pass_program() -> Result<XdpDataplane> {
+    XdpDataplane::load(Sizes {
+        max_vips: 1,
+        max_targets: 1,
+        ring_size: 251,
+        conntrack: 1024,
+        snat: 1024,
+    })
+}
+
+fn attach_pass(p: &mut XdpDataplane, ns: &Netns, ifaces: &[String]) -> Result<()> {
+    let _in = ns.enter()?;
+    let prog = p.program(PROG_PASS)?;
+    for i in ifaces {
+        prog.attach(i, aya::programs::XdpMode::Driver)
+            .with_context(|| format!("xdp_pass on {} {i}", ns.name))?;
+    }
+    Ok(())
+}
+
+/// Wire-like hosts: offloads off, and a pass program on their veths so
+/// frames XDP redirects into them are still delivered without GRO.
+fn set_wire(topo: &Topology, on: bool) -> Result<Option<XdpDataplane>> {
+    let hosts: Vec<&Netns> = std::iter::once(&topo.client)
+        .chain(topo.backends.iter().map(|b| &b.ns))
+        .collect();
+    let v = if on { "off" } else { "on" };
+    for ns in &hosts {
+        ns.exec(&["ethtool", "-K", "eth0", "tso", v, "gso", v, "gro", v])?;
+    }
+    if !on {
+        return Ok(None);
+    }
+    let mut p = pass_program()?;
+    for ns in hosts {
+        attach_pass(&mut p, ns, &["eth0".to_string()])?;
+    }
+    Ok(Some(p))
+}
+
+fn start_backends(topo: &Topology, dir: &Path) -> Result<Vec<Child>> {
     let mut children = Vec::new();
     for b in &topo.backends {
         let root = dir.join(&b.name);
@@ -78,46 +151,19 @@ fn start_backends(topo: &Topology, dir: &Path) -> Result<Backends> {
                 .spawn()?,
         );
         let ns = &b.ns;
-        if !wait_until(Duration::from_secs(10), || {
+        let ok = wait_until(Duration::from_secs(10), || {
             ns.exec(&["ss", "-ltn"])
                 .map(|o| {
                     let t = String::from_utf8_lossy(&o.stdout).to_string();
                     t.contains(":8080 ") && t.contains(":5201 ")
                 })
                 .unwrap_or(false)
-        }) {
+        });
+        if !ok {
             bail!("nginx/iperf3 did not start in {}", b.name);
         }
     }
-    Ok(Backends {
-        _children: children,
-    })
-}
-
-/// A running load balancer (or none, for direct forwarding).
-enum Path_ {
-    Direct,
-    Lb(Daemon),
-    Haproxy(Child),
-}
-
-impl Path_ {
-    fn pid(&self) -> Option<u32> {
-        match self {
-            Path_::Direct => None,
-            Path_::Lb(d) => Some(d.child.id()),
-            Path_::Haproxy(c) => Some(c.id()),
-        }
-    }
-}
-
-impl Drop for Path_ {
-    fn drop(&mut self) {
-        if let Path_::Haproxy(c) = self {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    Ok(children)
 }
 
 fn lb_config(topo: &Topology, dataplane: &str) -> String {
@@ -127,9 +173,12 @@ fn lb_config(topo: &Topology, dataplane: &str) -> String {
         topo.pin_path(),
         topo.gw.name
     );
-    for (name, port, sticky) in [("web", 8080, "none"), ("iperf", 5201, "source_ip")] {
-        let vport = if port == 8080 { 80 } else { 5201 };
-        s += &format!("[[listener]]\nname = \"{name}\"\naddress = \"{VIP_V4}\"\nport = {vport}\nprotocol = \"tcp\"\ntarget_group = \"{name}\"\n\n");
+    // iperf3 needs its control and data connections on one target.
+    for (name, vport, port, proto, sticky) in [
+        ("web", 80, 8080, "tcp", "none"),
+        ("iperf", 5201, 5201, "tcp_udp", "source_ip"),
+    ] {
+        s += &format!("[[listener]]\nname = \"{name}\"\naddress = \"{VIP_V4}\"\nport = {vport}\nprotocol = \"{proto}\"\ntarget_group = \"{name}\"\n\n");
         s += &format!(
             "[[target_group]]\nname = \"{name}\"\ncross_zone = true\nstickiness = \"{sticky}\"\n"
         );
@@ -145,9 +194,7 @@ fn lb_config(topo: &Topology, dataplane: &str) -> String {
 }
 
 fn haproxy(topo: &Topology, dir: &Path) -> Result<Child> {
-    let mut c = String::from(
-        "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 3s\n  timeout client 60s\n  timeout server 60s\n  option splice-auto\n",
-    );
+    let mut c = String::from("global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 3s\n  timeout client 60s\n  timeout server 60s\n  option splice-auto\n");
     for (name, vport, port, balance) in [
         ("web", 80, 8080, "roundrobin"),
         ("iperf", 5201, 5201, "source"),
@@ -176,29 +223,45 @@ fn haproxy(topo: &Topology, dir: &Path) -> Result<Child> {
     Ok(child)
 }
 
-fn iperf(client: &Netns, host: &str, streams: u32) -> Result<f64> {
-    let out = client.exec(&[
-        "iperf3",
-        "-c",
-        host,
-        "-p",
-        "5201",
-        "-t",
-        &SECS.to_string(),
-        "-P",
-        &streams.to_string(),
-        "-J",
-    ])?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 json")?;
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .context("iperf3: no sum_received")
+/// A running path; dropped to stop it.
+enum Running {
+    Nothing,
+    /// Held only to keep the pass program attached.
+    Pass(#[allow(dead_code)] XdpDataplane),
+    Lb(Daemon),
+    Haproxy(Child),
+}
+
+impl Running {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Running::Lb(d) => Some(d.child.id()),
+            Running::Haproxy(c) => Some(c.id()),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Haproxy(c) = self {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn iperf(client: &Netns, host: &str, args: &[&str]) -> Result<serde_json::Value> {
+    let secs = SECS.to_string();
+    let mut a = vec!["iperf3", "-c", host, "-p", "5201", "-t", &secs, "-J"];
+    a.extend_from_slice(args);
+    let out = client.exec(&a)?;
+    serde_json::from_slice(&out.stdout).context("iperf3 json")
 }
 
 /// wrk: (requests/s, p50 ms, p99 ms).
-fn wrk(client: &Netns, url: &str, conns: u32, close: bool) -> Result<(f64, f64, f64)> {
-    let c = conns.to_string();
-    let d = format!("{SECS}s");
+fn wrk(client: &Netns, url: &str, conns: u32, close: bool) -> Result<[f64; 3]> {
+    let (c, d) = (conns.to_string(), format!("{SECS}s"));
     let mut args = vec!["wrk", "-t2", "-c", &c, "-d", &d, "--latency"];
     if close {
         args.extend(["-H", "Connection: close"]);
@@ -217,16 +280,27 @@ fn wrk(client: &Netns, url: &str, conns: u32, close: bool) -> Result<(f64, f64, 
             _ => n,
         })
     };
-    let rps = field("Requests/sec:").context("wrk: no Requests/sec")?;
-    Ok((
-        rps,
+    Ok([
+        field("Requests/sec:").context("wrk: no Requests/sec")?,
         field("50%").unwrap_or(0.0),
         field("99%").unwrap_or(0.0),
-    ))
+    ])
+}
+
+/// One figure: phase, name, unit, and whether higher is better.
+#[derive(Clone, serde::Serialize)]
+struct Figure {
+    phase: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    higher_is_better: bool,
+    /// path -> (median value, median balancer CPU s, median softirq s)
+    values: BTreeMap<String, (f64, f64, f64)>,
 }
 
 fn main() -> Result<()> {
-    let missing: Vec<&str> = ["iperf3", "wrk", "nginx"]
+    let start = Instant::now();
+    let missing: Vec<&str> = ["iperf3", "wrk", "nginx", "ethtool"]
         .into_iter()
         .filter(|b| !have(b))
         .collect();
@@ -240,107 +314,302 @@ fn main() -> Result<()> {
     let topo = Topology::build(3)?;
     topo.gw
         .ip(&["addr", "add", &format!("{VIP_V4}/32"), "dev", "lo"])?;
-    let dir = TempDir::new("netbench");
-    let _backends = start_backends(&topo, &dir.0)?;
-    let mut paths: Vec<&str> = vec!["direct", "proxy"];
-    if have("haproxy") {
-        paths.push("haproxy");
-    } else {
-        println!("haproxy not installed: that comparison is skipped");
+    // Benchmark hygiene, the same for every path: tens of thousands of
+    // short connections per run must not exhaust 4-tuples in TIME_WAIT
+    // (backends keep none; the gateway's own connects may reuse them).
+    for b in &topo.backends {
+        b.ns.sysctl("net.ipv4.tcp_max_tw_buckets", "0")?;
     }
-    // results[test][path] = (value, cpu seconds)
-    let mut results: BTreeMap<String, BTreeMap<String, (f64, f64)>> = BTreeMap::new();
-    for path in &paths {
-        eprintln!("netbench: {path}");
-        let p = match *path {
-            "direct" => Path_::Direct,
-            "proxy" => Path_::Lb(Daemon::start(&topo.gw, &dir.0, &lb_config(&topo, "proxy"))?),
-            _ => Path_::Haproxy(haproxy(&topo, &dir.0)?),
+    topo.gw.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+    let dir = TempDir::new("bench");
+    let _backends = start_backends(&topo, &dir.0)?;
+    let mut figures: Vec<Figure> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    for path in PATHS {
+        if start.elapsed() > DEADLINE {
+            skipped.push(format!(
+                "{path}: skipped, the benchmark's 9-minute budget ran out"
+            ));
+            continue;
+        }
+        if path == "HAProxy" && !have("haproxy") {
+            skipped.push("HAProxy: not installed, comparison skipped".into());
+            continue;
+        }
+        eprintln!("bench [{:>3}s] {path}", start.elapsed().as_secs());
+        let running = match path {
+            "kernel" => Running::Nothing,
+            "kernel + XDP_PASS" => {
+                let mut p = pass_program()?;
+                attach_pass(&mut p, &topo.gw, &topo.gw_interfaces())?;
+                Running::Pass(p)
+            }
+            "XDP native" => Running::Lb(Daemon::start(&topo.gw, &dir.0, &lb_config(&topo, "xdp"))?),
+            "XDP generic" => Running::Lb(Daemon::start(
+                &topo.gw,
+                &dir.0,
+                &lb_config(&topo, "xdp-generic"),
+            )?),
+            "proxy" => Running::Lb(Daemon::start(&topo.gw, &dir.0, &lb_config(&topo, "proxy"))?),
+            _ => Running::Haproxy(haproxy(&topo, &dir.0)?),
         };
-        // Direct: straight to one backend through the gateway's kernel.
-        let host = if *path == "direct" {
+        let direct = path.starts_with("kernel");
+        let host = if direct {
             topo.backends[0].v4.clone()
         } else {
             VIP_V4.to_string()
         };
-        let url = if *path == "direct" {
+        let url = if direct {
             format!("http://{host}:8080/")
         } else {
             format!("http://{host}/")
         };
-        let tests: Vec<(&str, Measure)> = vec![
-            (
-                "iperf3 TCP 1 stream, Gbit/s",
-                Box::new(|| Ok(iperf(&topo.client, &host, 1)? / 1e9)),
-            ),
-            (
-                "iperf3 TCP 8 streams, Gbit/s",
-                Box::new(|| Ok(iperf(&topo.client, &host, 8)? / 1e9)),
-            ),
-            (
-                "wrk keep-alive -c64, req/s",
-                Box::new(|| Ok(wrk(&topo.client, &url, 64, false)?.0)),
-            ),
-            (
-                "wrk Connection: close -c32, req/s",
-                Box::new(|| Ok(wrk(&topo.client, &url, 32, true)?.0)),
-            ),
-            (
-                "wrk Connection: close -c32, p99 ms",
-                Box::new(|| Ok(wrk(&topo.client, &url, 32, true)?.2)),
-            ),
-        ];
-        for (name, f) in &tests {
-            let mut vals = Vec::new();
-            let mut cpus = Vec::new();
-            for _ in 0..REPEATS {
-                let c0 = p.pid().map(cpu_secs).unwrap_or(0.0);
-                vals.push(f()?);
-                cpus.push(p.pid().map(cpu_secs).unwrap_or(0.0) - c0);
+        for phase in ["as is", "wire-like"] {
+            let wire = set_wire(&topo, phase == "wire-like")?;
+            type Run<'a> = Box<dyn Fn() -> Result<Vec<f64>> + 'a>;
+            let mut tests: Vec<(&'static str, Vec<(&'static str, &'static str, bool)>, Run)> = vec![
+                (
+                    "tcp1",
+                    vec![("TCP 1 stream (iperf3)", "Gbit/s", true)],
+                    Box::new(|| {
+                        Ok(vec![
+                            iperf(&topo.client, &host, &["-P", "1"])?["end"]["sum_received"]
+                                ["bits_per_second"]
+                                .as_f64()
+                                .unwrap_or(0.0)
+                                / 1e9,
+                        ])
+                    }),
+                ),
+                (
+                    "tcp8",
+                    vec![("TCP 8 streams (iperf3)", "Gbit/s", true)],
+                    Box::new(|| {
+                        Ok(vec![
+                            iperf(&topo.client, &host, &["-P", "8"])?["end"]["sum_received"]
+                                ["bits_per_second"]
+                                .as_f64()
+                                .unwrap_or(0.0)
+                                / 1e9,
+                        ])
+                    }),
+                ),
+                (
+                    "ka",
+                    vec![("HTTP keep-alive -c64 (wrk)", "req/s", true)],
+                    Box::new(|| Ok(vec![wrk(&topo.client, &url, 64, false)?[0]])),
+                ),
+                (
+                    "close",
+                    vec![
+                        (
+                            "new connections/s, Connection: close -c32 (wrk)",
+                            "conn/s",
+                            true,
+                        ),
+                        ("p50 latency, Connection: close", "ms", false),
+                        ("p99 latency, Connection: close", "ms", false),
+                    ],
+                    Box::new(|| Ok(wrk(&topo.client, &url, 32, true)?.to_vec())),
+                ),
+            ];
+            if phase == "as is" && path != "HAProxy" {
+                tests.push((
+                    "udp",
+                    vec![
+                        ("UDP 1400 B received (iperf3 -b 0)", "Gbit/s", true),
+                        ("UDP loss", "%", false),
+                    ],
+                    Box::new(|| {
+                        let v = iperf(&topo.client, &host, &["-u", "-b", "0", "-l", "1400"])?;
+                        let s = if v["end"]["sum_received"].is_object() {
+                            &v["end"]["sum_received"]
+                        } else {
+                            &v["end"]["sum"]
+                        };
+                        let lost = v["end"]["sum"]["lost_percent"]
+                            .as_f64()
+                            .or(s["lost_percent"].as_f64())
+                            .unwrap_or(0.0);
+                        Ok(vec![
+                            s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
+                            lost,
+                        ])
+                    }),
+                ));
             }
-            results
-                .entry(name.to_string())
-                .or_default()
-                .insert(path.to_string(), (median(vals), median(cpus)));
+            for (tag, metrics, run) in &tests {
+                eprintln!("bench [{:>3}s]   {phase}: {tag}", start.elapsed().as_secs());
+                let mut samples: Vec<Vec<f64>> = vec![Vec::new(); metrics.len()];
+                let (mut cpu, mut soft) = (Vec::new(), Vec::new());
+                for _ in 0..REPEATS {
+                    let (c0, s0) = (running.pid().map(cpu_secs).unwrap_or(0.0), softirq_secs());
+                    match run() {
+                        Ok(v) => {
+                            for (i, x) in v.into_iter().enumerate() {
+                                samples[i].push(x);
+                            }
+                        }
+                        Err(e) => eprintln!("bench: {path} {phase} {tag}: {e:#}"),
+                    }
+                    cpu.push(running.pid().map(cpu_secs).unwrap_or(0.0) - c0);
+                    soft.push(softirq_secs() - s0);
+                }
+                for (i, (name, unit, hib)) in metrics.iter().enumerate() {
+                    if samples[i].is_empty() {
+                        continue;
+                    }
+                    let fig = match figures
+                        .iter_mut()
+                        .find(|f| f.phase == phase && f.name == *name)
+                    {
+                        Some(f) => f,
+                        None => {
+                            figures.push(Figure {
+                                phase,
+                                name,
+                                unit,
+                                higher_is_better: *hib,
+                                values: BTreeMap::new(),
+                            });
+                            figures.last_mut().unwrap()
+                        }
+                    };
+                    fig.values.insert(
+                        path.to_string(),
+                        (
+                            median(samples[i].clone()),
+                            median(cpu.clone()),
+                            median(soft.clone()),
+                        ),
+                    );
+                }
+            }
+            drop(wire);
+            set_wire(&topo, false)?;
         }
-        drop(p);
+        drop(running);
         let _ = std::fs::remove_dir_all(topo.pin_path());
     }
-    println!("\nNetwork benchmark: client -> gateway -> 3 backends (namespaces, veth), {SECS}s runs, median of {REPEATS}");
-    println!("| test | direct (kernel forwarding) | lb proxy | HAProxy 2.6 TCP splice | proxy / HAProxy | proxy CPU | HAProxy CPU |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (name, r) in &results {
-        let g = |p: &str| r.get(p).copied();
-        let fmt = |v: Option<(f64, f64)>| v.map(|(x, _)| format!("{x:.2}")).unwrap_or("-".into());
-        let ratio = match (g("proxy"), g("haproxy")) {
-            (Some((a, _)), Some((b, _))) if b > 0.0 => format!("{:.2}x", a / b),
-            _ => "-".into(),
-        };
-        // CPU per unit of work, so a faster path is not charged for it.
-        let cpu = |v: Option<(f64, f64)>| match v {
-            Some((x, c)) if x > 0.0 && name.contains("Gbit/s") => {
-                format!("{:.2} s/GB", c / (x * SECS as f64 / 8.0))
-            }
-            Some((x, c)) if x > 0.0 && name.contains("req/s") => {
-                format!("{:.1} us/req", c / (x * SECS as f64) * 1e6)
-            }
-            Some((_, c)) => format!("{c:.2} s"),
-            None => "-".into(),
-        };
-        println!(
-            "| {name} | {} | {} | {} | {ratio} | {} | {} |",
-            fmt(g("direct")),
-            fmt(g("proxy")),
-            fmt(g("haproxy")),
-            cpu(g("proxy")),
-            cpu(g("haproxy"))
-        );
+    report(&figures, &skipped, start.elapsed())
+}
+
+/// A chart label that fits left of the bars.
+fn short(name: &str) -> &str {
+    match name {
+        n if n.starts_with("new connections/s") => "new conn/s (close)",
+        n if n.starts_with("HTTP keep-alive") => "HTTP keep-alive",
+        n if n.starts_with("UDP 1400") => "UDP 1400 B",
+        n => n.split(" (").next().unwrap_or(n),
     }
-    let json = serde_json::to_string_pretty(&results)?;
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+}
+
+fn report(figures: &[Figure], skipped: &[String], took: Duration) -> Result<()> {
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("netbench.json"), json)?;
-    println!("\n(results also in target/bench/netbench.json; CPU = user+system time of the balancer process, per GB moved or per request; the p99 row shows seconds per run)");
-    let _ = e2e::bin;
+    let mut md = String::new();
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    md += &format!(
+        "Benchmark {date}, {} CPUs, kernel {kernel}: client -> gateway -> 3 backends (network namespaces, veth), {SECS}s runs, median of {REPEATS}, {}s in all.\nRatios are to plain kernel forwarding measured in the same run. Tuning for every path: backends keep no TIME_WAIT sockets, the gateway reuses TIME_WAIT for its own connects; \"kernel\" paths go straight to one backend, the others spread over three.\n\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        took.as_secs()
+    );
+    for phase in ["as is", "wire-like"] {
+        md += &format!(
+            "### {phase}\n\n| figure | {} |\n|---|{}\n",
+            PATHS.join(" | "),
+            "---:|".repeat(PATHS.len())
+        );
+        for f in figures.iter().filter(|f| f.phase == phase) {
+            let base = f.values.get("kernel").map(|v| v.0);
+            let cells: Vec<String> = PATHS
+                .iter()
+                .map(|p| match (f.values.get(*p), base) {
+                    (Some(v), Some(b)) if b > 0.0 && *p != "kernel" => {
+                        format!("{:.2} ({:.2}x)", v.0, v.0 / b)
+                    }
+                    (Some(v), _) => format!("{:.2}", v.0),
+                    (None, _) => "-".into(),
+                })
+                .collect();
+            md += &format!("| {} ({}) | {} |\n", f.name, f.unit, cells.join(" | "));
+        }
+        md += "\n";
+    }
+    md += "### CPU per run (as is): balancer process s / softirq s (whole machine)\n\n";
+    md += &format!(
+        "| figure | {} |\n|---|{}\n",
+        PATHS.join(" | "),
+        "---:|".repeat(PATHS.len())
+    );
+    for f in figures
+        .iter()
+        .filter(|f| f.phase == "as is" && f.higher_is_better)
+    {
+        let cells: Vec<String> = PATHS
+            .iter()
+            .map(|p| {
+                f.values
+                    .get(*p)
+                    .map(|v| format!("{:.2} / {:.2}", v.1, v.2))
+                    .unwrap_or("-".into())
+            })
+            .collect();
+        md += &format!("| {} | {} |\n", f.name, cells.join(" | "));
+    }
+    for s in skipped {
+        md += &format!("\n{s}");
+    }
+    let kernel_md = out.join("xdp-nspacket.md");
+    if let Ok(k) = std::fs::read_to_string(&kernel_md) {
+        md += &format!("\n\n### In-kernel cost (BPF_PROG_TEST_RUN)\n\n{k}");
+    }
+    println!("\n{md}");
+    std::fs::write(out.join("bench.md"), &md)?;
+    std::fs::write(
+        out.join("bench.json"),
+        serde_json::to_string_pretty(figures)?,
+    )?;
+    // Chart: throughput figures as ratios to kernel forwarding.
+    let groups: Vec<&Figure> = figures
+        .iter()
+        .filter(|f| f.higher_is_better && f.values.contains_key("kernel"))
+        .collect();
+    let bars = Bars {
+        title: "lb benchmark: ratio to plain kernel forwarding (higher is better)".into(),
+        subtitle: format!(
+            "{date}, kernel {kernel}; namespaces + veth; median of {REPEATS} runs of {SECS}s"
+        ),
+        groups: groups
+            .iter()
+            .map(|f| format!("{} ({})", short(f.name), f.phase))
+            .collect(),
+        series: PATHS.iter().map(|s| s.to_string()).collect(),
+        values: groups
+            .iter()
+            .map(|f| {
+                let b = f.values["kernel"].0;
+                PATHS
+                    .iter()
+                    .map(|p| f.values.get(*p).filter(|_| b > 0.0).map(|v| v.0 / b))
+                    .collect()
+            })
+            .collect(),
+    };
+    match render_png(&bars, Path::new(FONT), &out.join("bench.png")) {
+        Ok(()) => println!("wrote target/bench/bench.json, bench.md, bench.png"),
+        Err(e) => println!("wrote target/bench/bench.json and bench.md; no chart: {e:#} (apt-get install fonts-dejavu-core)"),
+    }
+    let _ = DataplaneKind::Auto;
     Ok(())
 }
