@@ -68,9 +68,9 @@ impl Canvas {
                         return;
                     }
                     let i = (py as usize * self.w + px as usize) * 3;
-                    for k in 0..3 {
+                    for (k, &ck) in c.iter().enumerate() {
                         let bg = self.px[i + k] as f32;
-                        self.px[i + k] = (bg + (c[k] as f32 - bg) * cov).round() as u8;
+                        self.px[i + k] = (bg + (ck as f32 - bg) * cov).round() as u8;
                     }
                 });
             }
