@@ -227,7 +227,7 @@ fn haproxy(topo: &Topology, dir: &Path) -> Result<Child> {
 enum Running {
     Nothing,
     /// Held only to keep the pass program attached.
-    Pass(#[allow(dead_code)] XdpDataplane),
+    Pass(#[allow(dead_code)] Box<XdpDataplane>),
     Lb(Daemon),
     Haproxy(Child),
 }
@@ -342,7 +342,7 @@ fn main() -> Result<()> {
             "kernel + XDP_PASS" => {
                 let mut p = pass_program()?;
                 attach_pass(&mut p, &topo.gw, &topo.gw_interfaces())?;
-                Running::Pass(p)
+                Running::Pass(Box::new(p))
             }
             "XDP native" => Running::Lb(Daemon::start(&topo.gw, &dir.0, &lb_config(&topo, "xdp"))?),
             "XDP generic" => Running::Lb(Daemon::start(
@@ -367,7 +367,9 @@ fn main() -> Result<()> {
         for phase in ["as is", "wire-like"] {
             let wire = set_wire(&topo, phase == "wire-like")?;
             type Run<'a> = Box<dyn Fn() -> Result<Vec<f64>> + 'a>;
-            let mut tests: Vec<(&'static str, Vec<(&'static str, &'static str, bool)>, Run)> = vec![
+            /// (name, unit, higher is better) of each figure a test yields.
+            type Metrics = Vec<(&'static str, &'static str, bool)>;
+            let mut tests: Vec<(&'static str, Metrics, Run)> = vec![
                 (
                     "tcp1",
                     vec![("TCP 1 stream (iperf3)", "Gbit/s", true)],
