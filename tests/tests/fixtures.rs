@@ -1054,3 +1054,46 @@ fn snat_reply_wins_over_nat_on_a_shared_target_port() {
         reason: Some(Reason::FwdToClient),
     });
 }
+
+/// Two gateways with the same config (targets declared in another order)
+/// hold byte-identical data plane maps, so every gateway makes the same
+/// choice for every flow (the basis for ECMP scale-out).
+#[test]
+fn two_gateways_with_the_same_config_hold_identical_maps() {
+    let mut a = env();
+    // The same config with each group's targets in reverse order.
+    let mut reordered = String::new();
+    for (i, block) in CONFIG.split("[[target_group]]").enumerate() {
+        if i == 0 {
+            reordered += block;
+            continue;
+        }
+        let mut parts: Vec<&str> = block.split("[[target_group.targets]]").collect();
+        let head = parts.remove(0);
+        parts.reverse();
+        reordered += "[[target_group]]";
+        reordered += head;
+        for p in parts {
+            reordered += "[[target_group.targets]]";
+            reordered += p.trim_end();
+            reordered += "\n";
+        }
+    }
+    assert_ne!(reordered, CONFIG);
+    let mut b = Env::new(&reordered).unwrap();
+    let ring = |e: &Env| -> Vec<u32> { e.dp.maps.ring.iter().map(|r| r.unwrap()).collect() };
+    assert!(ring(&a).iter().any(|&s| s != 0));
+    assert_eq!(ring(&a), ring(&b), "RING differs");
+    let mut va: Vec<_> = a.dp.maps.vips.iter().map(|r| r.unwrap()).collect();
+    let mut vb: Vec<_> = b.dp.maps.vips.iter().map(|r| r.unwrap()).collect();
+    va.sort_by_key(|(k, _)| (k.addr, k.port, k.proto));
+    vb.sort_by_key(|(k, _)| (k.addr, k.port, k.proto));
+    assert_eq!(va, vb, "VIPS differ");
+    let backends = |e: &Env| -> Vec<_> { e.dp.maps.backends.iter().map(|r| r.unwrap()).collect() };
+    assert_eq!(backends(&a), backends(&b), "BACKENDS differ");
+    // And so the same flows go to the same targets on both.
+    for sport in 30000..30100u16 {
+        let p = Spec::new("10.0.0.9", sport, "10.100.0.1", 80, SYN).build();
+        assert_eq!(a.run(&p).unwrap().1, b.run(&p).unwrap().1);
+    }
+}
