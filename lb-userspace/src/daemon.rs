@@ -27,6 +27,34 @@ use crate::{
     xdp::{Sizes, XdpDataplane},
 };
 
+/// Takes an exclusive lock named after `pin_path` (held until exit; the
+/// kernel releases it if the process dies).
+fn lock_instance(pin: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let dir = Path::new("/run/lock");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = pin.to_string_lossy().replace('/', "_");
+    let path = dir.join(format!("lb{name}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        bail!(
+            "another `lb run` (pid {}) already serves gateway.pin_path {} (lock {})",
+            holder.trim(),
+            pin.display(),
+            path.display()
+        );
+    }
+    let _ = f.set_len(0);
+    let _ = std::io::Write::write_all(&mut &f, std::process::id().to_string().as_bytes());
+    Ok(f)
+}
+
 /// Loads (or adopts) the XDP program, after checking what it needs.
 fn load_xdp(cfg: &Config, pin: &Path) -> Result<XdpDataplane> {
     if cfg.gateway.interfaces.is_empty() {
@@ -487,6 +515,8 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     let cfg = load_config(&config_path)?;
     let kind = cfg.gateway.dataplane;
     let pin = cfg.gateway.pin_path.clone();
+    // One daemon per pinned state: a second would fight over the maps.
+    let _lock = lock_instance(&pin)?;
     let proxy = |cfg: &Config| {
         let g = &cfg.gateway;
         Plane::Proxy(ProxyDataplane::new(Settings {

@@ -364,3 +364,30 @@ fn daemon_notifies_systemd() {
     drop(d);
     assert_eq!(next(), "STOPPING=1");
 }
+
+#[test]
+fn a_second_daemon_on_the_same_state_is_refused() {
+    let (topo, _dir, d) = setup("twice", FAST_HC, |c| c);
+    let out = topo
+        .gw
+        .command(&[
+            e2e::lb_bin().to_str().unwrap(),
+            "run",
+            "--config",
+            d.config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "already serves gateway.pin_path {}",
+            topo.pin_path()
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&format!("(pid {})", d.child.id())), "{err}");
+    // The first one is unharmed.
+    assert_eq!(spread(&topo, &d, 10).values().sum::<u32>(), 10);
+}
