@@ -41,11 +41,16 @@ pub async fn serve_metrics(addr: SocketAddr, tx: mpsc::Sender<AdminReq>) -> Resu
             };
             let tx = tx.clone();
             tokio::spawn(async move {
+                // The request head may arrive in pieces: read to its end.
                 let mut buf = [0u8; 2048];
-                let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+                    match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf[n..])).await
+                    {
+                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                        Ok(Ok(m)) => n += m,
+                    }
+                }
                 let req = String::from_utf8_lossy(&buf[..n]);
                 let path = req.split_whitespace().nth(1).unwrap_or("");
                 let (status, ctype, body) = if path == "/metrics" {
