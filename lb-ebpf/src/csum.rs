@@ -38,3 +38,15 @@ pub fn diff_addr(mut acc: u64, old: &[u32; 4], new: &[u32; 4], v6: bool) -> u64 
 pub fn apply(check: u16, acc: u64) -> u16 {
     !fold((!check) as u64 + acc)
 }
+
+/// The new TCP/UDP checksum after a change of `acc`, or `None` to leave the
+/// field alone: an IPv4 UDP datagram without checksum (0) stays without, and
+/// a computed UDP checksum of 0 is sent as 0xffff (RFC 768).
+#[inline(always)]
+pub fn update_l4(old: u16, acc: u64, udp: bool, v6: bool) -> Option<u16> {
+    if udp && !v6 && old == 0 {
+        return None;
+    }
+    let n = apply(old, acc);
+    Some(if udp && n == 0 { 0xffff } else { n })
+}

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use lb_common::{
     hash::flow_hash,
     select::{flow_key_hash, pick},
-    Counters, FlowKey, FlowState, Reason, ReverseKey, SnatKey, SnatVal, VipKey, VipMeta,
+    Counters, FlowKey, FlowState, Globals, Reason, ReverseKey, SnatKey, SnatVal, VipKey, VipMeta,
     BACKEND_F_VALID, FIB_CACHE_SLOTS, FLOW_F_CLOSING, PORT_TARGET_TCP, PORT_TARGET_UDP,
     PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP, PROTO_UDP, VIP_F_SNAT,
 };
@@ -42,18 +42,18 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
             return Err(Reason::NotVip);
         }
     };
+    let g = GLOBALS.get(0).ok_or(Reason::MapError)?;
     // The port bitmap spares ordinary traffic every hash lookup.
     if port_bits(pkt.dport) & vip_bit != 0 {
-        if let Some(action) = to_backend(ctx, &pkt)? {
+        if let Some(action) = to_backend(ctx, &pkt, g)? {
             return Ok(action);
         }
     }
-    let g = GLOBALS.get(0).ok_or(Reason::MapError)?;
     let dport = u16::from_be(pkt.dport);
     let nat = port_bits(pkt.sport) & target_bit != 0;
     let snat = dport >= g.snat_port_min && dport <= g.snat_port_max;
     if nat || snat {
-        return to_client(ctx, &pkt, nat, snat);
+        return to_client(ctx, &pkt, g, nat, snat);
     }
     Err(Reason::NotVip)
 }
@@ -81,8 +81,7 @@ fn bump(c: Option<*mut Counters>, bytes: u16, new_flow: bool) {
 /// Client -> VIP: find or create the flow, rewrite towards its target.
 /// `None`: not a VIP after all.
 #[inline(always)]
-fn to_backend(ctx: &XdpContext, pkt: &Pkt) -> Result<Option<u32>, Reason> {
-    let g = GLOBALS.get(0).ok_or(Reason::MapError)?;
+fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals) -> Result<Option<u32>, Reason> {
     let key = FlowKey {
         src: pkt.src,
         dst: pkt.dst,
@@ -209,7 +208,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt) -> Result<Option<u32>, Reason> {
     };
     let (dst, dport) = (b.addr, b.port);
     let p = fib_params()?;
-    let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, p, g.fib_cache_ms);
+    let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, p, g.fib_cache_ms, now);
     rewrite(ctx, pkt, &src, &dst, sport, dport)?;
     count(Reason::FwdToBackend);
     Ok(Some(emit(ctx, pkt, rc, p)))
@@ -275,7 +274,13 @@ fn alloc_snat_port(
 /// Target -> client: undo `nat` (stateless, from config) or `snat`
 /// (from the SNAT table). Anything else is not ours.
 #[inline(always)]
-fn to_client(ctx: &XdpContext, pkt: &Pkt, nat: bool, snat: bool) -> Result<u32, Reason> {
+fn to_client(
+    ctx: &XdpContext,
+    pkt: &Pkt,
+    g: &Globals,
+    nat: bool,
+    snat: bool,
+) -> Result<u32, Reason> {
     // The SNAT table first: it matches all five fields, while a target port
     // may also serve a `nat` listener.
     let sk = SnatKey {
@@ -309,8 +314,8 @@ fn to_client(ctx: &XdpContext, pkt: &Pkt, nat: bool, snat: bool) -> Result<u32, 
         return Err(Reason::TtlExceeded);
     }
     let p = fib_params()?;
-    let cache_ms = GLOBALS.get(0).map(|g| g.fib_cache_ms).unwrap_or(0);
-    let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, p, cache_ms);
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, p, g.fib_cache_ms, now);
     // A target talking to the gateway itself (health checks) is not a reply
     // to a client: leave it alone.
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64
@@ -324,8 +329,7 @@ fn to_client(ctx: &XdpContext, pkt: &Pkt, nat: bool, snat: bool) -> Result<u32, 
     Ok(emit(ctx, pkt, rc, p))
 }
 
-/// Rewrites addresses and ports, updating the IPv4 and L4 checksums. All
-/// writes go through two checked header pointers (see `parse::hdr`).
+/// Rewrites addresses and ports, updating the IPv4 and L4 checksums.
 #[inline(always)]
 fn rewrite(
     ctx: &XdpContext,
@@ -335,28 +339,7 @@ fn rewrite(
     sport: u16,
     dport: u16,
 ) -> Result<(), Reason> {
-    let v6 = pkt.v6();
-    let mut l3 = csum::diff_addr(0, &pkt.src, src, v6);
-    l3 = csum::diff_addr(l3, &pkt.dst, dst, v6);
-    unsafe {
-        if v6 {
-            let ip = ptr_at::<[u8; 40]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
-            *ip.add(7) = pkt.ttl - 1;
-            (ip.add(8) as *mut [u32; 4]).write_unaligned(*src);
-            (ip.add(24) as *mut [u32; 4]).write_unaligned(*dst);
-        } else {
-            let ip = ptr_at::<[u8; 20]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
-            (ip.add(12) as *mut u32).write_unaligned(src[0]);
-            (ip.add(16) as *mut u32).write_unaligned(dst[0]);
-            // A forwarding hop decrements the TTL (word 8: ttl, protocol).
-            let ttl_old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
-            let ttl_new = u16::from_ne_bytes([pkt.ttl - 1, pkt.proto]);
-            *ip.add(8) = pkt.ttl - 1;
-            let c = (ip.add(10) as *mut u16).read_unaligned();
-            (ip.add(10) as *mut u16)
-                .write_unaligned(csum::apply(c, csum::diff16(l3, ttl_old, ttl_new)));
-        }
-    }
+    let l3 = rewrite_l3(ctx, pkt, src, dst)?;
     let l4 = csum::diff16(csum::diff16(l3, pkt.sport, sport), pkt.dport, dport);
     unsafe {
         let (p, check_at) = if pkt.proto == PROTO_TCP {
@@ -373,17 +356,46 @@ fn rewrite(
         (p as *mut u16).write_unaligned(sport);
         (p.add(2) as *mut u16).write_unaligned(dport);
         let c = (p.add(check_at) as *mut u16).read_unaligned();
-        // An IPv4 UDP datagram without checksum stays without.
-        if pkt.proto == PROTO_UDP && !v6 && c == 0 {
-            return Ok(());
+        if let Some(n) = csum::update_l4(c, l4, pkt.proto == PROTO_UDP, pkt.v6()) {
+            (p.add(check_at) as *mut u16).write_unaligned(n);
         }
-        let mut n = csum::apply(c, l4);
-        if pkt.proto == PROTO_UDP && n == 0 {
-            n = 0xffff;
-        }
-        (p.add(check_at) as *mut u16).write_unaligned(n);
     }
     Ok(())
+}
+
+/// Rewrites the IP header's addresses and decrements its TTL / hop limit
+/// (a forwarding hop), keeping the IPv4 header checksum right. Returns the
+/// address difference, which every checksum over a pseudo-header needs.
+/// Writes go through one checked header pointer (see `parse::hdr`).
+#[inline(always)]
+pub fn rewrite_l3(
+    ctx: &XdpContext,
+    pkt: &Pkt,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+) -> Result<u64, Reason> {
+    let v6 = pkt.v6();
+    let l3 = csum::diff_addr(csum::diff_addr(0, &pkt.src, src, v6), &pkt.dst, dst, v6);
+    unsafe {
+        if v6 {
+            let ip = ptr_at::<[u8; 40]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
+            *ip.add(7) = pkt.ttl - 1;
+            (ip.add(8) as *mut [u32; 4]).write_unaligned(*src);
+            (ip.add(24) as *mut [u32; 4]).write_unaligned(*dst);
+        } else {
+            let ip = ptr_at::<[u8; 20]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
+            (ip.add(12) as *mut u32).write_unaligned(src[0]);
+            (ip.add(16) as *mut u32).write_unaligned(dst[0]);
+            // Word 8 holds TTL and protocol.
+            let ttl_old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
+            let ttl_new = u16::from_ne_bytes([pkt.ttl - 1, pkt.proto]);
+            *ip.add(8) = pkt.ttl - 1;
+            let c = (ip.add(10) as *mut u16).read_unaligned();
+            (ip.add(10) as *mut u16)
+                .write_unaligned(csum::apply(c, csum::diff16(l3, ttl_old, ttl_new)));
+        }
+    }
+    Ok(l3)
 }
 
 /// FIB lookup for the translated packet.
@@ -411,6 +423,11 @@ pub fn fib(
         p.__bindgen_anon_3.ipv4_src = src[0];
         p.__bindgen_anon_4.ipv4_dst = dst[0];
     }
+    fib_call(ctx, p)
+}
+
+#[inline(always)]
+fn fib_call(ctx: &XdpContext, p: &mut bpf_fib_lookup) -> i64 {
     unsafe {
         fib_lookup_helper(
             ctx.as_ptr(),
@@ -435,8 +452,8 @@ pub fn next_hop(
     dport: u16,
     p: &mut bpf_fib_lookup,
     cache_ms: u32,
+    now: u64,
 ) -> i64 {
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let idx = lb_common::hash::hash_words(0x6669_6221, dst) % FIB_CACHE_SLOTS;
     let slot = FIB_CACHE.get_ptr_mut(idx);
     if cache_ms != 0 {
@@ -465,14 +482,7 @@ pub fn next_hop(
     // Learn the path MTU: an oversized probe answers FRAG_NEEDED with it.
     p.ifindex = ctx.ingress_ifindex() as u32;
     p.__bindgen_anon_1.tot_len = 0xffff;
-    let probe = unsafe {
-        fib_lookup_helper(
-            ctx.as_ptr(),
-            p,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+    let probe = fib_call(ctx, p);
     e.mtu = if probe == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 {
         unsafe { p.__bindgen_anon_1.mtu_result }
     } else {

@@ -9,7 +9,7 @@ use lb_common::{FlowKey, Reason, ReverseKey, SnatKey, VipKey, PROTO_TCP, PROTO_U
 
 use crate::{
     count, csum,
-    fwd::{emit, fib, fib_params},
+    fwd::{emit, fib, fib_params, rewrite_l3},
     parse::{self, hdr, ptr_at, raw16, raw32, Pkt},
     BACKENDS, CONNTRACK, NAT_REVERSE, SNAT, VIPS,
 };
@@ -193,12 +193,7 @@ fn rewrite(
     plan: &Plan,
 ) -> Result<(), Reason> {
     let v6 = pkt.v6();
-    let outer = csum::diff_addr(
-        csum::diff_addr(0, &pkt.src, &plan.osrc, v6),
-        &pkt.dst,
-        &plan.odst,
-        v6,
-    );
+    let outer = rewrite_l3(ctx, pkt, &plan.osrc, &plan.odst)?;
     let inner = csum::diff_addr(
         csum::diff_addr(0, isrc, &plan.isrc, v6),
         idst,
@@ -209,23 +204,10 @@ fn rewrite(
     icmp += inner;
     unsafe {
         if v6 {
-            let ip = ptr_at::<[u8; 40]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
-            *ip.add(7) = pkt.ttl - 1;
-            (ip.add(8) as *mut [u32; 4]).write_unaligned(plan.osrc);
-            (ip.add(24) as *mut [u32; 4]).write_unaligned(plan.odst);
             let q = ptr_at::<[u8; 40]>(ctx, ioff, Reason::IcmpUnmatched)? as *mut u8;
             (q.add(8) as *mut [u32; 4]).write_unaligned(plan.isrc);
             (q.add(24) as *mut [u32; 4]).write_unaligned(plan.idst);
         } else {
-            let ip = ptr_at::<[u8; 20]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
-            (ip.add(12) as *mut u32).write_unaligned(plan.osrc[0]);
-            (ip.add(16) as *mut u32).write_unaligned(plan.odst[0]);
-            let ttl_old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
-            let ttl_new = u16::from_ne_bytes([pkt.ttl - 1, pkt.proto]);
-            *ip.add(8) = pkt.ttl - 1;
-            let c = (ip.add(10) as *mut u16).read_unaligned();
-            (ip.add(10) as *mut u16)
-                .write_unaligned(csum::apply(c, csum::diff16(outer, ttl_old, ttl_new)));
             let q = ptr_at::<[u8; 20]>(ctx, ioff, Reason::IcmpUnmatched)? as *mut u8;
             (q.add(12) as *mut u32).write_unaligned(plan.isrc[0]);
             (q.add(16) as *mut u32).write_unaligned(plan.idst[0]);
@@ -250,11 +232,7 @@ fn rewrite(
         };
         if let Some(cp) = c {
             let old = (cp as *mut u16).read_unaligned();
-            if !(iproto == PROTO_UDP && !v6 && old == 0) {
-                let mut n = csum::apply(old, inner + ports);
-                if iproto == PROTO_UDP && n == 0 {
-                    n = 0xffff;
-                }
+            if let Some(n) = csum::update_l4(old, inner + ports, iproto == PROTO_UDP, v6) {
                 (cp as *mut u16).write_unaligned(n);
                 icmp = csum::diff16(icmp, old, n);
             }

@@ -123,16 +123,38 @@ fn jitter(interval: Duration, id: u32, round: u64) -> Duration {
     (interval + Duration::from_millis(off)).saturating_sub(Duration::from_millis(span / 2))
 }
 
+/// A running check loop; dropping it stops the loop (a bare `JoinHandle`
+/// would only detach it).
+pub struct ProbeTask(JoinHandle<()>);
+
+impl Drop for ProbeTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Starts the check loop of one target: first probe at once, then every
-/// interval (with jitter). Aborted when the handle is dropped by the daemon.
+/// interval (with jitter). Stopped when the handle is dropped.
 pub fn spawn(
     key: crate::model::TargetKey,
     spec: CheckSpec,
     tx: mpsc::Sender<CheckResult>,
-) -> JoinHandle<()> {
-    let id =
-        lb_common::hash::hash_words(1, &[spec.addr.port() as u32, key.target_group.len() as u32]);
-    tokio::spawn(async move {
+) -> ProbeTask {
+    // Jitter seeded by the whole target, so targets of one group on one
+    // port are not checked in lockstep.
+    let (addr, _) = crate::model::addr_words(key.address);
+    let id = lb_common::hash::hash_words(
+        1,
+        &[
+            addr[0],
+            addr[1],
+            addr[2],
+            addr[3],
+            spec.addr.port() as u32,
+            lb_common::tg_hash(&key.target_group),
+        ],
+    );
+    ProbeTask(tokio::spawn(async move {
         let mut round = 0u64;
         loop {
             let start = Instant::now();
@@ -156,7 +178,7 @@ pub fn spawn(
             let next = start + jitter(spec.interval, id, round);
             sleep(next.saturating_duration_since(Instant::now())).await;
         }
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -238,6 +260,6 @@ mod tests {
         }
         let took = Instant::now() - stopped;
         assert!(took <= sp.interval * 3, "took {took:?}");
-        h.abort();
+        drop(h);
     }
 }

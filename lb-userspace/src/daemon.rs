@@ -13,7 +13,6 @@ use log::{error, info, warn};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
-    task::JoinHandle,
     time::Instant,
 };
 
@@ -124,17 +123,10 @@ pub struct TargetRt {
     pub weight: u32,
     pub tracker: Tracker,
     spec: Option<CheckSpec>,
-    task: Option<JoinHandle<()>>,
+    /// The running check loop (stopped when replaced or dropped).
+    task: Option<checker::ProbeTask>,
     /// Set while deregistered: flows go on until then, no new ones.
     pub draining_until: Option<Instant>,
-}
-
-impl Drop for TargetRt {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
-    }
 }
 
 pub fn target_name(k: &TargetKey) -> String {
@@ -161,7 +153,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(cfg: Config, plane: Plane, tx: mpsc::Sender<CheckResult>) -> Result<Daemon> {
-        let adopted = plane.adopted_ids()?;
+        let adopted = plane.adopted_ids();
         let mut d = Daemon {
             cfg: Config::default(),
             vip_ids: Ids::new(0),
@@ -223,12 +215,7 @@ impl Daemon {
         let mut wanted = BTreeMap::new();
         for tg in &cfg.target_groups {
             for t in &tg.targets {
-                let key = TargetKey {
-                    target_group: tg.name.clone(),
-                    address: t.address,
-                    port: t.port as u16,
-                };
-                wanted.insert(key, (tg, t));
+                wanted.insert(TargetKey::of(tg, t), (tg, t));
             }
         }
         let old_delay: HashMap<&str, Duration> = self
@@ -294,12 +281,6 @@ impl Daemon {
                         },
                     );
                 }
-            }
-        }
-        // Drop aborted tasks' handles so they are respawned below.
-        for rt in self.targets.values_mut() {
-            if rt.task.as_ref().is_some_and(|t| t.is_finished()) {
-                rt.task = None;
             }
         }
         self.cfg = cfg;
@@ -559,7 +540,10 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
             let _ = crate::xdp::stop(&pin);
         }
     }
-    d.sync().context("starting the data plane")?;
+    // XDP was programmed before attaching; the proxy starts here.
+    if matches!(d.plane, Plane::Proxy(_)) {
+        d.sync().context("starting the data plane")?;
+    }
     let healthy = d
         .targets
         .values()

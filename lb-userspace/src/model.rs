@@ -51,6 +51,37 @@ pub struct TargetKey {
     pub port: u16,
 }
 
+impl TargetKey {
+    pub fn of(tg: &crate::config::TargetGroup, t: &crate::config::Target) -> TargetKey {
+        TargetKey {
+            target_group: tg.name.clone(),
+            address: t.address,
+            port: t.port as u16,
+        }
+    }
+}
+
+/// A Maglev table and the inputs it was built from: rebuilt only when the
+/// inputs change. Never built (e.g. adopted after a restart) counts as
+/// changed.
+#[derive(Debug, Default)]
+pub struct CachedRing {
+    inputs: Option<Vec<MaglevTarget>>,
+    pub table: std::sync::Arc<Vec<u32>>,
+}
+
+impl CachedRing {
+    /// Rebuilds when `inputs` differ from the last build; true if it did.
+    pub fn refresh(&mut self, inputs: Vec<MaglevTarget>, m: u32) -> bool {
+        if self.inputs.as_ref() == Some(&inputs) {
+            return false;
+        }
+        self.table = std::sync::Arc::new(maglev::build(&inputs, m));
+        self.inputs = Some(inputs);
+        true
+    }
+}
+
 /// Identity of a listener key (one per protocol of a listener).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ListenerKey {
@@ -88,12 +119,13 @@ impl<K: Ord + Clone> Ids<K> {
             stay
         });
         let used: BTreeSet<u32> = self.map.values().copied().collect();
+        // Ids handed out below are all under `next`: only `used` can clash.
         let mut next = self.first;
         for k in keys {
             if self.map.contains_key(k) {
                 continue;
             }
-            while used.contains(&next) || self.map.values().any(|&v| v == next) {
+            while used.contains(&next) {
                 next += 1;
             }
             self.map.insert(k.clone(), next);
@@ -163,13 +195,7 @@ impl Model {
         let tkeys: BTreeSet<TargetKey> = cfg
             .target_groups
             .iter()
-            .flat_map(|tg| {
-                tg.targets.iter().map(|t| TargetKey {
-                    target_group: tg.name.clone(),
-                    address: t.address,
-                    port: t.port as u16,
-                })
-            })
+            .flat_map(|tg| tg.targets.iter().map(|t| TargetKey::of(tg, t)))
             .collect();
         let keep: BTreeSet<TargetKey> = draining
             .keys()
@@ -186,11 +212,7 @@ impl Model {
         }
         for tg in &cfg.target_groups {
             for t in &tg.targets {
-                let key = TargetKey {
-                    target_group: tg.name.clone(),
-                    address: t.address,
-                    port: t.port as u16,
-                };
+                let key = TargetKey::of(tg, t);
                 let id = backend_ids.get(&key).expect("assigned");
                 backends.insert(
                     id,
@@ -246,13 +268,7 @@ impl Model {
                 let backends_of = tg
                     .targets
                     .iter()
-                    .filter_map(|t| {
-                        backend_ids.get(&TargetKey {
-                            target_group: tg.name.clone(),
-                            address: t.address,
-                            port: t.port as u16,
-                        })
-                    })
+                    .filter_map(|t| backend_ids.get(&TargetKey::of(tg, t)))
                     .collect();
                 let draining_of = keep
                     .iter()

@@ -92,10 +92,10 @@ impl Plane {
         }
     }
 
-    pub fn adopted_ids(&self) -> Result<AdoptedIds> {
+    pub fn adopted_ids(&self) -> AdoptedIds {
         match self {
-            Plane::Xdp(x) => x.adopted_ids(),
-            Plane::Proxy(_) => Ok(AdoptedIds::default()),
+            Plane::Xdp(x) => x.adopted_ids().clone(),
+            Plane::Proxy(_) => AdoptedIds::default(),
         }
     }
 

@@ -17,7 +17,6 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    maglev::{self, MaglevTarget},
     Backend, Counters, FlowKey, FlowState, Globals, ReverseKey, ReverseVal, SnatKey, SnatVal,
     VipKey, VipMeta, VipSlot, PORT_TARGET_TCP, PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP,
     PROTO_TCP, REASON_COUNT, RINGS_PER_VIP, VIP_F_SNAT,
@@ -26,7 +25,7 @@ use log::{info, warn};
 
 use crate::{
     config::{Config, DataplaneKind},
-    model::Model,
+    model::{CachedRing, Model},
 };
 
 /// The XDP object built by build.rs (empty when built without a BPF toolchain).
@@ -196,7 +195,7 @@ impl Drop for RingMmap {
 }
 
 /// What a restarted daemon finds in pinned maps.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct AdoptedIds {
     pub vips: Vec<(VipKey, u32)>,
     pub backends: Vec<(u32, Backend)>,
@@ -293,6 +292,8 @@ pub struct XdpDataplane {
     pin_dir: Option<PathBuf>,
     /// The maps came from pins (a restart).
     pub adopted: bool,
+    /// What the adopted maps held (empty when not adopted).
+    found: AdoptedIds,
     ring_mem: RingMmap,
     pub maps: Maps,
     /// Holds the tail-call table (its slots live as long as the map).
@@ -313,8 +314,8 @@ pub struct XdpDataplane {
 struct RingState {
     zone_id: u32,
     all_id: u32,
-    zone: Option<Vec<MaglevTarget>>,
-    all: Option<Vec<MaglevTarget>>,
+    zone: CachedRing,
+    all: CachedRing,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
@@ -405,6 +406,7 @@ impl XdpDataplane {
             attached: Vec::new(),
             pin_dir: pin_dir.map(Path::to_path_buf),
             adopted,
+            found: AdoptedIds::default(),
         };
         if adopted {
             dp.read_back()?;
@@ -418,14 +420,15 @@ impl XdpDataplane {
         for r in self.maps.vip_slots.iter() {
             let slot = r?;
             if slot.key.family != 0 {
+                self.found.vips.push((slot.key, slot.meta.vip_id));
                 self.vips.insert(slot.key, slot.meta.vip_id);
                 self.rings.insert(
                     slot.meta.vip_id,
                     RingState {
                         zone_id: slot.meta.ring_zone,
                         all_id: slot.meta.ring_all,
-                        zone: None,
-                        all: None,
+                        zone: CachedRing::default(),
+                        all: CachedRing::default(),
                     },
                 );
             }
@@ -434,7 +437,9 @@ impl XdpDataplane {
             self.reverse.insert(ReverseKeyOrd::from(&k?));
         }
         for (id, b) in self.maps.backends.iter().enumerate() {
-            if b?.family != 0 {
+            let b = b?;
+            if b.family != 0 {
+                self.found.backends.push((id as u32, b));
                 self.backends.insert(id as u32);
             }
         }
@@ -444,26 +449,9 @@ impl XdpDataplane {
         Ok(())
     }
 
-    /// Ids found in adopted maps: listener key -> vip id, and backend id ->
-    /// (address, port, target group hash, still valid).
-    pub fn adopted_ids(&self) -> Result<AdoptedIds> {
-        let mut ids = AdoptedIds::default();
-        if !self.adopted {
-            return Ok(ids);
-        }
-        for r in self.maps.vip_slots.iter() {
-            let slot = r?;
-            if slot.key.family != 0 {
-                ids.vips.push((slot.key, slot.meta.vip_id));
-            }
-        }
-        for (id, b) in self.maps.backends.iter().enumerate() {
-            let b = b?;
-            if b.family != 0 {
-                ids.backends.push((id as u32, b));
-            }
-        }
-        Ok(ids)
+    /// Ids found in adopted maps (read once, by `read_back`).
+    pub fn adopted_ids(&self) -> &AdoptedIds {
+        &self.found
     }
 
     pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
@@ -603,27 +591,23 @@ impl XdpDataplane {
             let st = self.rings.entry(v.vip_id).or_insert(RingState {
                 zone_id: base + 1,
                 all_id: base + 3,
-                zone: None,
-                all: None,
+                zone: CachedRing::default(),
+                all: CachedRing::default(),
             });
             // Write changed rings into the spare slot, then flip below.
-            if st.zone.as_ref() != Some(&zone) {
+            if st.zone.refresh(zone, m) {
                 let spare = if st.zone_id == base { base + 1 } else { base };
-                self.ring_mem
-                    .write((spare * m) as usize, &maglev::build(&zone, m))?;
+                self.ring_mem.write((spare * m) as usize, &st.zone.table)?;
                 st.zone_id = spare;
-                st.zone = Some(zone);
             }
-            if st.all.as_ref() != Some(&all) {
+            if st.all.refresh(all, m) {
                 let spare = if st.all_id == base + 2 {
                     base + 3
                 } else {
                     base + 2
                 };
-                self.ring_mem
-                    .write((spare * m) as usize, &maglev::build(&all, m))?;
+                self.ring_mem.write((spare * m) as usize, &st.all.table)?;
                 st.all_id = spare;
-                st.all = Some(all);
             }
             let meta = VipMeta {
                 vip_id: v.vip_id,

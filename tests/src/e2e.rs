@@ -179,6 +179,32 @@ impl Drop for Daemon {
     }
 }
 
+/// Health checks every second, unhealthy after 2 failures: a dead target
+/// is found within 3s.
+pub const FAST_HC: &str = "[target_group.health_check]\ninterval = \"1s\"\ntimeout = \"500ms\"\nhealthy_threshold = 2\nunhealthy_threshold = 2\n";
+
+pub fn sock(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().expect("address"), port)
+}
+
+/// `n` TCP exchanges with `addr` from the client namespace; every one must
+/// complete. Returns how many each backend answered.
+pub fn spread(
+    topo: &crate::topo::Topology,
+    d: &Daemon,
+    addr: SocketAddr,
+    n: usize,
+) -> std::collections::HashMap<String, u32> {
+    let _in = topo.client.enter().expect("enter client");
+    let mut per = std::collections::HashMap::new();
+    for i in 0..n {
+        let name = tcp_exchange(addr, format!("c{i}").as_bytes())
+            .unwrap_or_else(|e| panic!("#{i}: {e:#}\n{}", d.log_text()));
+        *per.entry(name).or_insert(0) += 1;
+    }
+    per
+}
+
 /// `lb status` of the daemon whose config is at `config`.
 pub fn lb_status(config: &Path) -> Result<String> {
     let out = std::process::Command::new(lb_bin())

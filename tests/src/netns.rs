@@ -113,22 +113,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // Anything else still running in there (e.g. daemons of a process
-        // we spawned) goes too.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        }
+        self.kill_all();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();

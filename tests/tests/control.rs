@@ -4,13 +4,10 @@
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use tests::{
-    e2e::{self, tcp_exchange, Conn, Daemon, TempDir},
+    e2e::{self, tcp_exchange, Conn, Daemon, TempDir, FAST_HC},
     netns::require_root,
     topo::{Topology, VIP_V4},
 };
-
-/// interval 1s, unhealthy after 2 failures: detected within 3s.
-const FAST_HC: &str = "[target_group.health_check]\ninterval = \"1s\"\ntimeout = \"500ms\"\nhealthy_threshold = 2\nunhealthy_threshold = 2\n";
 
 fn vip() -> SocketAddr {
     SocketAddr::new(VIP_V4.parse().unwrap(), 80)
@@ -34,14 +31,7 @@ fn setup(tag: &str, extra: &str, edit: impl Fn(String) -> String) -> (Topology, 
 
 /// `n` connections to the v4 VIP from the client; every one must complete.
 fn spread(topo: &Topology, d: &Daemon, n: usize) -> HashMap<String, u32> {
-    let _in = topo.client.enter().unwrap();
-    let mut per = HashMap::new();
-    for i in 0..n {
-        let name = tcp_exchange(vip(), format!("c{i}").as_bytes())
-            .unwrap_or_else(|e| panic!("#{i}: {e:#}\n{}", d.log_text()));
-        *per.entry(name).or_insert(0) += 1;
-    }
-    per
+    e2e::spread(topo, d, vip(), n)
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Network-namespace tests with real traffic: client -> gateway (XDP,
 //! native mode) -> three backends. Root only; serial.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::collections::HashMap;
 
 use lb_common::Reason;
 use lb_userspace::{
@@ -10,14 +10,10 @@ use lb_userspace::{
     xdp::{AttachMode, Sizes, XdpDataplane},
 };
 use tests::{
-    e2e::{self, tcp_exchange, udp_exchange, Daemon, TempDir},
+    e2e::{self, sock, tcp_exchange, udp_exchange, Daemon, TempDir},
     netns::require_root,
     topo::{Topology, VIP_V4, VIP_V6},
 };
-
-fn sock(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
 
 fn servers(topo: &mut Topology) {
     e2e::start_servers(

@@ -1,19 +1,13 @@
 //! The proxy data plane (and the automatic fallback to it) with real
 //! traffic through namespaces. Root only; serial; bounded.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use tests::{
-    e2e::{self, tcp_exchange, udp_exchange, Conn, Daemon, TempDir},
+    e2e::{self, sock, tcp_exchange, udp_exchange, Conn, Daemon, TempDir, FAST_HC},
     netns::require_root,
     topo::{Topology, VIP_V4, VIP_V6},
 };
-
-const FAST_HC: &str = "[target_group.health_check]\ninterval = \"1s\"\ntimeout = \"500ms\"\nhealthy_threshold = 2\nunhealthy_threshold = 2\n";
-
-fn sock(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
 
 /// Topology with servers; in proxy mode the VIPs are local addresses of
 /// the gateway (the proxy terminates connections).
@@ -42,14 +36,7 @@ fn proxy_config(topo: &Topology) -> String {
 }
 
 fn spread(topo: &Topology, d: &Daemon, vip: &str, n: usize) -> HashMap<String, u32> {
-    let _in = topo.client.enter().unwrap();
-    let mut per = HashMap::new();
-    for i in 0..n {
-        let name = tcp_exchange(sock(vip, 80), format!("p{i}").as_bytes())
-            .unwrap_or_else(|e| panic!("#{i}: {e:#}\n{}", d.log_text()));
-        *per.entry(name).or_insert(0) += 1;
-    }
-    per
+    e2e::spread(topo, d, sock(vip, 80), n)
 }
 
 #[test]

@@ -19,14 +19,13 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use lb_common::{
-    maglev::{self, MaglevTarget},
     select::{flow_key_hash, pick},
     Counters, PROTO_TCP, PROTO_UDP,
 };
 use log::{info, warn};
 use tokio::{sync::Notify, task::JoinHandle};
 
-use crate::model::{addr_words, Model};
+use crate::model::{addr_words, CachedRing, Model};
 
 /// Proxy settings (from the gateway config).
 #[derive(Debug, Clone)]
@@ -217,20 +216,12 @@ impl Shared {
     }
 }
 
-/// A VIP's ring inputs (zone, all) and the tables built from them.
-type RingCache = (
-    Vec<MaglevTarget>,
-    Vec<MaglevTarget>,
-    Arc<Vec<u32>>,
-    Arc<Vec<u32>>,
-);
-
 /// The proxy data plane as the daemon drives it.
 pub struct ProxyDataplane {
     pub shared: Arc<Shared>,
     listeners: HashMap<(SocketAddr, u8), JoinHandle<()>>,
     /// Maglev inputs and tables per VIP id (rebuilt only when inputs change).
-    rings: HashMap<u32, RingCache>,
+    rings: HashMap<u32, (CachedRing, CachedRing)>,
 }
 
 impl ProxyDataplane {
@@ -267,22 +258,9 @@ impl ProxyDataplane {
         };
         for v in &model.vips {
             let (zi, ai) = model.ring_inputs(v, in_ring);
-            let e = self.rings.entry(v.vip_id).or_insert_with(|| {
-                (
-                    Vec::new(),
-                    Vec::new(),
-                    Arc::new(Vec::new()),
-                    Arc::new(Vec::new()),
-                )
-            });
-            if e.2.is_empty() || e.0 != zi {
-                e.2 = Arc::new(maglev::build(&zi, m));
-                e.0 = zi;
-            }
-            if e.3.is_empty() || e.1 != ai {
-                e.3 = Arc::new(maglev::build(&ai, m));
-                e.1 = ai;
-            }
+            let (zone, all) = self.rings.entry(v.vip_id).or_default();
+            zone.refresh(zi, m);
+            all.refresh(ai, m);
             let local = SocketAddr::new(v.lkey.address, v.lkey.port);
             snap.vips.insert(
                 (local, v.lkey.proto),
@@ -290,8 +268,8 @@ impl ProxyDataplane {
                     vip_id: v.vip_id,
                     flags: v.flags,
                     ppv2: ppv2(&v.target_group),
-                    zone: e.2.clone(),
-                    all: e.3.clone(),
+                    zone: zone.table.clone(),
+                    all: all.table.clone(),
                 },
             );
         }
