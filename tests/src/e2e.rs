@@ -176,6 +176,14 @@ impl Drop for Daemon {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+        // The daemon leaves its pins (hitless restarts); the test removes
+        // them, unless the daemon was killed to be restarted.
+        if self.keep_pins {
+            return;
+        }
+        if let Some(pin) = pin_path_of(&std::fs::read_to_string(&self.config).unwrap_or_default()) {
+            let _ = std::fs::remove_dir_all(pin);
+        }
     }
 }
 
