@@ -14,6 +14,32 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     #[serde(default, rename = "target_group")]
     pub target_groups: Vec<TargetGroup>,
+    /// Route announcement for a BGP daemon; absent = not announced.
+    #[serde(default)]
+    pub announce: Option<Announce>,
+}
+
+/// VIP announcement: one route per VIP address with a healthy target, in a
+/// kernel table that BIRD (or any routing daemon) learns and exports. The
+/// routes point at a tun device that only exists while the daemon runs, so
+/// the kernel removes them when it dies, however it dies.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Announce {
+    /// Kernel routing table for the VIP routes (not consulted for
+    /// forwarding unless an `ip rule` says so).
+    pub table: u32,
+    /// Name of the tun device the routes point at.
+    pub device: String,
+}
+
+impl Default for Announce {
+    fn default() -> Self {
+        Announce {
+            table: 100,
+            device: "lb-vips".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -376,6 +402,28 @@ impl Config {
                 ),
             );
         }
+        if let Some(a) = &self.announce {
+            // 253-255 are the kernel's default, main and local tables.
+            if a.table == 0 || (253..=255).contains(&a.table) {
+                err(
+                    "announce.table".into(),
+                    format!(
+                        "{} is a reserved table (0, 253 default, 254 main, 255 local); use a dedicated one such as 100",
+                        a.table
+                    ),
+                );
+            }
+            let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+            if a.device.is_empty() || a.device.len() > 15 || !a.device.chars().all(ok_char) {
+                err(
+                    "announce.device".into(),
+                    format!(
+                        "{:?} is not an interface name (1-15 of a-z, A-Z, 0-9, '-', '_', '.')",
+                        a.device
+                    ),
+                );
+            }
+        }
         let mut tg_index = HashMap::new();
         for (i, tg) in self.target_groups.iter().enumerate() {
             let p = format!("target_group[{i}]");
@@ -603,11 +651,11 @@ fn locate(text: &str, path: &str) -> Option<usize> {
     let head = parts.next()?;
     let (table, idx) = match head.split_once('[') {
         Some((t, i)) => (t, i.trim_end_matches(']').parse::<usize>().ok()?),
-        None if head == "gateway" => ("gateway", 0),
+        None if head == "gateway" || head == "announce" => (head, 0),
         None => return None,
     };
-    let header = if table == "gateway" {
-        "[gateway]".to_string()
+    let header = if table == "gateway" || table == "announce" {
+        format!("[{table}]")
     } else {
         format!("[[{table}]]")
     };
@@ -709,6 +757,24 @@ zone = "a"
         assert_eq!(
             error(&text),
             "listener[1].port: 70000 is out of range (1-65535) at line 22"
+        );
+    }
+
+    #[test]
+    fn announce_defaults_and_errors() {
+        assert_eq!(Config::parse(BASE).unwrap().announce, None);
+        let on = Config::parse(&format!("{BASE}\n[announce]\n")).unwrap();
+        assert_eq!(on.announce, Some(Announce::default()));
+        assert_eq!(
+            error(&format!("{BASE}\n[announce]\ntable = 254\n")),
+            "announce.table: 254 is a reserved table (0, 253 default, 254 main, 255 local); use a dedicated one such as 100 at line 20"
+        );
+        assert_eq!(
+            error(&format!("{BASE}\n[announce]\ndevice = \"way-too-long-name0\"\n")),
+            "announce.device: \"way-too-long-name0\" is not an interface name (1-15 of a-z, A-Z, 0-9, '-', '_', '.') at line 20"
+        );
+        assert!(
+            error(&format!("{BASE}\n[announce]\ntabel = 7\n")).contains("unknown field `tabel`")
         );
     }
 

@@ -17,6 +17,7 @@ use tokio::{
 };
 
 use crate::{
+    announce::Announcer,
     checker::{self, CheckResult, CheckSpec},
     config::{Config, DataplaneKind},
     health::{Health, Tracker},
@@ -149,6 +150,8 @@ pub struct Daemon {
     pub flow_count: Option<crate::status::FlowCount>,
     /// Config reloads: (ok, failed).
     pub reloads: (u64, u64),
+    /// Route announcement (`[announce]`), once the data plane is up.
+    pub announcer: Option<Announcer>,
 }
 
 impl Daemon {
@@ -172,6 +175,7 @@ impl Daemon {
             samples: (None, None),
             flow_count: None,
             reloads: (0, 0),
+            announcer: None,
         };
         // A restart: keep the ids the pinned maps (and conntrack) use.
         for (k, vip_id) in adopted.vips {
@@ -356,12 +360,36 @@ impl Daemon {
             .iter()
             .map(|tg| (tg.name.clone(), tg.proxy_protocol_v2))
             .collect();
-        self.plane.sync(
+        let res = self.plane.sync(
             &self.model,
             &|id| r(&in_ring, id),
             &|id| r(&valid, id),
             &|tg| ppv2.get(tg).copied().unwrap_or(false),
-        )
+        );
+        self.announce();
+        res
+    }
+
+    /// Tells the announcer which VIP addresses have a healthy target.
+    fn announce(&self) {
+        if let Some(a) = &self.announcer {
+            a.set(crate::announce::wanted(&self.model, &|id| self.in_ring(id)));
+        }
+    }
+
+    /// Starts, stops or restarts the announcer after a config change.
+    pub async fn update_announcer(&mut self) -> Result<()> {
+        if self.announcer.as_ref().map(|a| &a.cfg) == self.cfg.announce.as_ref() {
+            return Ok(());
+        }
+        if let Some(a) = self.announcer.take() {
+            a.shutdown().await;
+        }
+        if let Some(cfg) = self.cfg.announce.clone() {
+            self.announcer = Some(Announcer::start(&cfg).await?);
+            self.announce();
+        }
+        Ok(())
     }
 
     fn sync_logged(&mut self) {
@@ -576,6 +604,8 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
         crate::admin::serve_metrics(addr, admin_tx.clone()).await?;
     }
     crate::admin::serve_status(&d.cfg.gateway.admin_socket, admin_tx).await?;
+    // Announced only now that the data plane forwards.
+    d.update_announcer().await?;
     d.take_sample();
     let mut sample_tick = tokio::time::interval(Duration::from_secs(2));
     let mut term = signal(SignalKind::terminate())?;
@@ -589,6 +619,9 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
             _ = hup.recv() => {
                 let _ = crate::notify::notify("RELOADING=1");
                 d.reload(&config_path);
+                if let Err(e) = d.update_announcer().await {
+                    error!("announcement stopped: {e:#}");
+                }
                 let _ = crate::notify::notify("READY=1");
             }
             _ = tick.tick() => { d.expire_drains(); }
@@ -607,6 +640,11 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
         }
     }
     let _ = crate::notify::notify("STOPPING=1");
+    // Withdrawn first: upstream routers move the traffic to other gateways
+    // while this one (XDP) still forwards what arrives meanwhile.
+    if let Some(a) = d.announcer.take() {
+        a.shutdown().await;
+    }
     let _ = std::fs::remove_file(&d.cfg.gateway.admin_socket);
     let was_xdp = matches!(d.plane, Plane::Xdp(_));
     drop(d);

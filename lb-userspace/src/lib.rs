@@ -1,5 +1,6 @@
 //! The `lb` daemon as a library, so integration tests can drive its parts.
 pub mod admin;
+pub mod announce;
 pub mod checker;
 pub mod cli;
 pub mod config;

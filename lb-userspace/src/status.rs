@@ -300,6 +300,22 @@ impl Daemon {
         }
         family(
             &mut o,
+            "lb_vip_announced",
+            "gauge",
+            "1 while the VIP address is announced (route in the [announce] table), else 0.",
+        );
+        let announced = self.announced();
+        let addrs: std::collections::BTreeSet<_> =
+            self.model.vips.iter().map(|v| v.lkey.address).collect();
+        for a in addrs {
+            let _ = writeln!(
+                o,
+                "lb_vip_announced{{address=\"{a}\"}} {}",
+                u8::from(announced.as_ref().is_some_and(|s| s.contains(&a)))
+            );
+        }
+        family(
+            &mut o,
             "lb_dataplane_info",
             "gauge",
             "The data plane in use, per interface.",
@@ -312,6 +328,13 @@ impl Daemon {
             );
         }
         o
+    }
+
+    /// The announced addresses, when announcing is on.
+    fn announced(&self) -> Option<std::collections::BTreeSet<std::net::IpAddr>> {
+        self.announcer
+            .as_ref()
+            .map(|a| a.announced.lock().unwrap().clone())
     }
 
     pub fn render_status(&mut self) -> String {
@@ -341,6 +364,20 @@ impl Daemon {
             self.model.zone,
             flows.total
         );
+        if let (Some(set), Some(a)) = (self.announced(), &self.announcer) {
+            let list: Vec<String> = set.iter().map(|a| a.to_string()).collect();
+            let _ = writeln!(
+                o,
+                "announced: {} (kernel table {} via {})",
+                if list.is_empty() {
+                    "none".into()
+                } else {
+                    list.join(", ")
+                },
+                a.cfg.table,
+                a.cfg.device
+            );
+        }
         let _ = writeln!(
             o,
             "\n{:<16} {:<28} {:<5} {:<16} {:>10} {:>12} {:>9}",

@@ -50,7 +50,7 @@ pub fn backend_zone(i: usize) -> &'static str {
 /// a veth sends CHECKSUM_PARTIAL packets whose checksum the kernel would
 /// finish later, which an XDP redirect cannot carry along. Real NICs hand
 /// XDP complete checksums, as this makes the veth do.
-fn prepare_host_dev(ns: &Netns, dev: &str) -> Result<()> {
+pub fn prepare_host_dev(ns: &Netns, dev: &str) -> Result<()> {
     ns.exec(&["ethtool", "-K", dev, "gro", "on", "tx", "off"])
         .context("setting offloads with ethtool (apt-get install ethtool)")?;
     Ok(())
@@ -59,7 +59,7 @@ fn prepare_host_dev(ns: &Netns, dev: &str) -> Result<()> {
 /// A bpffs that processes started with `ip netns exec` still see.
 pub const TEST_BPFFS: &str = "/run/lbt-bpf";
 
-fn ensure_test_bpffs() -> Result<()> {
+pub fn ensure_test_bpffs() -> Result<()> {
     let mounted = std::fs::read_to_string("/proc/self/mounts")?
         .lines()
         .any(|l| {

@@ -1,0 +1,185 @@
+//! Scale-out: two gateways behind an ECMP router, VIPs announced through
+//! BIRD. Root only; serial; every wait bounded; the topology's guards remove
+//! namespaces, processes and pins.
+
+use std::time::Duration;
+
+use tests::{
+    e2e::{self, sock, tcp_exchange, Conn},
+    ecmp::{new_flows, EcmpTopology},
+    netns::{require_root, wait_until},
+    topo::{VIP_V4, VIP_V6},
+};
+
+const GW1: &str = "10.2.1.2";
+const GW2: &str = "10.2.2.2";
+const GW1_V6: &str = "fd02:1::2";
+const GW2_V6: &str = "fd02:2::2";
+const BGP: Duration = Duration::from_secs(20);
+
+fn up() -> EcmpTopology {
+    require_root();
+    let mut t = EcmpTopology::build().expect("topology");
+    t.start_servers().expect("servers");
+    t.start_lb(0).expect("lb on gw1");
+    t.start_lb(1).expect("lb on gw2");
+    t.wait_next_hops(VIP_V4, &[GW1, GW2], BGP).unwrap();
+    t.wait_next_hops(VIP_V6, &[GW1_V6, GW2_V6], BGP).unwrap();
+    t
+}
+
+fn flows(t: &EcmpTopology, i: usize) -> u64 {
+    ["web4", "web6"]
+        .iter()
+        .map(|l| new_flows(&t.gws[i], l).expect("metrics"))
+        .sum()
+}
+
+#[test]
+fn connections_spread_over_both_gateways_and_survive_losing_one() {
+    let mut t = up();
+    const N: usize = 32;
+    let mut conns: Vec<Conn> = {
+        let _in = t.client.enter().unwrap();
+        (0..N)
+            .map(|i| {
+                let vip = if i % 2 == 0 { VIP_V4 } else { VIP_V6 };
+                let mut c = Conn::open(sock(vip, 80)).unwrap_or_else(|e| panic!("#{i}: {e:#}"));
+                c.exchange(b"hello").unwrap();
+                c
+            })
+            .collect()
+    };
+    // Counters are sampled every 2s.
+    let settled = |t: &EcmpTopology, want: u64| {
+        let mut got = (0, 0);
+        wait_until(Duration::from_secs(5), || {
+            got = (flows(t, 0), flows(t, 1));
+            got.0 + got.1 == want
+        });
+        got
+    };
+    let (f1, f2) = settled(&t, N as u64);
+    assert_eq!(
+        f1 + f2,
+        N as u64,
+        "every connection is one flow on one gateway"
+    );
+    assert!(f1 > 0 && f2 > 0, "ECMP used one gateway only: {f1} / {f2}");
+
+    // Gateway 1 dies: its lb and BIRD first; the router must drop it.
+    t.gws[0].lb.take().unwrap().kill9();
+    t.gws[0].ns.kill_all();
+    t.wait_next_hops(VIP_V4, &[GW2], Duration::from_secs(5))
+        .unwrap();
+    t.wait_next_hops(VIP_V6, &[GW2_V6], Duration::from_secs(5))
+        .unwrap();
+    // Then the host itself: its links go down, so nothing (not even the
+    // XDP program left attached) forwards through it any more; the
+    // backends leave it out of their multipath default route.
+    for dev in ["eth0", "b1", "b2", "b3"] {
+        t.gws[0].ns.ip(&["link", "set", dev, "down"]).unwrap();
+    }
+
+    // IPv4 leaves the dead link out at once (ignore_routes_with_linkdown).
+    // IPv6 keeps an established socket's cached route on the dead next hop
+    // until the routing table changes or TCP gives up on it after ~3s of
+    // retransmissions; a routing daemon on the backend (BFD) removing the
+    // gateway changes the table: done by hand here.
+    for (n, (b, _)) in t.backends.iter().enumerate() {
+        let via = format!("fd12:{}::1", n + 1);
+        b.ip(&[
+            "-6", "route", "replace", "default", "via", &via, "dev", "g2",
+        ])
+        .unwrap();
+    }
+    // Every established connection carries on through gateway 2, to the
+    // same backend (another one would answer with a reset).
+    for round in 0..5 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.exchange(format!("round {round}").as_bytes())
+                .unwrap_or_else(|e| {
+                    panic!("connection #{i} ({}) broke: {e:#}\n{}", c.name, t.logs())
+                });
+        }
+    }
+    // Gateway 2 took over exactly gateway 1's flows (it had no state for
+    // them: its rings chose the same backends).
+    let mut f2_after = 0;
+    wait_until(Duration::from_secs(5), || {
+        f2_after = flows(&t, 1);
+        f2_after - f2 == f1
+    });
+    assert_eq!(f2_after - f2, f1);
+
+    // New connections succeed and reach every backend.
+    let _in = t.client.enter().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..60 {
+        let vip = if i % 2 == 0 { VIP_V4 } else { VIP_V6 };
+        let name = tcp_exchange(sock(vip, 80), b"new")
+            .unwrap_or_else(|e| panic!("new connection #{i}: {e:#}\n{}", t.logs()));
+        seen.insert(name);
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
+#[test]
+fn announcement_follows_health_and_the_daemons_life() {
+    let mut t = up();
+    // No healthy target left: both gateways withdraw.
+    for (ns, _) in &mut t.backends {
+        ns.kill_all();
+    }
+    t.wait_next_hops(VIP_V4, &[], Duration::from_secs(8))
+        .unwrap();
+    t.wait_next_hops(VIP_V6, &[], Duration::from_secs(8))
+        .unwrap();
+    let lb1 = t.gws[0].lb.as_ref().unwrap();
+    assert!(lb1
+        .log_text()
+        .contains("10.100.0.1 withdrawn (no healthy target left)"));
+    let status = e2e::lb_status(&lb1.config).unwrap();
+    assert!(
+        status.contains("announced: none (kernel table 100 via lb-vips)"),
+        "{status}"
+    );
+
+    // Healthy again: announced again.
+    t.start_servers().unwrap();
+    t.wait_next_hops(VIP_V4, &[GW1, GW2], Duration::from_secs(8))
+        .unwrap();
+    t.wait_next_hops(VIP_V6, &[GW1_V6, GW2_V6], Duration::from_secs(8))
+        .unwrap();
+
+    // lb on gateway 1 is killed (no cleanup runs), BIRD stays: its device
+    // and routes go with the process, and BIRD withdraws them.
+    t.gws[0].lb.take().unwrap().kill9();
+    t.wait_next_hops(VIP_V4, &[GW2], Duration::from_secs(5))
+        .unwrap();
+    t.wait_next_hops(VIP_V6, &[GW2_V6], Duration::from_secs(5))
+        .unwrap();
+    // Restarted: announced again once its targets are healthy.
+    t.start_lb(0).unwrap();
+    t.wait_next_hops(VIP_V4, &[GW1, GW2], Duration::from_secs(8))
+        .unwrap();
+    let status = e2e::lb_status(&t.gws[0].lb.as_ref().unwrap().config).unwrap();
+    assert!(
+        status.contains("announced: 10.100.0.1, fd64::1 (kernel table 100 via lb-vips)"),
+        "{status}"
+    );
+
+    // SIGTERM on gateway 2: it withdraws before exiting.
+    let lb2 = t.gws[1].lb.take().unwrap();
+    let log = lb2.log.clone();
+    drop(lb2);
+    t.wait_next_hops(VIP_V4, &[GW1], Duration::from_secs(5))
+        .unwrap();
+    t.wait_next_hops(VIP_V6, &[GW1_V6], Duration::from_secs(5))
+        .unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        text.contains("announce: withdrew 2 VIP address(es) and removed device lb-vips"),
+        "{text}"
+    );
+}
