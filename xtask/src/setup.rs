@@ -12,7 +12,7 @@ const LLVM: &str = "llvm-22";
 pub struct Needs {
     /// nightly + rust-src + bpf-linker (building the XDP program).
     pub bpf: bool,
-    /// ip, ethtool, ss (tests and the demo).
+    /// ip, ethtool, ss (tests and the demo); bird (the scale-out tests).
     pub netns: bool,
     /// iperf3, wrk, nginx, haproxy (benchmarks).
     pub bench: bool,
@@ -120,6 +120,7 @@ pub fn setup(needs: Needs) -> Result<()> {
             ("ip", "iproute2"),
             ("ethtool", "ethtool"),
             ("ss", "iproute2"),
+            ("bird", "bird2"),
         ] {
             if !have(bin) && !pkgs.contains(&pkg) {
                 pkgs.push(pkg);
