@@ -390,3 +390,41 @@ pub fn new_flows(gw: &Gateway, listener: &str) -> Result<u64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum())
 }
+
+/// What decides a gateway's choices, read from its daemon's pinned maps:
+/// per VIP (key bytes) its metadata without the ring slot numbers (which
+/// count flips, not content) and the content of its all-zones ring; and the
+/// `BACKENDS` array.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Choices {
+    pub vips: Vec<(Vec<u8>, (u32, u32, [u32; 4]), Vec<u32>)>,
+    pub backends: Vec<lb_common::Backend>,
+}
+
+pub fn choices(gw: &Gateway) -> Result<Choices> {
+    use aya::maps::{Array, HashMap, Map, MapData};
+    use lb_common::{Backend, VipKey, VipMeta};
+    let dir = EcmpTopology::pin_path(gw).join("maps");
+    let open = |name: &str| MapData::from_pin(dir.join(name)).with_context(|| name.to_string());
+    let ring: Array<_, u32> = Array::try_from(Map::Array(open("RING")?))?;
+    let vips: HashMap<_, VipKey, VipMeta> = HashMap::try_from(Map::HashMap(open("VIPS")?))?;
+    let backends: Array<_, Backend> = Array::try_from(Map::Array(open("BACKENDS")?))?;
+    let m = lb_common::DEFAULT_RING_SIZE;
+    let mut out = Vec::new();
+    for kv in vips.iter() {
+        let (k, v) = kv?;
+        let slots = (0..m)
+            .map(|i| ring.get(&(v.ring_all * m + i), 0))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let key = unsafe {
+            std::slice::from_raw_parts((&k as *const VipKey).cast::<u8>(), size_of::<VipKey>())
+        }
+        .to_vec();
+        out.push((key, (v.vip_id, v.flags, v.snat_addr), slots));
+    }
+    out.sort();
+    Ok(Choices {
+        vips: out,
+        backends: backends.iter().collect::<Result<_, _>>()?,
+    })
+}

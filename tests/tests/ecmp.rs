@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tests::{
     e2e::{self, sock, tcp_exchange, Conn},
-    ecmp::{new_flows, EcmpTopology},
+    ecmp::{choices, new_flows, EcmpTopology},
     netns::{require_root, wait_until},
     topo::{VIP_V4, VIP_V6},
 };
@@ -66,6 +66,14 @@ fn connections_spread_over_both_gateways_and_survive_losing_one() {
         "every connection is one flow on one gateway"
     );
     assert!(f1 > 0 && f2 > 0, "ECMP used one gateway only: {f1} / {f2}");
+    // Both daemons hold the same rings and targets, byte for byte.
+    let (c1, c2) = (choices(&t.gws[0]).unwrap(), choices(&t.gws[1]).unwrap());
+    assert_eq!(c1.vips.len(), 2);
+    assert!(c1
+        .vips
+        .iter()
+        .all(|(_, _, ring)| ring.iter().all(|&b| b != 0)));
+    assert!(c1 == c2, "the two gateways' maps differ");
 
     // Gateway 1 dies: its lb and BIRD first; the router must drop it.
     t.gws[0].lb.take().unwrap().kill9();
