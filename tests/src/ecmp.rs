@@ -331,9 +331,11 @@ impl EcmpTopology {
 
     /// Waits until the router's route for `vip` goes to exactly `want`
     /// (gateway uplink addresses, e.g. "10.2.1.2").
-    pub fn wait_next_hops(&self, vip: &str, want: &[&str], timeout: Duration) -> Result<()> {
+    /// Returns how long it took.
+    pub fn wait_next_hops(&self, vip: &str, want: &[&str], timeout: Duration) -> Result<Duration> {
         let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
         want.sort();
+        let start = std::time::Instant::now();
         if !wait_until(timeout, || self.next_hops(vip) == want) {
             bail!(
                 "router's next hops for {vip}: {:?}, expected {want:?}\n{}",
@@ -341,7 +343,7 @@ impl EcmpTopology {
                 self.logs()
             );
         }
-        Ok(())
+        Ok(start.elapsed())
     }
 
     /// BIRD and lb logs, for failure messages.

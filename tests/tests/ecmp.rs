@@ -78,8 +78,10 @@ fn connections_spread_over_both_gateways_and_survive_losing_one() {
     // Gateway 1 dies: its lb and BIRD first; the router must drop it.
     t.gws[0].lb.take().unwrap().kill9();
     t.gws[0].ns.kill_all();
-    t.wait_next_hops(VIP_V4, &[GW2], Duration::from_secs(5))
+    let took = t
+        .wait_next_hops(VIP_V4, &[GW2], Duration::from_secs(5))
         .unwrap();
+    eprintln!("measured: router dropped gateway 1 {took:?} after its lb and BIRD were killed");
     t.wait_next_hops(VIP_V6, &[GW2_V6], Duration::from_secs(5))
         .unwrap();
     // Then the host itself: its links go down, so nothing (not even the
@@ -104,12 +106,17 @@ fn connections_spread_over_both_gateways_and_survive_losing_one() {
     // Every established connection carries on through gateway 2, to the
     // same backend (another one would answer with a reset).
     for round in 0..5 {
+        let start = std::time::Instant::now();
         for (i, c) in conns.iter_mut().enumerate() {
             c.exchange(format!("round {round}").as_bytes())
                 .unwrap_or_else(|e| {
                     panic!("connection #{i} ({}) broke: {e:#}\n{}", c.name, t.logs())
                 });
         }
+        eprintln!(
+            "measured: round {round}: {N} exchanges in {:?}",
+            start.elapsed()
+        );
     }
     // Gateway 2 took over exactly gateway 1's flows (it had no state for
     // them: its rings chose the same backends).
@@ -139,8 +146,12 @@ fn announcement_follows_health_and_the_daemons_life() {
     for (ns, _) in &mut t.backends {
         ns.kill_all();
     }
-    t.wait_next_hops(VIP_V4, &[], Duration::from_secs(8))
+    let took = t
+        .wait_next_hops(VIP_V4, &[], Duration::from_secs(8))
         .unwrap();
+    eprintln!(
+        "measured: VIP withdrawn {took:?} after its targets died (checks every 1s, 2 failures)"
+    );
     t.wait_next_hops(VIP_V6, &[], Duration::from_secs(8))
         .unwrap();
     let lb1 = t.gws[0].lb.as_ref().unwrap();
@@ -163,8 +174,10 @@ fn announcement_follows_health_and_the_daemons_life() {
     // lb on gateway 1 is killed (no cleanup runs), BIRD stays: its device
     // and routes go with the process, and BIRD withdraws them.
     t.gws[0].lb.take().unwrap().kill9();
-    t.wait_next_hops(VIP_V4, &[GW2], Duration::from_secs(5))
+    let took = t
+        .wait_next_hops(VIP_V4, &[GW2], Duration::from_secs(5))
         .unwrap();
+    eprintln!("measured: router dropped gateway 1 {took:?} after kill -9 of its lb");
     t.wait_next_hops(VIP_V6, &[GW2_V6], Duration::from_secs(5))
         .unwrap();
     // Restarted: announced again once its targets are healthy.
@@ -180,9 +193,14 @@ fn announcement_follows_health_and_the_daemons_life() {
     // SIGTERM on gateway 2: it withdraws before exiting.
     let lb2 = t.gws[1].lb.take().unwrap();
     let log = lb2.log.clone();
+    let start = std::time::Instant::now();
     drop(lb2);
     t.wait_next_hops(VIP_V4, &[GW1], Duration::from_secs(5))
         .unwrap();
+    eprintln!(
+        "measured: router dropped gateway 2 {:?} after SIGTERM of its lb",
+        start.elapsed()
+    );
     t.wait_next_hops(VIP_V6, &[GW1_V6], Duration::from_secs(5))
         .unwrap();
     let text = std::fs::read_to_string(log).unwrap();
