@@ -85,15 +85,10 @@ impl EcmpTopology {
         let client = Netns::new("client")?;
         let mut router = Netns::new("router")?;
         veth(&client, "eth0", &router, "eth0")?;
-        client.ip(&["addr", "add", "10.0.0.2/24", "dev", "eth0"])?;
-        client.ip(&["-6", "addr", "add", "fd00::2/64", "dev", "eth0", "nodad"])?;
-        client.ip(&["link", "set", "eth0", "up"])?;
-        client.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
-        client.ip(&["-6", "route", "add", "default", "via", "fd00::1"])?;
+        client.addrs("eth0", &["10.0.0.2/24", "fd00::2/64"])?;
+        client.default_via(&["10.0.0.1", "fd00::1"])?;
         prepare_host_dev(&client, "eth0")?;
-        router.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])?;
-        router.ip(&["-6", "addr", "add", "fd00::1/64", "dev", "eth0", "nodad"])?;
-        router.ip(&["link", "set", "eth0", "up"])?;
+        router.addrs("eth0", &["10.0.0.1/24", "fd00::1/64"])?;
         for (k, v) in [
             ("net.ipv4.ip_forward", "1"),
             ("net.ipv6.conf.all.forwarding", "1"),
@@ -108,39 +103,17 @@ impl EcmpTopology {
             let ns = Netns::new(&format!("gw{k}"))?;
             let dev = format!("g{k}");
             veth(&router, &dev, &ns, "eth0")?;
-            router.ip(&["addr", "add", &format!("10.2.{k}.1/24"), "dev", &dev])?;
-            router.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("fd02:{k}::1/64"),
-                "dev",
+            router.addrs(
                 &dev,
-                "nodad",
-            ])?;
-            router.ip(&["link", "set", &dev, "up"])?;
+                &[&format!("10.2.{k}.1/24"), &format!("fd02:{k}::1/64")],
+            )?;
             // Frames a gateway redirects (XDP) towards the client land here.
             prepare_host_dev(&router, &dev)?;
-            ns.ip(&["addr", "add", &format!("10.2.{k}.2/24"), "dev", "eth0"])?;
-            ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("fd02:{k}::2/64"),
-                "dev",
+            ns.addrs(
                 "eth0",
-                "nodad",
-            ])?;
-            ns.ip(&["link", "set", "eth0", "up"])?;
-            ns.ip(&["route", "add", "default", "via", &format!("10.2.{k}.1")])?;
-            ns.ip(&[
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("fd02:{k}::1"),
-            ])?;
+                &[&format!("10.2.{k}.2/24"), &format!("fd02:{k}::2/64")],
+            )?;
+            ns.default_via(&[&format!("10.2.{k}.1"), &format!("fd02:{k}::1")])?;
             ns.sysctl("net.ipv4.ip_forward", "1")?;
             ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
             gws.push(Gateway {
@@ -176,35 +149,14 @@ impl EcmpTopology {
                 let k = gw.k;
                 let (bdev, gdev) = (format!("g{k}"), format!("b{n}"));
                 veth(&gw.ns, &gdev, &b, &bdev)?;
-                let (g4, b4) = (format!("1{k}.{n}.1"), format!("1{k}.{n}.2"));
+                let (g4, b4) = (format!("10.1{k}.{n}.1"), format!("10.1{k}.{n}.2"));
                 let (g6, b6) = (format!("fd1{k}:{n}::1"), format!("fd1{k}:{n}::2"));
                 gw.ns
-                    .ip(&["addr", "add", &format!("10.{g4}/24"), "dev", &gdev])?;
-                gw.ns.ip(&[
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{g6}/64"),
-                    "dev",
-                    &gdev,
-                    "nodad",
-                ])?;
-                gw.ns.ip(&["link", "set", &gdev, "up"])?;
-                gw.ns
-                    .ip(&["route", "add", &backend_v4(n), "via", &format!("10.{b4}")])?;
+                    .addrs(&gdev, &[&format!("{g4}/24"), &format!("{g6}/64")])?;
+                gw.ns.ip(&["route", "add", &backend_v4(n), "via", &b4])?;
                 gw.ns
                     .ip(&["-6", "route", "add", &backend_v6(n), "via", &b6])?;
-                b.ip(&["addr", "add", &format!("10.{b4}/24"), "dev", &bdev])?;
-                b.ip(&[
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{b6}/64"),
-                    "dev",
-                    &bdev,
-                    "nodad",
-                ])?;
-                b.ip(&["link", "set", &bdev, "up"])?;
+                b.addrs(&bdev, &[&format!("{b4}/24"), &format!("{b6}/64")])?;
                 prepare_host_dev(&b, &bdev)?;
             }
             for (k, v) in [
@@ -399,8 +351,18 @@ pub fn new_flows(gw: &Gateway, listener: &str) -> Result<u64> {
 /// `BACKENDS` array.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Choices {
-    pub vips: Vec<(Vec<u8>, (u32, u32, [u32; 4]), Vec<u32>)>,
+    pub vips: Vec<VipChoice>,
     pub backends: Vec<lb_common::Backend>,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VipChoice {
+    /// `VipKey` bytes.
+    pub key: Vec<u8>,
+    pub vip_id: u32,
+    pub flags: u32,
+    pub snat_addr: [u32; 4],
+    pub ring: Vec<u32>,
 }
 
 pub fn choices(gw: &Gateway) -> Result<Choices> {
@@ -422,7 +384,13 @@ pub fn choices(gw: &Gateway) -> Result<Choices> {
             std::slice::from_raw_parts((&k as *const VipKey).cast::<u8>(), size_of::<VipKey>())
         }
         .to_vec();
-        out.push((key, (v.vip_id, v.flags, v.snat_addr), slots));
+        out.push(VipChoice {
+            key,
+            vip_id: v.vip_id,
+            flags: v.flags,
+            snat_addr: v.snat_addr,
+            ring: slots,
+        });
     }
     out.sort();
     Ok(Choices {

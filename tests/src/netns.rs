@@ -75,6 +75,28 @@ impl Netns {
         sh(&v)
     }
 
+    /// Adds addresses ("10.0.0.1/24", "fd00::1/64": IPv6 without DAD, so
+    /// they work at once) to `dev` and sets it up.
+    pub fn addrs(&self, dev: &str, cidrs: &[&str]) -> Result<()> {
+        for c in cidrs {
+            if c.contains(':') {
+                self.ip(&["-6", "addr", "add", c, "dev", dev, "nodad"])?;
+            } else {
+                self.ip(&["addr", "add", c, "dev", dev])?;
+            }
+        }
+        self.ip(&["link", "set", dev, "up"]).map(|_| ())
+    }
+
+    /// Default routes via the given next hops (IPv4 and/or IPv6).
+    pub fn default_via(&self, hops: &[&str]) -> Result<()> {
+        for h in hops {
+            let fam = if h.contains(':') { "-6" } else { "-4" };
+            self.ip(&[fam, "route", "add", "default", "via", h])?;
+        }
+        Ok(())
+    }
+
     pub fn sysctl(&self, key: &str, val: &str) -> Result<()> {
         self.exec(&["sysctl", "-qw", &format!("{key}={val}")])
             .map(|_| ())

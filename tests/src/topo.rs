@@ -79,15 +79,10 @@ impl Topology {
         let client = Netns::new("client")?;
         let gw = Netns::new("gw")?;
         veth(&client, "eth0", &gw, "eth0")?;
-        client.ip(&["addr", "add", "10.0.0.2/24", "dev", "eth0"])?;
-        client.ip(&["-6", "addr", "add", "fd00::2/64", "dev", "eth0", "nodad"])?;
-        client.ip(&["link", "set", "eth0", "up"])?;
-        client.ip(&["route", "add", "default", "via", GW_V4])?;
-        client.ip(&["-6", "route", "add", "default", "via", GW_V6])?;
+        client.addrs("eth0", &["10.0.0.2/24", "fd00::2/64"])?;
+        client.default_via(&[GW_V4, GW_V6])?;
         prepare_host_dev(&client, "eth0")?;
-        gw.ip(&["addr", "add", "10.0.0.1/24", "dev", "eth0"])?;
-        gw.ip(&["-6", "addr", "add", "fd00::1/64", "dev", "eth0", "nodad"])?;
-        gw.ip(&["link", "set", "eth0", "up"])?;
+        gw.addrs("eth0", &["10.0.0.1/24", "fd00::1/64"])?;
         gw.sysctl("net.ipv4.ip_forward", "1")?;
         gw.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         let mut backends = Vec::new();
@@ -95,38 +90,13 @@ impl Topology {
             let ns = Netns::new(&format!("b{i}"))?;
             let gw_dev = format!("eth{i}");
             veth(&gw, &gw_dev, &ns, "eth0")?;
-            gw.ip(&["addr", "add", &format!("10.1.{i}.1/24"), "dev", &gw_dev])?;
-            gw.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("fd01:{i}::1/64"),
-                "dev",
+            gw.addrs(
                 &gw_dev,
-                "nodad",
-            ])?;
-            gw.ip(&["link", "set", &gw_dev, "up"])?;
+                &[&format!("10.1.{i}.1/24"), &format!("fd01:{i}::1/64")],
+            )?;
             let (v4, v6) = (format!("10.1.{i}.2"), format!("fd01:{i}::2"));
-            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
-            ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ])?;
-            ns.ip(&["link", "set", "eth0", "up"])?;
-            ns.ip(&["route", "add", "default", "via", &format!("10.1.{i}.1")])?;
-            ns.ip(&[
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("fd01:{i}::1"),
-            ])?;
+            ns.addrs("eth0", &[&format!("{v4}/24"), &format!("{v6}/64")])?;
+            ns.default_via(&[&format!("10.1.{i}.1"), &format!("fd01:{i}::1")])?;
             prepare_host_dev(&ns, "eth0")?;
             backends.push(Backend {
                 ns,

@@ -69,10 +69,7 @@ fn connections_spread_over_both_gateways_and_survive_losing_one() {
     // Both daemons hold the same rings and targets, byte for byte.
     let (c1, c2) = (choices(&t.gws[0]).unwrap(), choices(&t.gws[1]).unwrap());
     assert_eq!(c1.vips.len(), 2);
-    assert!(c1
-        .vips
-        .iter()
-        .all(|(_, _, ring)| ring.iter().all(|&b| b != 0)));
+    assert!(c1.vips.iter().all(|v| v.ring.iter().all(|&b| b != 0)));
     assert!(c1 == c2, "the two gateways' maps differ");
 
     // Gateway 1 dies: its lb and BIRD first; the router must drop it.
@@ -208,4 +205,17 @@ fn announcement_follows_health_and_the_daemons_life() {
         text.contains("announce: withdrew 2 VIP address(es) and removed device lb-vips"),
         "{text}"
     );
+
+    // A reload that drops [announce] withdraws; one that restores it
+    // announces again.
+    let lb1 = t.gws[0].lb.as_ref().unwrap();
+    let cfg = EcmpTopology::config(&t.gws[0]);
+    let without = cfg.replace("[announce]\ntable = 100\n", "");
+    assert_ne!(without, cfg);
+    lb1.reload(&without).unwrap();
+    t.wait_next_hops(VIP_V4, &[], Duration::from_secs(5))
+        .unwrap();
+    lb1.reload(&cfg).unwrap();
+    t.wait_next_hops(VIP_V4, &[GW1], Duration::from_secs(5))
+        .unwrap();
 }
