@@ -150,8 +150,12 @@ pub struct Daemon {
     pub flow_count: Option<crate::status::FlowCount>,
     /// Config reloads: (ok, failed).
     pub reloads: (u64, u64),
-    /// Route announcement (`[announce]`), once the data plane is up.
+    /// Route announcement (`[announce]`).
     pub announcer: Option<Announcer>,
+    /// The data plane forwards: VIPs may be announced.
+    pub serving: bool,
+    /// When to try again to start an announcer that failed to start.
+    announce_retry: Option<Instant>,
 }
 
 impl Daemon {
@@ -176,6 +180,8 @@ impl Daemon {
             flow_count: None,
             reloads: (0, 0),
             announcer: None,
+            serving: false,
+            announce_retry: None,
         };
         // A restart: keep the ids the pinned maps (and conntrack) use.
         for (k, vip_id) in adopted.vips {
@@ -366,18 +372,31 @@ impl Daemon {
             &|id| r(&valid, id),
             &|tg| ppv2.get(tg).copied().unwrap_or(false),
         );
-        self.announce();
+        self.announce(res.is_ok());
         res
     }
 
-    /// Tells the announcer which VIP addresses have a healthy target.
-    fn announce(&self) {
-        if let Some(a) = &self.announcer {
-            a.set(crate::announce::wanted(&self.model, &|id| self.in_ring(id)));
+    /// Tells the announcer which VIP addresses have a healthy target and
+    /// are served (proxy: a listener is open). After a failed sync
+    /// (`synced` false) only withdrawals apply.
+    fn announce(&self, synced: bool) {
+        let Some(a) = self.announcer.as_ref().filter(|_| self.serving) else {
+            return;
+        };
+        let mut wanted = crate::announce::wanted(&self.model, &|id| self.in_ring(id));
+        if let Some(open) = self.plane.proxy_addresses() {
+            wanted.retain(|addr| open.contains(addr));
         }
+        a.set(wanted, synced);
     }
 
-    /// Starts, stops or restarts the announcer after a config change.
+    /// The data plane forwards from now on: announce.
+    pub fn start_serving(&mut self) {
+        self.serving = true;
+        self.announce(true);
+    }
+
+    /// Starts, stops or restarts the announcer to match the config.
     pub async fn update_announcer(&mut self) -> Result<()> {
         if self.announcer.as_ref().map(|a| &a.cfg) == self.cfg.announce.as_ref() {
             return Ok(());
@@ -387,9 +406,32 @@ impl Daemon {
         }
         if let Some(cfg) = self.cfg.announce.clone() {
             self.announcer = Some(Announcer::start(&cfg).await?);
-            self.announce();
+            self.announce(true);
         }
         Ok(())
+    }
+
+    /// After a reload: like `update_announcer`, but a failure is logged and
+    /// retried every few seconds (from `retry_announcer`).
+    async fn update_announcer_logged(&mut self) {
+        if let Err(e) = self.update_announcer().await {
+            error!("announcement stopped: {e:#} (retrying every 5s)");
+            self.announce_retry = Some(Instant::now() + Duration::from_secs(5));
+        } else {
+            self.announce_retry = None;
+        }
+    }
+
+    async fn retry_announcer(&mut self) {
+        if self.announce_retry.is_some_and(|t| t <= Instant::now()) {
+            match self.update_announcer().await {
+                Ok(()) => {
+                    self.announce_retry = None;
+                    info!("announcement started");
+                }
+                Err(_) => self.announce_retry = Some(Instant::now() + Duration::from_secs(5)),
+            }
+        }
     }
 
     fn sync_logged(&mut self) {
@@ -555,6 +597,9 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     };
     let (tx, mut rx) = mpsc::channel(1024);
     let mut d = Daemon::new(cfg, plane, tx)?;
+    // The device is made now, so a clash stops the start before anything
+    // is attached; routes come once the data plane forwards.
+    d.update_announcer().await?;
     d.first_round(&mut rx).await;
     if matches!(d.plane, Plane::Xdp(_)) {
         d.sync().context("programming the maps")?;
@@ -604,14 +649,17 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
         crate::admin::serve_metrics(addr, admin_tx.clone()).await?;
     }
     crate::admin::serve_status(&d.cfg.gateway.admin_socket, admin_tx).await?;
-    // Announced only now that the data plane forwards.
-    d.update_announcer().await?;
+    d.start_serving();
     d.take_sample();
     let mut sample_tick = tokio::time::interval(Duration::from_secs(2));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // A hung main loop stops the pings; systemd then kills the daemon, and
+    // with it the announced routes.
+    let watchdog = crate::notify::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); break; }
@@ -619,13 +667,17 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
             _ = hup.recv() => {
                 let _ = crate::notify::notify("RELOADING=1");
                 d.reload(&config_path);
-                if let Err(e) = d.update_announcer().await {
-                    error!("announcement stopped: {e:#}");
-                }
+                d.update_announcer_logged().await;
                 let _ = crate::notify::notify("READY=1");
             }
-            _ = tick.tick() => { d.expire_drains(); }
+            _ = tick.tick() => {
+                d.expire_drains();
+                d.retry_announcer().await;
+            }
             _ = sample_tick.tick() => d.take_sample(),
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                let _ = crate::notify::notify("WATCHDOG=1");
+            }
             Some(req) = admin_rx.recv() => match req {
                 crate::admin::AdminReq::Metrics(tx) => { let _ = tx.send(d.render_metrics()); }
                 crate::admin::AdminReq::Status(tx) => { let _ = tx.send(d.render_status()); }

@@ -21,6 +21,18 @@ pub fn notify(state: &str) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// How often to send "WATCHDOG=1": half the unit's `WatchdogSec=`, when
+/// systemd asked this process for it.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

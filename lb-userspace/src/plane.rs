@@ -99,6 +99,15 @@ impl Plane {
         }
     }
 
+    /// VIP addresses with an open proxy listener; `None` under XDP, where
+    /// a successful sync serves every VIP of the model.
+    pub fn proxy_addresses(&self) -> Option<std::collections::BTreeSet<std::net::IpAddr>> {
+        match self {
+            Plane::Xdp(_) => None,
+            Plane::Proxy(p) => Some(p.open_listeners().map(|(a, _)| a.ip()).collect()),
+        }
+    }
+
     pub fn proxy_events(&self) -> Vec<(&'static str, u64)> {
         match self {
             Plane::Xdp(_) => Vec::new(),

@@ -298,21 +298,23 @@ impl Daemon {
         for (name, n) in self.plane.proxy_events() {
             let _ = writeln!(o, "lb_proxy_events_total{{event=\"{name}\"}} {n}");
         }
-        family(
-            &mut o,
-            "lb_vip_announced",
-            "gauge",
-            "1 while the VIP address is announced (route in the [announce] table), else 0.",
-        );
-        let announced = self.announced();
-        let addrs: std::collections::BTreeSet<_> =
-            self.model.vips.iter().map(|v| v.lkey.address).collect();
-        for a in addrs {
-            let _ = writeln!(
-                o,
-                "lb_vip_announced{{address=\"{a}\"}} {}",
-                u8::from(announced.as_ref().is_some_and(|s| s.contains(&a)))
+        // Only with [announce]: a 0 would otherwise look like an outage.
+        if let Some(announced) = self.announced() {
+            family(
+                &mut o,
+                "lb_vip_announced",
+                "gauge",
+                "1 while the VIP address's route is in the [announce] table (read back from the kernel), else 0.",
             );
+            let addrs: std::collections::BTreeSet<_> =
+                self.model.vips.iter().map(|v| v.lkey.address).collect();
+            for a in addrs {
+                let _ = writeln!(
+                    o,
+                    "lb_vip_announced{{address=\"{a}\"}} {}",
+                    u8::from(announced.contains(&a))
+                );
+            }
         }
         family(
             &mut o,

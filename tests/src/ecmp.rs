@@ -66,6 +66,7 @@ fn bird(ns: &mut Netns, dir: &std::path::Path, conf: &str) -> Result<()> {
     let conf = format!("log \"{}\" all;\n{conf}", dir.join("bird.log").display());
     std::fs::write(&path, conf)?;
     let ctl = dir.join("bird.ctl");
+    crate::netns::sh(&["bird", "--version"]).context("bird is missing (apt-get install bird2)")?;
     ns.spawn(&[
         "bird",
         "-f",
@@ -259,18 +260,10 @@ impl EcmpTopology {
     }
 
     /// The router's next hops (gateway addresses) for `vip`.
-    pub fn next_hops(&self, vip: &str) -> Vec<String> {
-        let v6 = vip.contains(':');
-        let args: Vec<&str> = if v6 {
-            vec!["-6", "route", "show", vip]
-        } else {
-            vec!["route", "show", vip]
-        };
-        let out = self
-            .router
-            .ip(&args)
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+    pub fn next_hops(&self, vip: &str) -> Result<Vec<String>> {
+        let fam = if vip.contains(':') { "-6" } else { "-4" };
+        let out = self.router.ip(&[fam, "route", "show", vip])?;
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
         let words: Vec<&str> = out.split_whitespace().collect();
         let mut hops: Vec<String> = words
             .windows(2)
@@ -278,7 +271,7 @@ impl EcmpTopology {
             .map(|w| w[1].to_string())
             .collect();
         hops.sort();
-        hops
+        Ok(hops)
     }
 
     /// Waits until the router's route for `vip` goes to exactly `want`
@@ -288,7 +281,8 @@ impl EcmpTopology {
         let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
         want.sort();
         let start = std::time::Instant::now();
-        if !wait_until(timeout, || self.next_hops(vip) == want) {
+        // A failing `ip` never counts as a match.
+        if !wait_until(timeout, || self.next_hops(vip).is_ok_and(|h| h == want)) {
             bail!(
                 "router's next hops for {vip}: {:?}, expected {want:?}\n{}",
                 self.next_hops(vip),

@@ -318,7 +318,8 @@ fn sigterm_keeps_forwarding_and_lb_stop_detaches() {
     assert!(!pin.exists(), "lb stop removes the pins");
 }
 
-/// `Type=notify`: READY=1 once serving; RELOADING=1 then READY=1 on SIGHUP.
+/// `Type=notify`: READY=1 once serving; RELOADING=1 then READY=1 on SIGHUP;
+/// WATCHDOG=1 every WatchdogSec/2 when systemd asks for it.
 #[test]
 fn daemon_notifies_systemd() {
     require_root();
@@ -336,23 +337,39 @@ fn daemon_notifies_systemd() {
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let env = format!("NOTIFY_SOCKET={}", path.display());
-    let d = Daemon::start_with(&topo.gw, &dir.0, &topo.config(FAST_HC), &["env", &env])
-        .expect("lb run");
+    // WatchdogSec=400ms: a ping every 200ms.
+    let d = Daemon::start_with(
+        &topo.gw,
+        &dir.0,
+        &topo.config(FAST_HC),
+        &["env", &env, "WATCHDOG_USEC=400000"],
+    )
+    .expect("lb run");
     let mut buf = [0u8; 512];
-    let mut next = || {
+    let mut pings = 0;
+    // The next notification other than a watchdog ping (counted).
+    let mut next = || loop {
         let n = sock.recv(&mut buf).expect("a notification");
-        String::from_utf8_lossy(&buf[..n]).to_string()
+        let m = String::from_utf8_lossy(&buf[..n]).to_string();
+        if m == "WATCHDOG=1" {
+            pings += 1;
+        } else {
+            return (m, pings);
+        }
     };
-    let ready = next();
+    let (ready, _) = next();
     assert!(
         ready.starts_with("READY=1\nSTATUS=serving 4 listener keys, 6 healthy targets"),
         "{ready}"
     );
+    std::thread::sleep(Duration::from_secs(1));
     d.signal(libc::SIGHUP);
-    assert_eq!(next(), "RELOADING=1");
-    assert_eq!(next(), "READY=1");
+    let (reloading, pings) = next();
+    assert_eq!(reloading, "RELOADING=1");
+    assert!(pings >= 3, "{pings} watchdog pings in a second");
+    assert_eq!(next().0, "READY=1");
     drop(d);
-    assert_eq!(next(), "STOPPING=1");
+    assert_eq!(next().0, "STOPPING=1");
 }
 
 #[test]

@@ -181,11 +181,35 @@ fn announcement_follows_health_and_the_daemons_life() {
     t.start_lb(0).unwrap();
     t.wait_next_hops(VIP_V4, &[GW1, GW2], Duration::from_secs(8))
         .unwrap();
+    t.wait_next_hops(VIP_V6, &[GW1_V6, GW2_V6], Duration::from_secs(8))
+        .unwrap();
     let status = e2e::lb_status(&t.gws[0].lb.as_ref().unwrap().config).unwrap();
     assert!(
         status.contains("announced: 10.100.0.1, fd64::1 (kernel table 100 via lb-vips)"),
         "{status}"
     );
+
+    // Routes or device removed by hand are put back within the 3s re-check.
+    let lb1 = t.gws[0].lb.as_ref().unwrap();
+    for (how, log) in [
+        (["link", "set", "lb-vips", "down"], "was set down"),
+        (["link", "del", "dev", "lb-vips"], "is gone"),
+    ] {
+        t.gws[0].ns.ip(&how).unwrap();
+        assert!(
+            lb1.wait_log(
+                &["announce: device lb-vips", log],
+                1,
+                Duration::from_secs(5)
+            ),
+            "{}",
+            lb1.log_text()
+        );
+        t.wait_next_hops(VIP_V4, &[GW1, GW2], Duration::from_secs(5))
+            .unwrap();
+        t.wait_next_hops(VIP_V6, &[GW1_V6, GW2_V6], Duration::from_secs(5))
+            .unwrap();
+    }
 
     // SIGTERM on gateway 2: it withdraws before exiting.
     let lb2 = t.gws[1].lb.take().unwrap();

@@ -225,6 +225,11 @@ pub struct ProxyDataplane {
 }
 
 impl ProxyDataplane {
+    /// The listeners open now: (VIP socket, IP protocol).
+    pub fn open_listeners(&self) -> impl Iterator<Item = &(SocketAddr, u8)> {
+        self.listeners.keys()
+    }
+
     pub fn new(settings: Settings) -> ProxyDataplane {
         let stats = |n: u32| (0..n).map(|_| AtomicCounters::default()).collect();
         ProxyDataplane {
