@@ -1,10 +1,17 @@
 //! UDP: one session per client address, each with its own upstream socket
 //! connected to the target; replies go back from the VIP socket. Sessions
 //! end after `udp_idle` without traffic either way; the table is bounded.
+//!
+//! Datagrams move in batches (quinn-udp): up to 32 per recvmmsg(2), with
+//! UDP GRO where the kernel coalesces, and each run of equal-size datagrams
+//! of one session leaves as one UDP GSO send. Per-datagram syscalls were
+//! what limited a flood.
 
 use std::{
     collections::HashMap,
+    io::IoSliceMut,
     net::SocketAddr,
+    ops::Range,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -14,29 +21,222 @@ use std::{
 
 use anyhow::Result;
 use lb_common::PROTO_UDP;
-use tokio::net::UdpSocket;
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+use tokio::{io::Interest, net::UdpSocket};
 
 use super::{bind_socket, warn_once, Event, Shared};
 
+/// Receive buffer of the VIP socket: absorbs bursts while a batch is sent.
+const VIP_RCVBUF: usize = 4 << 20;
+/// One receive slot: the largest datagram, or a GRO train (at most 64 KiB).
+const SLOT: usize = 65536;
+/// Bytes in one GSO send (the kernel's limit is just under 64 KiB).
+const GSO_BYTES: usize = 60_000;
+
+/// A socket with its quinn-udp state (offload support, batch I/O).
+struct Sock {
+    io: UdpSocket,
+    state: UdpSocketState,
+}
+
+impl Sock {
+    fn new(io: UdpSocket) -> std::io::Result<Sock> {
+        let state = UdpSocketState::new((&io).into())?;
+        // quinn-udp forbids fragmentation (for QUIC's MTU probing); a proxy
+        // passes on whatever size the client sent, as the kernel would.
+        let (level, opt, val) = if io.local_addr()?.is_ipv4() {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_WANT,
+            )
+        } else {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_WANT,
+            )
+        };
+        setsockopt_int(&io, level, opt, val)?;
+        Ok(Sock { io, state })
+    }
+
+    /// Receives a batch into `bufs`; returns how many slots were filled.
+    async fn recv(&self, bufs: &mut [Vec<u8>], meta: &mut [RecvMeta]) -> std::io::Result<usize> {
+        loop {
+            self.io.readable().await?;
+            let mut iovs: Vec<IoSliceMut> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            match self.io.try_io(Interest::READABLE, || {
+                self.state.recv((&self.io).into(), &mut iovs, meta)
+            }) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Sends `segs` (datagrams, in order) to `dest`, runs of equal size as
+    /// one GSO send each. Returns (datagrams, bytes) sent.
+    async fn send(&self, dest: SocketAddr, segs: &[&[u8]], scratch: &mut Vec<u8>) -> (u64, u64) {
+        let (mut pkts, mut bytes) = (0, 0);
+        let sizes: Vec<usize> = segs.iter().map(|s| s.len()).collect();
+        for run in plan(&sizes, self.state.max_gso_segments(), GSO_BYTES) {
+            let ok = if run.len() == 1 {
+                self.send_one(dest, segs[run.start], None).await
+            } else {
+                scratch.clear();
+                for s in &segs[run.clone()] {
+                    scratch.extend_from_slice(s);
+                }
+                // A GSO send the path refuses (EINVAL/EIO, e.g. a segment
+                // larger than the egress MTU) goes again one by one.
+                self.send_one(dest, scratch, Some(sizes[run.start])).await || {
+                    let mut all = true;
+                    for s in &segs[run.clone()] {
+                        all &= self.send_one(dest, s, None).await;
+                    }
+                    all
+                }
+            };
+            if ok {
+                pkts += run.len() as u64;
+                bytes += sizes[run].iter().sum::<usize>() as u64;
+            }
+        }
+        (pkts, bytes)
+    }
+
+    async fn send_one(&self, dest: SocketAddr, contents: &[u8], segment: Option<usize>) -> bool {
+        let t = Transmit {
+            destination: dest,
+            ecn: None,
+            contents,
+            segment_size: segment,
+            src_ip: None,
+        };
+        loop {
+            if self.io.writable().await.is_err() {
+                return false;
+            }
+            match self.io.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.io).into(), &t)
+            }) {
+                Ok(()) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+fn setsockopt_int(s: &UdpSocket, level: i32, opt: i32, val: i32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            opt,
+            (&val as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Splits datagrams (their sizes, in order) into sends: each a run of
+/// equal sizes, at most `max_segs` datagrams and `max_bytes` bytes (a
+/// single datagram may exceed it: it goes alone).
+pub fn plan(sizes: &[usize], max_segs: usize, max_bytes: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < sizes.len() {
+        let size = sizes[start];
+        let mut end = start + 1;
+        while end < sizes.len()
+            && sizes[end] == size
+            && end - start < max_segs.max(1)
+            && (end - start + 1) * size <= max_bytes
+        {
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
 pub fn listen(addr: SocketAddr) -> Result<UdpSocket> {
     let s = bind_socket(addr, socket2::Type::DGRAM)?;
+    // As root (CAP_NET_ADMIN) past net.core.rmem_max; else up to it.
+    if s.set_recv_buffer_size(VIP_RCVBUF).is_ok() {
+        use std::os::fd::AsRawFd as _;
+        let val = VIP_RCVBUF as i32;
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&val as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+    }
     Ok(UdpSocket::from_std(s.into())?)
 }
 
 struct Session {
-    up: Arc<UdpSocket>,
+    up: Arc<Sock>,
+    target: SocketAddr,
     backend: u32,
     last: Arc<AtomicU64>,
 }
 
+type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
+
+/// One session's share of a received batch: (upstream, target, backend id,
+/// datagrams in order).
+type Outgoing<'a> = (Arc<Sock>, SocketAddr, u32, Vec<&'a [u8]>);
+
+fn slots() -> (Vec<Vec<u8>>, Vec<RecvMeta>) {
+    (
+        vec![vec![0u8; SLOT]; BATCH_SIZE],
+        vec![RecvMeta::default(); BATCH_SIZE],
+    )
+}
+
+/// A new session's upstream socket, connected to `target`.
+fn upstream(target: SocketAddr) -> std::io::Result<Sock> {
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let s = std::net::UdpSocket::bind(bind)?;
+    s.connect(target)?;
+    s.set_nonblocking(true)?;
+    Sock::new(UdpSocket::from_std(s)?)
+}
+
 pub async fn serve(sock: UdpSocket, local: SocketAddr, shared: Arc<Shared>) {
-    let sock = Arc::new(sock);
-    let sessions: Arc<Mutex<HashMap<SocketAddr, Session>>> = Arc::new(Mutex::new(HashMap::new()));
+    let sock = match Sock::new(sock) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            shared.event(Event::SocketError);
+            warn_once("udp socket setup", &e);
+            return;
+        }
+    };
+    let sessions: Sessions = Arc::new(Mutex::new(HashMap::new()));
     let epoch = Instant::now();
-    let mut buf = vec![0u8; 65536];
+    let (mut bufs, mut meta) = slots();
+    let mut scratch = Vec::with_capacity(SLOT);
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(v) => v,
+        let n = match sock.recv(&mut bufs, &mut meta).await {
+            Ok(n) => n,
             Err(e) => {
                 shared.event(Event::SocketError);
                 warn_once("udp recv", &e);
@@ -48,65 +248,74 @@ pub async fn serve(sock: UdpSocket, local: SocketAddr, shared: Arc<Shared>) {
             continue;
         };
         let now = epoch.elapsed().as_millis() as u64;
-        let existing = sessions
-            .lock()
-            .expect("sessions")
-            .get(&peer)
-            .map(|s| (s.up.clone(), s.backend, s.last.clone()));
-        let (up, backend, last) = match existing {
-            Some(s) => s,
-            None => {
-                if sessions.lock().expect("sessions").len() >= shared.settings.max_udp_sessions {
-                    shared.event(Event::UdpSessionsFull);
-                    continue;
-                }
-                let Some(&backend) = shared
-                    .candidates(&snap, &vip, peer, local, PROTO_UDP)
-                    .first()
-                else {
-                    shared.event(Event::NoBackend);
-                    continue;
-                };
-                let target = snap.backends[&backend].addr;
-                let bind: SocketAddr = if target.is_ipv4() {
-                    "0.0.0.0:0".parse().unwrap()
-                } else {
-                    "[::]:0".parse().unwrap()
-                };
-                let up = match UdpSocket::bind(bind).await {
-                    Ok(u) if u.connect(target).await.is_ok() => Arc::new(u),
-                    _ => {
-                        shared.event(Event::SocketError);
-                        continue;
+        // Per session, its datagrams in arrival order (a GRO slot holds
+        // several of `stride` bytes each).
+        let mut work: Vec<Outgoing> = Vec::new();
+        let mut index: HashMap<SocketAddr, usize> = HashMap::new();
+        {
+            let mut table = sessions.lock().expect("sessions");
+            for (buf, m) in bufs.iter().zip(&meta).take(n) {
+                let peer = m.addr;
+                let w = match index.get(&peer) {
+                    Some(&w) => w,
+                    None => {
+                        let s = match table.get(&peer) {
+                            Some(s) => s,
+                            None => {
+                                if table.len() >= shared.settings.max_udp_sessions {
+                                    shared.event(Event::UdpSessionsFull);
+                                    continue;
+                                }
+                                let Some(&backend) = shared
+                                    .candidates(&snap, &vip, peer, local, PROTO_UDP)
+                                    .first()
+                                else {
+                                    shared.event(Event::NoBackend);
+                                    continue;
+                                };
+                                let target = snap.backends[&backend].addr;
+                                let up = match upstream(target) {
+                                    Ok(u) => Arc::new(u),
+                                    Err(e) => {
+                                        shared.event(Event::SocketError);
+                                        warn_once("udp upstream socket", &e);
+                                        continue;
+                                    }
+                                };
+                                let last = Arc::new(AtomicU64::new(now));
+                                shared.count(vip.vip_id, backend, 0, 0, 1);
+                                tokio::spawn(replies(
+                                    sock.clone(),
+                                    up.clone(),
+                                    peer,
+                                    backend,
+                                    vip.vip_id,
+                                    last.clone(),
+                                    epoch,
+                                    sessions.clone(),
+                                    shared.clone(),
+                                ));
+                                table.entry(peer).or_insert(Session {
+                                    up,
+                                    target,
+                                    backend,
+                                    last,
+                                })
+                            }
+                        };
+                        s.last.store(now, Ordering::Relaxed);
+                        work.push((s.up.clone(), s.target, s.backend, Vec::new()));
+                        index.insert(peer, work.len() - 1);
+                        work.len() - 1
                     }
                 };
-                let last = Arc::new(AtomicU64::new(now));
-                sessions.lock().expect("sessions").insert(
-                    peer,
-                    Session {
-                        up: up.clone(),
-                        backend,
-                        last: last.clone(),
-                    },
-                );
-                shared.count(vip.vip_id, backend, 0, 0, 1);
-                tokio::spawn(replies(
-                    sock.clone(),
-                    up.clone(),
-                    peer,
-                    backend,
-                    vip.vip_id,
-                    last.clone(),
-                    epoch,
-                    sessions.clone(),
-                    shared.clone(),
-                ));
-                (up, backend, last)
+                let stride = m.stride.max(1);
+                work[w].3.extend(buf[..m.len].chunks(stride));
             }
-        };
-        last.store(now, Ordering::Relaxed);
-        if up.send(&buf[..n]).await.is_ok() {
-            shared.count(vip.vip_id, backend, 1, n as u64, 0);
+        }
+        for (up, target, backend, segs) in &work {
+            let (p, b) = up.send(*target, segs, &mut scratch).await;
+            shared.count(vip.vip_id, *backend, p, b, 0);
         }
     }
 }
@@ -115,28 +324,34 @@ pub async fn serve(sock: UdpSocket, local: SocketAddr, shared: Arc<Shared>) {
 /// the daemon ends it; then removes the session.
 #[allow(clippy::too_many_arguments)]
 async fn replies(
-    sock: Arc<UdpSocket>,
-    up: Arc<UdpSocket>,
+    sock: Arc<Sock>,
+    up: Arc<Sock>,
     peer: SocketAddr,
     backend: u32,
     vip: u32,
     last: Arc<AtomicU64>,
     epoch: Instant,
-    sessions: Arc<Mutex<HashMap<SocketAddr, Session>>>,
+    sessions: Sessions,
     shared: Arc<Shared>,
 ) {
     let guard = shared.register(backend);
     let idle = shared.settings.udp_idle;
     let check = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    let mut buf = vec![0u8; 65536];
+    let (mut bufs, mut meta) = slots();
+    let mut scratch = Vec::with_capacity(SLOT);
     loop {
         tokio::select! {
-            r = tokio::time::timeout(check, up.recv(&mut buf)) => match r {
+            r = tokio::time::timeout(check, up.recv(&mut bufs, &mut meta)) => match r {
                 Ok(Ok(n)) => {
                     last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    if sock.send_to(&buf[..n], peer).await.is_ok() {
-                        shared.count(vip, backend, 1, n as u64, 0);
-                    }
+                    let segs: Vec<&[u8]> = bufs
+                        .iter()
+                        .zip(&meta)
+                        .take(n)
+                        .flat_map(|(b, m)| b[..m.len].chunks(m.stride.max(1)))
+                        .collect();
+                    let (p, b) = sock.send(peer, &segs, &mut scratch).await;
+                    shared.count(vip, backend, p, b, 0);
                 }
                 // ICMP errors show up as errors on the connected socket.
                 Ok(Err(_)) => {}
@@ -151,4 +366,26 @@ async fn replies(
         }
     }
     sessions.lock().expect("sessions").remove(&peer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan;
+
+    #[test]
+    fn sends_are_runs_of_equal_sizes_within_limits() {
+        assert!(plan(&[], 64, 60_000).is_empty());
+        assert_eq!(plan(&[1400; 3], 64, 60_000), vec![0..3]);
+        // A size change starts a new send.
+        assert_eq!(
+            plan(&[100, 100, 50, 100], 64, 60_000),
+            vec![0..2, 2..3, 3..4]
+        );
+        // At most max_segs datagrams, and max_bytes bytes, per send.
+        assert_eq!(plan(&[10; 5], 2, 60_000), vec![0..2, 2..4, 4..5]);
+        assert_eq!(plan(&[1400; 50], 64, 60_000), vec![0..42, 42..50]);
+        // No GSO: one datagram per send; an oversized one goes alone.
+        assert_eq!(plan(&[7, 7], 1, 60_000), vec![0..1, 1..2]);
+        assert_eq!(plan(&[65_000, 65_000], 64, 60_000), vec![0..1, 1..2]);
+    }
 }

@@ -325,7 +325,15 @@ fn main() -> Result<()> {
     let _backends = start_backends(&topo, &dir.0)?;
     let mut figures: Vec<Figure> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
+    // LB_BENCH_PATHS / LB_BENCH_TESTS (comma-separated names) run a subset,
+    // e.g. LB_BENCH_PATHS=kernel,proxy LB_BENCH_TESTS=udp.
+    let only = |var: &str, name: &str| {
+        std::env::var(var).map_or(true, |v| v.split(',').any(|x| x.trim() == name))
+    };
     for path in PATHS {
+        if !only("LB_BENCH_PATHS", path) {
+            continue;
+        }
         if start.elapsed() > DEADLINE {
             skipped.push(format!(
                 "{path}: skipped, the benchmark's 9-minute budget ran out"
@@ -441,6 +449,9 @@ fn main() -> Result<()> {
                 ));
             }
             for (tag, metrics, run) in &tests {
+                if !only("LB_BENCH_TESTS", tag) {
+                    continue;
+                }
                 eprintln!("bench [{:>3}s]   {phase}: {tag}", start.elapsed().as_secs());
                 let mut samples: Vec<Vec<f64>> = vec![Vec::new(); metrics.len()];
                 let (mut cpu, mut soft) = (Vec::new(), Vec::new());
