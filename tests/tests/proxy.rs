@@ -258,7 +258,7 @@ fn proxy_udp_bursts_arrive_whole_and_in_order() {
         s.connect(sock(vip, 80)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut names = std::collections::BTreeSet::new();
-        let mut buf = vec![0u8; 4096];
+        let mut buf = vec![0u8; 65536];
         for round in 0..20usize {
             let size = 100 + round * 61;
             let sent: Vec<Vec<u8>> = (0..32usize)
@@ -284,6 +284,17 @@ fn proxy_udp_bursts_arrive_whole_and_in_order() {
                     "{vip} round {round} datagram {i}"
                 );
             }
+        }
+        // Datagrams larger than the MTU are fragmented on the way, as
+        // without the balancer.
+        for size in [3000, 8000, 20000] {
+            let p: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            s.send(&p).unwrap();
+            let n = s
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("{vip} {size} bytes: {e}\n{}", d.log_text()));
+            let colon = buf.iter().position(|&b| b == b':').unwrap();
+            assert_eq!(&buf[colon + 1..n], &p[..], "{vip} {size} bytes");
         }
         assert_eq!(names.len(), 1, "one session, one target: {names:?}");
     }

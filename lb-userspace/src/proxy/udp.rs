@@ -42,8 +42,9 @@ struct Sock {
 impl Sock {
     fn new(io: UdpSocket) -> std::io::Result<Sock> {
         let state = UdpSocketState::new((&io).into())?;
-        // quinn-udp forbids fragmentation (for QUIC's MTU probing); a proxy
-        // passes on whatever size the client sent, as the kernel would.
+        // quinn-udp forbids fragmentation (for QUIC's MTU probing: PROBE,
+        // and DONTFRAG on IPv6); a proxy passes on whatever size the client
+        // sent, fragmented as the kernel would.
         let (level, opt, val) = if io.local_addr()?.is_ipv4() {
             (
                 libc::IPPROTO_IP,
@@ -58,6 +59,9 @@ impl Sock {
             )
         };
         setsockopt_int(&io, level, opt, val)?;
+        if level == libc::IPPROTO_IPV6 {
+            setsockopt_int(&io, level, libc::IPV6_DONTFRAG, 0)?;
+        }
         Ok(Sock { io, state })
     }
 
