@@ -285,9 +285,9 @@ fn proxy_udp_bursts_arrive_whole_and_in_order() {
                 );
             }
         }
-        // Datagrams larger than the MTU are fragmented on the way, as
-        // without the balancer.
-        for size in [3000, 8000, 20000] {
+        // An empty datagram is a datagram too; ones larger than the MTU are
+        // fragmented on the way, as without the balancer.
+        for size in [0, 3000, 8000, 20000] {
             let p: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
             s.send(&p).unwrap();
             let n = s

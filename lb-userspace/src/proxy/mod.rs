@@ -376,10 +376,6 @@ impl ProxyDataplane {
             .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
             .collect()
     }
-
-    pub fn listening(&self) -> usize {
-        self.listeners.len()
-    }
 }
 
 impl Drop for ProxyDataplane {

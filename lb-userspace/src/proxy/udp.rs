@@ -41,27 +41,27 @@ struct Sock {
 
 impl Sock {
     fn new(io: UdpSocket) -> std::io::Result<Sock> {
-        let state = UdpSocketState::new((&io).into())?;
         // quinn-udp forbids fragmentation (for QUIC's MTU probing: PROBE,
         // and DONTFRAG on IPv6); a proxy passes on whatever size the client
-        // sent, fragmented as the kernel would.
-        let (level, opt, val) = if io.local_addr()?.is_ipv4() {
-            (
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_WANT,
-            )
+        // sent, fragmented as the kernel would: the socket's own settings
+        // (from sysctls) are put back.
+        let (level, mtu_opt) = if io.local_addr()?.is_ipv4() {
+            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER)
         } else {
-            (
-                libc::IPPROTO_IPV6,
-                libc::IPV6_MTU_DISCOVER,
-                libc::IPV6_PMTUDISC_WANT,
-            )
+            (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER)
         };
-        setsockopt_int(&io, level, opt, val)?;
-        if level == libc::IPPROTO_IPV6 {
-            setsockopt_int(&io, level, libc::IPV6_DONTFRAG, 0)?;
+        let mtu = getsockopt_int(&io, level, mtu_opt)?;
+        let dontfrag = (level == libc::IPPROTO_IPV6)
+            .then(|| getsockopt_int(&io, level, libc::IPV6_DONTFRAG))
+            .transpose()?;
+        let state = UdpSocketState::new((&io).into())?;
+        setsockopt_int(&io, level, mtu_opt, mtu)?;
+        if let Some(v) = dontfrag {
+            setsockopt_int(&io, level, libc::IPV6_DONTFRAG, v)?;
         }
+        // Receive timestamps are unused, and while any socket asks for
+        // them the kernel stamps every packet of the host.
+        setsockopt_int(&io, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0)?;
         Ok(Sock { io, state })
     }
 
@@ -85,26 +85,25 @@ impl Sock {
         let (mut pkts, mut bytes) = (0, 0);
         let sizes: Vec<usize> = segs.iter().map(|s| s.len()).collect();
         for run in plan(&sizes, self.state.max_gso_segments(), GSO_BYTES) {
-            let ok = if run.len() == 1 {
-                self.send_one(dest, segs[run.start], None).await
-            } else {
+            if run.len() > 1 {
                 scratch.clear();
                 for s in &segs[run.clone()] {
                     scratch.extend_from_slice(s);
                 }
-                // A GSO send the path refuses (EINVAL/EIO, e.g. a segment
-                // larger than the egress MTU) goes again one by one.
-                self.send_one(dest, scratch, Some(sizes[run.start])).await || {
-                    let mut all = true;
-                    for s in &segs[run.clone()] {
-                        all &= self.send_one(dest, s, None).await;
-                    }
-                    all
+                if self.send_one(dest, scratch, Some(sizes[run.start])).await {
+                    pkts += run.len() as u64;
+                    bytes += scratch.len() as u64;
+                    continue;
                 }
-            };
-            if ok {
-                pkts += run.len() as u64;
-                bytes += sizes[run].iter().sum::<usize>() as u64;
+                // Refused (e.g. a segment larger than the path MTU: EMSGSIZE;
+                // quinn-udp turns GSO off for good on EINVAL/EIO and logs
+                // it): the run goes again one datagram at a time.
+            }
+            for s in &segs[run] {
+                if self.send_one(dest, s, None).await {
+                    pkts += 1;
+                    bytes += s.len() as u64;
+                }
             }
         }
         (pkts, bytes)
@@ -130,6 +129,26 @@ impl Sock {
                 Err(_) => return false,
             }
         }
+    }
+}
+
+fn getsockopt_int(s: &UdpSocket, level: i32, opt: i32) -> std::io::Result<i32> {
+    use std::os::fd::AsRawFd as _;
+    let mut val: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            opt,
+            (&mut val as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        Ok(val)
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -160,7 +179,9 @@ pub fn plan(sizes: &[usize], max_segs: usize, max_bytes: usize) -> Vec<Range<usi
     while start < sizes.len() {
         let size = sizes[start];
         let mut end = start + 1;
-        while end < sizes.len()
+        // Empty datagrams go one by one (GSO cannot carry them).
+        while size > 0
+            && end < sizes.len()
             && sizes[end] == size
             && end - start < max_segs.max(1)
             && (end - start + 1) * size <= max_bytes
@@ -205,11 +226,16 @@ type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
 /// datagrams in order).
 type Outgoing<'a> = (Arc<Sock>, SocketAddr, u32, Vec<&'a [u8]>);
 
-fn slots() -> (Vec<Vec<u8>>, Vec<RecvMeta>) {
-    (
-        vec![vec![0u8; SLOT]; BATCH_SIZE],
-        vec![RecvMeta::default(); BATCH_SIZE],
-    )
+fn slots(n: usize) -> (Vec<Vec<u8>>, Vec<RecvMeta>) {
+    (vec![vec![0u8; SLOT]; n], vec![RecvMeta::default(); n])
+}
+
+/// The datagrams in a received slot: one, or a GRO train of `stride`-byte
+/// datagrams (an empty datagram is one empty slice).
+fn datagrams<'a>(buf: &'a [u8], m: &RecvMeta) -> impl Iterator<Item = &'a [u8]> {
+    let data = &buf[..m.len];
+    let empty = data.is_empty().then_some(data);
+    data.chunks(m.stride.max(1)).chain(empty)
 }
 
 /// A new session's upstream socket, connected to `target`.
@@ -236,7 +262,7 @@ pub async fn serve(sock: UdpSocket, local: SocketAddr, shared: Arc<Shared>) {
     };
     let sessions: Sessions = Arc::new(Mutex::new(HashMap::new()));
     let epoch = Instant::now();
-    let (mut bufs, mut meta) = slots();
+    let (mut bufs, mut meta) = slots(BATCH_SIZE);
     let mut scratch = Vec::with_capacity(SLOT);
     loop {
         let n = match sock.recv(&mut bufs, &mut meta).await {
@@ -313,8 +339,7 @@ pub async fn serve(sock: UdpSocket, local: SocketAddr, shared: Arc<Shared>) {
                         work.len() - 1
                     }
                 };
-                let stride = m.stride.max(1);
-                work[w].3.extend(buf[..m.len].chunks(stride));
+                work[w].3.extend(datagrams(buf, m));
             }
         }
         for (up, target, backend, segs) in &work {
@@ -341,8 +366,11 @@ async fn replies(
     let guard = shared.register(backend);
     let idle = shared.settings.udp_idle;
     let check = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    let (mut bufs, mut meta) = slots();
-    let mut scratch = Vec::with_capacity(SLOT);
+    // One 64 KiB slot per session while it is quiet (there may be 65,536
+    // sessions); a busy one (a batch filled every slot) doubles up to the
+    // full batch, and shrinks back when it goes quiet.
+    let (mut bufs, mut meta) = slots(1);
+    let mut scratch = Vec::new();
     loop {
         tokio::select! {
             r = tokio::time::timeout(check, up.recv(&mut bufs, &mut meta)) => match r {
@@ -352,17 +380,32 @@ async fn replies(
                         .iter()
                         .zip(&meta)
                         .take(n)
-                        .flat_map(|(b, m)| b[..m.len].chunks(m.stride.max(1)))
+                        .flat_map(|(b, m)| datagrams(b, m))
                         .collect();
                     let (p, b) = sock.send(peer, &segs, &mut scratch).await;
                     shared.count(vip, backend, p, b, 0);
+                    if n == bufs.len() && n < BATCH_SIZE {
+                        let more = (2 * n).min(BATCH_SIZE);
+                        bufs.resize(more, vec![0u8; SLOT]);
+                        meta.resize(more, RecvMeta::default());
+                    }
                 }
                 // ICMP errors show up as errors on the connected socket.
                 Ok(Err(_)) => {}
                 Err(_) => {
-                    let quiet = epoch.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
-                    if quiet > idle.as_millis() as u64 {
-                        break;
+                    if bufs.len() > 1 {
+                        bufs.truncate(1);
+                        meta.truncate(1);
+                        scratch = Vec::new();
+                    }
+                    // Idle: decided under the table's lock, which the serve
+                    // loop holds while it refreshes `last`, so a datagram
+                    // arriving meanwhile keeps the session.
+                    let mut table = sessions.lock().expect("sessions");
+                    let now = epoch.elapsed().as_millis() as u64;
+                    if now.saturating_sub(last.load(Ordering::Relaxed)) > idle.as_millis() as u64 {
+                        table.remove(&peer);
+                        return;
                     }
                 }
             },
@@ -390,6 +433,7 @@ mod tests {
         assert_eq!(plan(&[1400; 50], 64, 60_000), vec![0..42, 42..50]);
         // No GSO: one datagram per send; an oversized one goes alone.
         assert_eq!(plan(&[7, 7], 1, 60_000), vec![0..1, 1..2]);
+        assert_eq!(plan(&[0, 0], 64, 60_000), vec![0..1, 1..2]);
         assert_eq!(plan(&[65_000, 65_000], 64, 60_000), vec![0..1, 1..2]);
     }
 }
