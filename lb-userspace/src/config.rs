@@ -31,6 +31,11 @@ pub struct Announce {
     pub table: u32,
     /// Name of the tun device the routes point at.
     pub device: String,
+    /// On shutdown, how long a data plane that ends with the process (the
+    /// proxy, or XDP with --detach-on-exit) keeps serving after the
+    /// withdrawal, while routers move the traffic.
+    #[serde(deserialize_with = "duration")]
+    pub withdraw_grace: Duration,
 }
 
 impl Default for Announce {
@@ -38,6 +43,7 @@ impl Default for Announce {
         Announce {
             table: 100,
             device: "lb-vips".into(),
+            withdraw_grace: Duration::from_secs(2),
         }
     }
 }
@@ -413,6 +419,12 @@ impl Config {
                     ),
                 );
             }
+            if a.withdraw_grace > Duration::from_secs(60) {
+                err(
+                    "announce.withdraw_grace".into(),
+                    "must be at most 60s (a stop waits that long)".into(),
+                );
+            }
             let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
             if a.device.is_empty() || a.device.len() > 15 || !a.device.chars().all(ok_char) {
                 err(
@@ -776,6 +788,11 @@ zone = "a"
         assert!(
             error(&format!("{BASE}\n[announce]\ntabel = 7\n")).contains("unknown field `tabel`")
         );
+        assert_eq!(
+            error(&format!("{BASE}\n[announce]\nwithdraw_grace = \"5m\"\n")),
+            "announce.withdraw_grace: must be at most 60s (a stop waits that long) at line 20"
+        );
+        assert_eq!(Announce::default().withdraw_grace, Duration::from_secs(2));
     }
 
     #[test]

@@ -693,9 +693,18 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     }
     let _ = crate::notify::notify("STOPPING=1");
     // Withdrawn first: upstream routers move the traffic to other gateways
-    // while this one (XDP) still forwards what arrives meanwhile.
+    // while this one still forwards what arrives meanwhile. XDP stays
+    // attached after the exit; the proxy (or XDP with --detach-on-exit)
+    // keeps serving for `withdraw_grace` so that nothing is refused while
+    // the routers converge.
     if let Some(a) = d.announcer.take() {
+        let grace = a.cfg.withdraw_grace;
         a.shutdown().await;
+        let goes_away = detach_on_exit || matches!(d.plane, Plane::Proxy(_));
+        if goes_away && !grace.is_zero() {
+            info!("announce: serving {grace:?} more while routers move the traffic (announce.withdraw_grace)");
+            tokio::time::sleep(grace).await;
+        }
     }
     let _ = std::fs::remove_file(&d.cfg.gateway.admin_socket);
     let was_xdp = matches!(d.plane, Plane::Xdp(_));

@@ -299,3 +299,55 @@ fn proxy_udp_bursts_arrive_whole_and_in_order() {
         assert_eq!(names.len(), 1, "one session, one target: {names:?}");
     }
 }
+
+/// With [announce], a stopping proxy withdraws its VIPs first and keeps
+/// serving for `withdraw_grace`, so nothing is refused while routers move
+/// the traffic elsewhere.
+#[test]
+fn stopping_proxy_withdraws_then_serves_through_the_grace() {
+    let topo = topology();
+    let dir = TempDir::new("pgrace");
+    let cfg = format!(
+        "{}\n[announce]\nwithdraw_grace = \"3s\"\n",
+        proxy_config(&topo)
+    );
+    let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
+    let routes = || {
+        topo.gw
+            .ip(&["route", "show", "table", "100"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        tests::netns::wait_until(Duration::from_secs(5), || routes()
+            .contains("10.100.0.1 dev lb-vips")),
+        "not announced: {}\n{}",
+        routes(),
+        d.log_text()
+    );
+    d.signal(libc::SIGTERM);
+    assert!(
+        d.wait_log(
+            &["announce: withdrew 2 VIP address(es)"],
+            1,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.log_text()
+    );
+    assert!(!routes().contains("10.100.0.1"), "{}", routes());
+    // Withdrawn, yet still serving.
+    {
+        let _in = topo.client.enter().unwrap();
+        for i in 0..10 {
+            tcp_exchange(sock(VIP_V4, 80), format!("late {i}").as_bytes())
+                .unwrap_or_else(|e| panic!("#{i} during the grace: {e:#}\n{}", d.log_text()));
+        }
+    }
+    assert!(d.child.id() > 0 && d.log_text().contains("serving 3s more"));
+    assert!(
+        d.wait_log(&["exiting (proxy data plane"], 1, Duration::from_secs(6)),
+        "{}",
+        d.log_text()
+    );
+}
