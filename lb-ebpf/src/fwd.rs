@@ -116,6 +116,10 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals) -> Result<Option<u32>, R
             let fresh = now.wrapping_sub(st.last_seen_ns) <= timeout as u64 * NS;
             // A flow keeps its target while the target is registered (also
             // while it drains), whatever the ring says now.
+            // (An array lookup, inlined: looking it up again below for the
+            // rewrite costs nothing, and a branch-free `Option<&Backend>`
+            // carried over is what LLVM turns into pointer masking, which
+            // the verifier rejects.)
             let valid = BACKENDS
                 .get(st.backend_id)
                 .is_some_and(|b| b.flags & BACKEND_F_VALID != 0);
@@ -282,30 +286,36 @@ fn to_client(
     snat: bool,
 ) -> Result<u32, Reason> {
     // The SNAT table first: it matches all five fields, while a target port
-    // may also serve a `nat` listener.
-    let sk = SnatKey {
-        gw_addr: pkt.dst,
-        backend_addr: pkt.src,
-        gw_port: pkt.dport,
-        backend_port: pkt.sport,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
+    // may also serve a `nat` listener. Each table is asked only when the
+    // port bitmap or the SNAT port range allows a match.
+    let sv = if snat {
+        let sk = SnatKey {
+            gw_addr: pkt.dst,
+            backend_addr: pkt.src,
+            gw_port: pkt.dport,
+            backend_port: pkt.sport,
+            proto: pkt.proto,
+            family: pkt.family,
+            _pad: [0; 2],
+        };
+        unsafe { SNAT.get(sk) }
+    } else {
+        None
     };
-    let sv = if snat { unsafe { SNAT.get(sk) } } else { None };
-    let rk = ReverseKey {
-        addr: pkt.src,
-        port: pkt.sport,
-        proto: pkt.proto,
-        family: pkt.family,
-    };
-    let (src, sport, dst, dport) = if let Some(sv) = sv {
-        (sv.vip_addr, sv.vip_port, sv.client_addr, sv.client_port)
-    } else if let Some(rv) = if nat {
+    let rv = if nat && sv.is_none() {
+        let rk = ReverseKey {
+            addr: pkt.src,
+            port: pkt.sport,
+            proto: pkt.proto,
+            family: pkt.family,
+        };
         unsafe { NAT_REVERSE.get(rk) }
     } else {
         None
-    } {
+    };
+    let (src, sport, dst, dport) = if let Some(sv) = sv {
+        (sv.vip_addr, sv.vip_port, sv.client_addr, sv.client_port)
+    } else if let Some(rv) = rv {
         (rv.vip_addr, rv.vip_port, pkt.dst, pkt.dport)
     } else {
         return Err(Reason::NotVip);

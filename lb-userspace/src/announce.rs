@@ -389,12 +389,8 @@ async fn run(
             _ = tick.tick() => {}
         }
     }
+    // Closing the device deletes every route through it, at once.
     let current = std::mem::take(&mut *announced.lock().unwrap());
-    for addr in &current {
-        if let Err(e) = routes.del(*addr).await {
-            warn!("announce: {e:#}");
-        }
-    }
     drop(routes.tun.take());
     info!(
         "announce: withdrew {} VIP address(es) and removed device {}",

@@ -411,25 +411,26 @@ impl Daemon {
         Ok(())
     }
 
-    /// After a reload: like `update_announcer`, but a failure is logged and
-    /// retried every few seconds (from `retry_announcer`).
-    async fn update_announcer_logged(&mut self) {
-        if let Err(e) = self.update_announcer().await {
-            error!("announcement stopped: {e:#} (retrying every 5s)");
-            self.announce_retry = Some(Instant::now() + Duration::from_secs(5));
-        } else {
-            self.announce_retry = None;
+    /// `update_announcer` while running (after a reload, then from the tick
+    /// while it fails): a failure is logged once and retried every 5s.
+    async fn reconcile_announcer(&mut self) {
+        let now = Instant::now();
+        if self.announce_retry.is_some_and(|t| t > now) {
+            return;
         }
-    }
-
-    async fn retry_announcer(&mut self) {
-        if self.announce_retry.is_some_and(|t| t <= Instant::now()) {
-            match self.update_announcer().await {
-                Ok(()) => {
-                    self.announce_retry = None;
+        let failing = self.announce_retry.is_some();
+        match self.update_announcer().await {
+            Ok(()) => {
+                if failing {
                     info!("announcement started");
                 }
-                Err(_) => self.announce_retry = Some(Instant::now() + Duration::from_secs(5)),
+                self.announce_retry = None;
+            }
+            Err(e) => {
+                if !failing {
+                    error!("announcement stopped: {e:#} (retrying every 5s)");
+                }
+                self.announce_retry = Some(now + Duration::from_secs(5));
             }
         }
     }
@@ -667,12 +668,14 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
             _ = hup.recv() => {
                 let _ = crate::notify::notify("RELOADING=1");
                 d.reload(&config_path);
-                d.update_announcer_logged().await;
+                // A new config is tried at once, even while retrying.
+                d.announce_retry = None;
+                d.reconcile_announcer().await;
                 let _ = crate::notify::notify("READY=1");
             }
             _ = tick.tick() => {
                 d.expire_drains();
-                d.retry_announcer().await;
+                d.reconcile_announcer().await;
             }
             _ = sample_tick.tick() => d.take_sample(),
             _ = watchdog_tick.tick(), if watchdog.is_some() => {

@@ -336,8 +336,8 @@ fn missing_object() -> anyhow::Error {
 }
 
 impl XdpDataplane {
-    /// Loads the program and its maps (not attached yet).
-    /// Loads without pinning (tests, benchmarks).
+    /// Loads the program and its maps (not attached yet), without pinning
+    /// (tests, benchmarks).
     pub fn load(sizes: Sizes) -> Result<Self> {
         Self::load_pinned(sizes, None)
     }

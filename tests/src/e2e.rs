@@ -289,6 +289,17 @@ impl Conn {
     }
 }
 
+/// Starts `lb-testsrv` (TCP and UDP on `port`) on every backend of the
+/// topology, each named after its backend.
+pub fn serve_backends(topo: &mut crate::topo::Topology, port: u16) -> Result<()> {
+    start_servers(
+        topo.backends
+            .iter_mut()
+            .map(|b| (&mut b.ns, b.name.clone())),
+        port,
+    )
+}
+
 /// Starts `lb-testsrv` in each namespace (name, TCP and UDP on `port`) and
 /// waits until they listen.
 pub fn start_servers<'a>(

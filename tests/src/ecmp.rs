@@ -292,6 +292,19 @@ impl EcmpTopology {
         Ok(start.elapsed())
     }
 
+    /// Waits until the router routes both VIPs via exactly the gateways
+    /// `ks` (1, 2; none: no route), IPv4 first; returns how long IPv4 took.
+    pub fn wait_routed_via(&self, ks: &[usize], timeout: Duration) -> Result<Duration> {
+        let v4: Vec<String> = ks.iter().map(|k| format!("10.2.{k}.2")).collect();
+        let v6: Vec<String> = ks.iter().map(|k| format!("fd02:{k}::2")).collect();
+        fn refs(v: &[String]) -> Vec<&str> {
+            v.iter().map(String::as_str).collect()
+        }
+        let took = self.wait_next_hops(VIP_V4, &refs(&v4), timeout)?;
+        self.wait_next_hops(VIP_V6, &refs(&v6), timeout)?;
+        Ok(took)
+    }
+
     /// BIRD and lb logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();

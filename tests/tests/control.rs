@@ -16,13 +16,7 @@ fn vip() -> SocketAddr {
 fn setup(tag: &str, extra: &str, edit: impl Fn(String) -> String) -> (Topology, TempDir, Daemon) {
     require_root();
     let mut topo = Topology::build(3).expect("topology");
-    e2e::start_servers(
-        topo.backends
-            .iter_mut()
-            .map(|b| (&mut b.ns, b.name.clone())),
-        8080,
-    )
-    .expect("servers");
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
     let dir = TempDir::new(tag);
     let cfg = edit(topo.config(extra));
     let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
@@ -324,13 +318,7 @@ fn sigterm_keeps_forwarding_and_lb_stop_detaches() {
 fn daemon_notifies_systemd() {
     require_root();
     let mut topo = Topology::build(3).expect("topology");
-    e2e::start_servers(
-        topo.backends
-            .iter_mut()
-            .map(|b| (&mut b.ns, b.name.clone())),
-        8080,
-    )
-    .expect("servers");
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
     let dir = TempDir::new("notify");
     let path = dir.0.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();

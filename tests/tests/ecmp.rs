@@ -12,9 +12,6 @@ use tests::{
 };
 
 const GW1: &str = "10.2.1.2";
-const GW2: &str = "10.2.2.2";
-const GW1_V6: &str = "fd02:1::2";
-const GW2_V6: &str = "fd02:2::2";
 const BGP: Duration = Duration::from_secs(20);
 
 fn up() -> EcmpTopology {
@@ -23,8 +20,7 @@ fn up() -> EcmpTopology {
     t.start_servers().expect("servers");
     t.start_lb(0).expect("lb on gw1");
     t.start_lb(1).expect("lb on gw2");
-    t.wait_next_hops(VIP_V4, &[GW1, GW2], BGP).unwrap();
-    t.wait_next_hops(VIP_V6, &[GW1_V6, GW2_V6], BGP).unwrap();
+    t.wait_routed_via(&[1, 2], BGP).unwrap();
     t
 }
 
@@ -75,12 +71,8 @@ fn connections_spread_over_both_gateways_and_survive_losing_one() {
     // Gateway 1 dies: its lb and BIRD first; the router must drop it.
     t.gws[0].lb.take().unwrap().kill9();
     t.gws[0].ns.kill_all();
-    let took = t
-        .wait_next_hops(VIP_V4, &[GW2], Duration::from_secs(5))
-        .unwrap();
+    let took = t.wait_routed_via(&[2], Duration::from_secs(5)).unwrap();
     eprintln!("measured: router dropped gateway 1 {took:?} after its lb and BIRD were killed");
-    t.wait_next_hops(VIP_V6, &[GW2_V6], Duration::from_secs(5))
-        .unwrap();
     // Then the host itself: its links go down, so nothing (not even the
     // XDP program left attached) forwards through it any more; the
     // backends leave it out of their multipath default route.
@@ -143,14 +135,10 @@ fn announcement_follows_health_and_the_daemons_life() {
     for (ns, _) in &mut t.backends {
         ns.kill_all();
     }
-    let took = t
-        .wait_next_hops(VIP_V4, &[], Duration::from_secs(8))
-        .unwrap();
+    let took = t.wait_routed_via(&[], Duration::from_secs(8)).unwrap();
     eprintln!(
         "measured: VIP withdrawn {took:?} after its targets died (checks every 1s, 2 failures)"
     );
-    t.wait_next_hops(VIP_V6, &[], Duration::from_secs(8))
-        .unwrap();
     let lb1 = t.gws[0].lb.as_ref().unwrap();
     assert!(lb1
         .log_text()
@@ -163,26 +151,16 @@ fn announcement_follows_health_and_the_daemons_life() {
 
     // Healthy again: announced again.
     t.start_servers().unwrap();
-    t.wait_next_hops(VIP_V4, &[GW1, GW2], Duration::from_secs(8))
-        .unwrap();
-    t.wait_next_hops(VIP_V6, &[GW1_V6, GW2_V6], Duration::from_secs(8))
-        .unwrap();
+    t.wait_routed_via(&[1, 2], Duration::from_secs(8)).unwrap();
 
     // lb on gateway 1 is killed (no cleanup runs), BIRD stays: its device
     // and routes go with the process, and BIRD withdraws them.
     t.gws[0].lb.take().unwrap().kill9();
-    let took = t
-        .wait_next_hops(VIP_V4, &[GW2], Duration::from_secs(5))
-        .unwrap();
+    let took = t.wait_routed_via(&[2], Duration::from_secs(5)).unwrap();
     eprintln!("measured: router dropped gateway 1 {took:?} after kill -9 of its lb");
-    t.wait_next_hops(VIP_V6, &[GW2_V6], Duration::from_secs(5))
-        .unwrap();
     // Restarted: announced again once its targets are healthy.
     t.start_lb(0).unwrap();
-    t.wait_next_hops(VIP_V4, &[GW1, GW2], Duration::from_secs(8))
-        .unwrap();
-    t.wait_next_hops(VIP_V6, &[GW1_V6, GW2_V6], Duration::from_secs(8))
-        .unwrap();
+    t.wait_routed_via(&[1, 2], Duration::from_secs(8)).unwrap();
     let status = e2e::lb_status(&t.gws[0].lb.as_ref().unwrap().config).unwrap();
     assert!(
         status.contains("announced: 10.100.0.1, fd64::1 (kernel table 100 via lb-vips)"),
@@ -205,10 +183,7 @@ fn announcement_follows_health_and_the_daemons_life() {
             "{}",
             lb1.log_text()
         );
-        t.wait_next_hops(VIP_V4, &[GW1, GW2], Duration::from_secs(5))
-            .unwrap();
-        t.wait_next_hops(VIP_V6, &[GW1_V6, GW2_V6], Duration::from_secs(5))
-            .unwrap();
+        t.wait_routed_via(&[1, 2], Duration::from_secs(5)).unwrap();
     }
 
     // SIGTERM on gateway 2: it withdraws before exiting.
@@ -216,14 +191,11 @@ fn announcement_follows_health_and_the_daemons_life() {
     let log = lb2.log.clone();
     let start = std::time::Instant::now();
     drop(lb2);
-    t.wait_next_hops(VIP_V4, &[GW1], Duration::from_secs(5))
-        .unwrap();
+    t.wait_routed_via(&[1], Duration::from_secs(5)).unwrap();
     eprintln!(
         "measured: router dropped gateway 2 {:?} after SIGTERM of its lb",
         start.elapsed()
     );
-    t.wait_next_hops(VIP_V6, &[GW1_V6], Duration::from_secs(5))
-        .unwrap();
     let text = std::fs::read_to_string(log).unwrap();
     assert!(
         text.contains("announce: withdrew 2 VIP address(es) and removed device lb-vips"),

@@ -15,23 +15,13 @@ use tests::{
     topo::{Topology, VIP_V4, VIP_V6},
 };
 
-fn servers(topo: &mut Topology) {
-    e2e::start_servers(
-        topo.backends
-            .iter_mut()
-            .map(|b| (&mut b.ns, b.name.clone())),
-        8080,
-    )
-    .expect("servers");
-}
-
 /// The program attached natively on the gateway sees the client's packets
 /// (map counters move) while ordinary traffic to the gateway still flows.
 #[test]
 fn native_xdp_on_gateway_counts_client_packets() {
     require_root();
     let mut topo = Topology::build(3).expect("topology");
-    servers(&mut topo);
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
     let srv = e2e::bin("lb-testsrv");
     topo.gw
         .spawn(&[srv.to_str().unwrap(), "--name", "gw", "--tcp", "9000"])
@@ -99,7 +89,7 @@ fn native_xdp_on_gateway_counts_client_packets() {
 fn daemon_balances_tcp_and_udp_fairly() {
     require_root();
     let mut topo = Topology::build(3).expect("topology");
-    servers(&mut topo);
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
     let dir = TempDir::new("fair");
     let d = Daemon::start(&topo.gw, &dir.0, &topo.config("")).expect("lb run");
     assert!(d.log_text().contains("native mode"), "{}", d.log_text());
@@ -151,7 +141,7 @@ fn daemon_balances_tcp_and_udp_fairly() {
 fn daemon_snat_honours_weights() {
     require_root();
     let mut topo = Topology::build(3).expect("topology");
-    servers(&mut topo);
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
     let mut cfg = topo.config("");
     cfg += "[[listener]]\nname = \"weighted\"\naddress = \"10.100.0.1\"\nport = 81\nprotocol = \"tcp\"\ntarget_group = \"w\"\n\n";
     cfg += "[[target_group]]\nname = \"w\"\nmode = \"snat\"\nsnat_address = \"10.0.0.1\"\ncross_zone = true\n";

@@ -14,13 +14,7 @@ use tests::{
 fn topology() -> Topology {
     require_root();
     let mut topo = Topology::build(3).expect("topology");
-    e2e::start_servers(
-        topo.backends
-            .iter_mut()
-            .map(|b| (&mut b.ns, b.name.clone())),
-        8080,
-    )
-    .expect("servers");
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
     topo.gw
         .ip(&["addr", "add", "10.100.0.1/32", "dev", "lo"])
         .unwrap();

@@ -225,11 +225,6 @@ pub struct ProxyDataplane {
 }
 
 impl ProxyDataplane {
-    /// The listeners open now: (VIP socket, IP protocol).
-    pub fn open_listeners(&self) -> impl Iterator<Item = &(SocketAddr, u8)> {
-        self.listeners.keys()
-    }
-
     pub fn new(settings: Settings) -> ProxyDataplane {
         let stats = |n: u32| (0..n).map(|_| AtomicCounters::default()).collect();
         ProxyDataplane {
@@ -367,6 +362,11 @@ impl ProxyDataplane {
             n += 1;
         }
         n
+    }
+
+    /// The listeners open now: (VIP socket, IP protocol).
+    pub fn open_listeners(&self) -> impl Iterator<Item = &(SocketAddr, u8)> {
+        self.listeners.keys()
     }
 
     pub fn events(&self) -> Vec<(&'static str, u64)> {
