@@ -6,10 +6,12 @@
 #[cfg(feature = "user")]
 extern crate std;
 
+pub mod flow;
 pub mod hash;
 #[cfg(feature = "user")]
 pub mod maglev;
 pub mod maps;
 pub mod select;
+pub mod snat;
 
 pub use maps::*;

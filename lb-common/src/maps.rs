@@ -127,8 +127,7 @@ pub const PORT_VIP_UDP: u8 = 2;
 pub const PORT_TARGET_TCP: u8 = 4;
 pub const PORT_TARGET_UDP: u8 = 8;
 
-/// Key of `NAT_REVERSE`: a target as it answers in `nat` mode. Derived from
-/// config alone (target -> listener), so any gateway can translate replies.
+/// Key of `NAT_REVERSE`: a target as it answers in `nat` mode.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ReverseKey {
@@ -139,16 +138,40 @@ pub struct ReverseKey {
 }
 const _: () = assert!(size_of::<ReverseKey>() == 20);
 
-/// Value of `NAT_REVERSE`: the VIP the target's replies must come from.
+/// `nat` listeners one target port may serve (NLB lets a target sit in
+/// several target groups); `lb check` refuses more.
+pub const REVERSE_SLOTS: usize = 4;
+
+/// One listener a target answers for: the VIP's slot and the target's
+/// backend id in that listener's group. `backend_id == 0`: unused.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReverseEntry {
+    pub vip_id: u32,
+    pub backend_id: u32,
+}
+const _: () = assert!(size_of::<ReverseEntry>() == 8);
+
+/// Value of `NAT_REVERSE`: the listeners whose flows a reply from this
+/// target may belong to. A reply is translated only when one of them has
+/// the flow (local conntrack), or, for a flow another gateway set up, when
+/// that listener's ring picks this target for the reply's client tuple.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReverseVal {
-    pub vip_addr: [u32; 4],
-    pub vip_port: u16,
-    pub _pad: [u8; 2],
-    pub vip_id: u32,
+    pub entries: [ReverseEntry; REVERSE_SLOTS],
 }
-const _: () = assert!(size_of::<ReverseVal>() == 24);
+const _: () = assert!(size_of::<ReverseVal>() == 32);
+
+/// Value of `PASSTHROUGH` (key: a `FlowKey` client -> target address and
+/// port): a non-VIP flow to a target port that this gateway forwarded, so
+/// its replies are never mistaken for a VIP flow's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Passthrough {
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(size_of::<Passthrough>() == 8);
 
 /// Key of `SNAT`: a reply to a source-NATed flow (target -> gateway).
 #[repr(C)]
@@ -173,8 +196,11 @@ pub struct SnatVal {
     pub client_port: u16,
     pub vip_port: u16,
     pub vip_id: u32,
+    /// Bumped by compare-and-swap when a CPU takes over a free port, so two
+    /// CPUs can never both take it (u64: the BPF target's only atomic).
+    pub gen: u64,
 }
-const _: () = assert!(size_of::<SnatVal>() == 40);
+const _: () = assert!(size_of::<SnatVal>() == 48);
 
 /// Single entry of `GLOBALS`: settings of the whole data plane.
 #[repr(C)]
@@ -190,8 +216,12 @@ pub struct Globals {
     pub closing_timeout_s: u32,
     /// How long a cached next hop (FIB result) is used; 0 disables the cache.
     pub fib_cache_ms: u32,
+    /// Step between SNAT port probes, coprime with the range
+    /// (`snat::stride`), so every probe of a flow is a distinct port.
+    pub snat_stride: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Globals>() == 24);
+const _: () = assert!(size_of::<Globals>() == 32);
 
 impl Default for Globals {
     fn default() -> Self {
@@ -204,6 +234,8 @@ impl Default for Globals {
             udp_timeout_s: 120,
             closing_timeout_s: 10,
             fib_cache_ms: 1000,
+            snat_stride: crate::snat::stride(32767 - 20000 + 1),
+            _pad: 0,
         }
     }
 }
@@ -278,9 +310,18 @@ pub enum Reason {
     IcmpTranslated,
     /// TTL / hop limit would expire here: passed so the kernel answers.
     TtlExceeded,
+    /// A flow's SNAT port was taken by another flow: the flow starts anew.
+    SnatLost,
+    /// Replies translated without local state: the flow's target is the
+    /// one the ring picks for it (set up by another gateway). Also counted
+    /// in `FwdToClient`.
+    ReplyStateless,
+    /// Packets of non-VIP flows to or from a target port (clients reaching
+    /// a target directly): passed untouched.
+    DirectToTarget,
 }
 
-pub const REASON_COUNT: u32 = 18;
+pub const REASON_COUNT: u32 = 21;
 
 pub const REASON_NAMES: [&str; REASON_COUNT as usize] = [
     "not_ip",
@@ -301,6 +342,9 @@ pub const REASON_NAMES: [&str; REASON_COUNT as usize] = [
     "fwd_to_client",
     "icmp_translated",
     "ttl_exceeded",
+    "snat_lost",
+    "reply_stateless",
+    "direct_to_target",
 ];
 
 #[cfg(feature = "user")]
@@ -315,6 +359,7 @@ mod pod {
     unsafe impl aya::Pod for FlowState {}
     unsafe impl aya::Pod for ReverseKey {}
     unsafe impl aya::Pod for ReverseVal {}
+    unsafe impl aya::Pod for Passthrough {}
     unsafe impl aya::Pod for SnatKey {}
     unsafe impl aya::Pod for SnatVal {}
     unsafe impl aya::Pod for Globals {}

@@ -1,6 +1,8 @@
 //! The fast path: VIP lookup, conntrack, Maglev choice, NAT/SNAT rewrite,
 //! reply translation and forwarding through the FIB.
 
+use core::intrinsics::AtomicOrdering;
+
 use aya_ebpf::{
     bindings::{
         bpf_fib_lookup, xdp_action, BPF_ANY, BPF_FIB_LKUP_RET_FRAG_NEEDED,
@@ -11,23 +13,21 @@ use aya_ebpf::{
     EbpfContext,
 };
 use lb_common::{
+    flow,
     hash::flow_hash,
     select::{flow_key_hash, pick},
-    Counters, FlowKey, FlowState, Globals, Reason, ReverseKey, SnatKey, SnatVal, VipKey, VipMeta,
-    BACKEND_F_VALID, FIB_CACHE_SLOTS, FLOW_F_CLOSING, PORT_TARGET_TCP, PORT_TARGET_UDP,
-    PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP, PROTO_UDP, VIP_F_SNAT,
+    snat, Backend, Counters, FlowKey, FlowState, Globals, Passthrough, Reason, ReverseKey, SnatKey,
+    SnatVal, VipKey, VipMeta, VipSlot, BACKEND_F_VALID, FIB_CACHE_SLOTS, PORT_TARGET_TCP,
+    PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP, PROTO_UDP, REVERSE_SLOTS,
+    VIP_F_CROSS_ZONE, VIP_F_SNAT,
 };
 
 use crate::{
     count, csum,
-    parse::{self, ptr_at, write, Pkt, TCP_FIN, TCP_RST},
+    parse::{self, ptr_at, write, Pkt},
     BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP, JUMP_ICMP,
-    NAT_REVERSE, PORTS, RING, SNAT, VIPS, VIP_SLOTS, VIP_STATS,
+    NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, VIPS, VIP_SLOTS, VIP_STATS,
 };
-
-const NS: u64 = 1_000_000_000;
-/// Ports tried for a SNAT allocation before giving up.
-const SNAT_TRIES: u32 = 8;
 
 #[inline(always)]
 pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
@@ -43,9 +43,12 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
         }
     };
     let g = GLOBALS.get(0).ok_or(Reason::MapError)?;
+    // Tick resolution is plenty for idle timeouts, and far cheaper.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // The port bitmap spares ordinary traffic every hash lookup.
-    if port_bits(pkt.dport) & vip_bit != 0 {
-        if let Some(action) = to_backend(ctx, &pkt, g)? {
+    let dbits = port_bits(pkt.dport);
+    if dbits & vip_bit != 0 {
+        if let Some(action) = to_backend(ctx, &pkt, g, now)? {
             return Ok(action);
         }
     }
@@ -53,7 +56,13 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
     let nat = port_bits(pkt.sport) & target_bit != 0;
     let snat = dport >= g.snat_port_min && dport <= g.snat_port_max;
     if nat || snat {
-        return to_client(ctx, &pkt, g, nat, snat);
+        match to_client(ctx, &pkt, g, nat, snat, now) {
+            Err(Reason::NotVip) => {}
+            r => return r,
+        }
+    }
+    if dbits & target_bit != 0 && note_direct(&pkt, now) {
+        return Err(Reason::DirectToTarget);
     }
     Err(Reason::NotVip)
 }
@@ -78,11 +87,10 @@ fn bump(c: Option<*mut Counters>, bytes: u16, new_flow: bool) {
     }
 }
 
-/// Client -> VIP: find or create the flow, rewrite towards its target.
-/// `None`: not a VIP after all.
+/// The packet's flow as the client sent it.
 #[inline(always)]
-fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals) -> Result<Option<u32>, Reason> {
-    let key = FlowKey {
+fn flow_key(pkt: &Pkt) -> FlowKey {
+    FlowKey {
         src: pkt.src,
         dst: pkt.dst,
         sport: pkt.sport,
@@ -90,10 +98,71 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals) -> Result<Option<u32>, R
         proto: pkt.proto,
         family: pkt.family,
         _pad: [0; 2],
+    }
+}
+
+/// The `SNAT` key of a flow's port towards its target.
+#[inline(always)]
+fn snat_key(pkt: &Pkt, meta: &VipMeta, baddr: &[u32; 4], bport: u16, port_be: u16) -> SnatKey {
+    SnatKey {
+        gw_addr: meta.snat_addr,
+        backend_addr: *baddr,
+        gw_port: port_be,
+        backend_port: bport,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    }
+}
+
+/// The flow a `SNAT` entry was made for.
+#[inline(always)]
+fn snat_val(pkt: &Pkt, vip_id: u32) -> SnatVal {
+    SnatVal {
+        client_addr: pkt.src,
+        vip_addr: pkt.dst,
+        client_port: pkt.sport,
+        vip_port: pkt.dport,
+        vip_id,
+        gen: 0,
+    }
+}
+
+#[inline(always)]
+fn same_flow(a: &SnatVal, b: &SnatVal) -> bool {
+    a.client_addr == b.client_addr
+        && a.vip_addr == b.vip_addr
+        && a.client_port == b.client_port
+        && a.vip_port == b.vip_port
+}
+
+/// A conntrack hit keeps its SNAT entry: the lookup refreshes it in the
+/// LRU (a quiet flow's port is not evicted and handed to another client),
+/// and an entry evicted anyway is put back. False when another flow holds
+/// the port now.
+#[inline(always)]
+fn snat_keep(pkt: &Pkt, meta: &VipMeta, b: &Backend, port_be: u16) -> bool {
+    let Some(sc) = SCRATCH.get_ptr_mut(0) else {
+        return false;
     };
-    // Tick resolution is plenty for idle timeouts, and far cheaper.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let closing = pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+    let sc = unsafe { &mut *sc };
+    sc.snat_key = snat_key(pkt, meta, &b.addr, b.port, port_be);
+    sc.snat_val = snat_val(pkt, meta.vip_id);
+    match unsafe { SNAT.get(&sc.snat_key) } {
+        Some(v) => same_flow(v, &sc.snat_val),
+        None => SNAT
+            .insert(&sc.snat_key, &sc.snat_val, BPF_NOEXIST as u64)
+            .is_ok(),
+    }
+}
+
+/// Client -> VIP: find or create the flow, rewrite towards its target.
+/// `None`: not a VIP after all.
+#[inline(always)]
+fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<u32>, Reason> {
+    let key = flow_key(pkt);
+    let closing = flow::is_closing(pkt.proto, pkt.tcp_flags);
+    let syn = flow::is_syn(pkt.proto, pkt.tcp_flags);
     let mut backend_id = 0u32;
     let mut snat_port = 0u16;
     let mut hit: Option<&VipMeta> = None;
@@ -106,32 +175,34 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals) -> Result<Option<u32>, R
                 && k.port == pkt.dport
                 && k.proto == pkt.proto
                 && k.family == pkt.family;
-            let timeout = if st.flags & FLOW_F_CLOSING != 0 {
-                g.closing_timeout_s
-            } else if pkt.proto == PROTO_TCP {
-                g.tcp_timeout_s
-            } else {
-                g.udp_timeout_s
-            };
-            let fresh = now.wrapping_sub(st.last_seen_ns) <= timeout as u64 * NS;
+            let age = now.wrapping_sub(st.last_seen_ns);
+            let goes_on = flow::continues(g, pkt.proto, st.flags, age, syn);
             // A flow keeps its target while the target is registered (also
             // while it drains), whatever the ring says now.
             // (An array lookup, inlined: looking it up again below for the
             // rewrite costs nothing, and a branch-free `Option<&Backend>`
             // carried over is what LLVM turns into pointer masking, which
             // the verifier rejects.)
-            let valid = BACKENDS
-                .get(st.backend_id)
-                .is_some_and(|b| b.flags & BACKEND_F_VALID != 0);
-            let mode_ok = slot.meta.flags & VIP_F_SNAT == 0 || st.snat_port != 0;
-            if same_vip && fresh && valid && mode_ok {
-                backend_id = st.backend_id;
-                snat_port = st.snat_port;
-                st.last_seen_ns = now;
-                if closing {
-                    st.flags |= FLOW_F_CLOSING;
+            if same_vip && goes_on {
+                if let Some(b) = BACKENDS.get(st.backend_id) {
+                    let mode_ok = if slot.meta.flags & VIP_F_SNAT == 0 {
+                        st.snat_port == 0
+                    } else if st.snat_port == 0 {
+                        false
+                    } else if snat_keep(pkt, &slot.meta, b, st.snat_port) {
+                        true
+                    } else {
+                        count(Reason::SnatLost);
+                        false
+                    };
+                    if b.flags & BACKEND_F_VALID != 0 && mode_ok {
+                        backend_id = st.backend_id;
+                        snat_port = st.snat_port;
+                        st.flags = flow::next_flags(g, pkt.proto, st.flags, age, closing);
+                        st.last_seen_ns = now;
+                        hit = Some(&slot.meta);
+                    }
                 }
-                hit = Some(&slot.meta);
             }
         }
     }
@@ -182,18 +253,18 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals) -> Result<Option<u32>, R
     }
     let snat = meta.flags & VIP_F_SNAT != 0;
     if snat && new_flow {
-        match alloc_snat_port(pkt, meta, &b.addr, b.port, g.snat_port_min, g.snat_port_max) {
-            Some(p) => snat_port = p,
-            None => {
+        match alloc_snat_port(pkt, meta, b, g, now) {
+            0 => {
                 count(Reason::SnatExhausted);
                 return Ok(Some(xdp_action::XDP_DROP));
             }
+            p => snat_port = p,
         }
     }
     if new_flow {
         let st = FlowState {
             backend_id,
-            flags: if closing { FLOW_F_CLOSING } else { 0 },
+            flags: flow::next_flags(g, pkt.proto, 0, 0, closing),
             last_seen_ns: now,
             snat_port,
             _pad: [0; 2],
@@ -218,65 +289,205 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals) -> Result<Option<u32>, R
     Ok(Some(emit(ctx, pkt, rc, p)))
 }
 
-/// Picks a free source port for a SNAT flow: a few hashed probes in range,
-/// reusing a slot whose flow is gone from conntrack.
+/// Picks a free source port for a SNAT flow: a few distinct probes in the
+/// range. A port is free when no entry has it, or when the flow that had it
+/// no longer holds it (closed past the closing timeout, idle past its
+/// timeout, or gone from conntrack); taking over such an entry is a
+/// compare-and-swap on its generation, so two CPUs never both take it.
+/// Returns the port (network order), 0 when none is free.
 #[inline(always)]
-fn alloc_snat_port(
-    pkt: &Pkt,
-    meta: &VipMeta,
-    baddr: &[u32; 4],
-    bport: u16,
-    min: u16,
-    max: u16,
-) -> Option<u16> {
+fn alloc_snat_port(pkt: &Pkt, meta: &VipMeta, b: &Backend, g: &Globals, now: u64) -> u16 {
+    let (min, max) = (g.snat_port_min, g.snat_port_max);
     if max < min {
-        return None;
+        return 0;
     }
+    let Some(sc) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let sc = unsafe { &mut *sc };
     let range = (max - min) as u32 + 1;
     let h = flow_hash(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto);
-    let val = SnatVal {
-        client_addr: pkt.src,
-        vip_addr: pkt.dst,
-        client_port: pkt.sport,
-        vip_port: pkt.dport,
-        vip_id: meta.vip_id,
-    };
-    for i in 0..SNAT_TRIES {
-        let port = (min as u32 + (h.wrapping_add(i.wrapping_mul(7919))) % range) as u16;
-        let key = SnatKey {
-            gw_addr: meta.snat_addr,
-            backend_addr: *baddr,
-            gw_port: port.to_be(),
-            backend_port: bport,
+    sc.snat_val = snat_val(pkt, meta.vip_id);
+    for i in 0..snat::TRIES {
+        let port = snat::probe(min, range, g.snat_stride, h, i).to_be();
+        sc.snat_key = snat_key(pkt, meta, &b.addr, b.port, port);
+        if SNAT
+            .insert(&sc.snat_key, &sc.snat_val, BPF_NOEXIST as u64)
+            .is_ok()
+        {
+            return port;
+        }
+        let Some(old) = SNAT.get_ptr_mut(&sc.snat_key) else {
+            continue;
+        };
+        let gen_ptr = unsafe { core::ptr::addr_of_mut!((*old).gen) };
+        let gen = unsafe { core::ptr::read_volatile(gen_ptr) };
+        let o = unsafe { &*old };
+        sc.flow = FlowKey {
+            src: o.client_addr,
+            dst: o.vip_addr,
+            sport: o.client_port,
+            dport: o.vip_port,
             proto: pkt.proto,
             family: pkt.family,
             _pad: [0; 2],
         };
-        if SNAT.insert(key, val, BPF_NOEXIST as u64).is_ok() {
-            return Some(port.to_be());
+        let held = unsafe { CONNTRACK.get(&sc.flow) }.is_some_and(|s| {
+            s.snat_port == port
+                && flow::live(g, pkt.proto, s.flags, now.wrapping_sub(s.last_seen_ns))
+        });
+        if held {
+            continue;
         }
-        // Taken: reuse it when its flow no longer holds it.
-        if let Some(old) = unsafe { SNAT.get(key) } {
-            let ok = FlowKey {
-                src: old.client_addr,
-                dst: old.vip_addr,
-                sport: old.client_port,
-                dport: old.vip_port,
-                proto: pkt.proto,
-                family: pkt.family,
-                _pad: [0; 2],
-            };
-            let held = unsafe { CONNTRACK.get(ok) }.is_some_and(|s| s.snat_port == port.to_be());
-            if !held && SNAT.insert(key, val, BPF_ANY as u64).is_ok() {
-                return Some(port.to_be());
+        // The BPF target has no `AtomicU64::compare_exchange` (no CAS in
+        // its spec); the intrinsic is the kernel's BPF_CMPXCHG (cpu v3).
+        let (_, won) = unsafe {
+            core::intrinsics::atomic_cxchg::<
+                u64,
+                { AtomicOrdering::SeqCst },
+                { AtomicOrdering::SeqCst },
+            >(gen_ptr, gen, gen.wrapping_add(1))
+        };
+        if won {
+            let o = unsafe { &mut *old };
+            let v = &sc.snat_val;
+            o.client_addr = v.client_addr;
+            o.vip_addr = v.vip_addr;
+            o.client_port = v.client_port;
+            o.vip_port = v.vip_port;
+            o.vip_id = v.vip_id;
+            return port;
+        }
+    }
+    0
+}
+
+/// A non-VIP packet to a target port: if its destination is a target,
+/// remember the flow, so that its replies are passed, not translated.
+/// True when it was such a flow.
+#[inline(always)]
+fn note_direct(pkt: &Pkt, now: u64) -> bool {
+    let rk = ReverseKey {
+        addr: pkt.dst,
+        port: pkt.dport,
+        proto: pkt.proto,
+        family: pkt.family,
+    };
+    if unsafe { NAT_REVERSE.get(rk) }.is_none() {
+        return false;
+    }
+    let key = flow_key(pkt);
+    if let Some(e) = PASSTHROUGH.get_ptr_mut(key) {
+        // One store per packet; an update would cost a map operation.
+        unsafe { (*e).last_seen_ns = now };
+    } else {
+        let _ = PASSTHROUGH.insert(key, Passthrough { last_seen_ns: now }, BPF_ANY as u64);
+    }
+    true
+}
+
+/// Which VIP a `nat` reply (target -> client) comes from, or `None` when
+/// it belongs to no VIP flow. In order: a flow in local conntrack (one of
+/// the listeners the target serves has it, with this target); a non-VIP
+/// flow this gateway forwarded to the target (passed untouched); else, for
+/// a flow another gateway set up, the listener whose ring picks this target
+/// for the client's tuple (stateless and the same on every gateway).
+#[inline(always)]
+fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<&'static VipSlot>, Reason> {
+    let rk = ReverseKey {
+        addr: pkt.src,
+        port: pkt.sport,
+        proto: pkt.proto,
+        family: pkt.family,
+    };
+    let Some(rv) = (unsafe { NAT_REVERSE.get(rk) }) else {
+        return Ok(None);
+    };
+    let sc = SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
+    let sc = unsafe { &mut *sc };
+    let closing = flow::is_closing(pkt.proto, pkt.tcp_flags);
+    for i in 0..REVERSE_SLOTS {
+        let e = rv.entries[i];
+        if e.backend_id == 0 {
+            break;
+        }
+        let Some(slot) = VIP_SLOTS.get(e.vip_id) else {
+            continue;
+        };
+        // The client's flow is recoverable: client from the reply's
+        // destination, VIP from the listener's slot.
+        sc.flow = FlowKey {
+            src: pkt.dst,
+            dst: slot.key.addr,
+            sport: pkt.dport,
+            dport: slot.key.port,
+            proto: pkt.proto,
+            family: pkt.family,
+            _pad: [0; 2],
+        };
+        if let Some(st) = CONNTRACK.get_ptr_mut(&sc.flow) {
+            let st = unsafe { &mut *st };
+            let age = now.wrapping_sub(st.last_seen_ns);
+            if st.backend_id == e.backend_id && flow::continues(g, pkt.proto, st.flags, age, false)
+            {
+                // Replies keep the flow fresh too (a one-way UDP stream).
+                st.flags = flow::next_flags(g, pkt.proto, st.flags, age, closing);
+                st.last_seen_ns = now;
+                return Ok(Some(slot));
             }
         }
     }
-    None
+    sc.flow = FlowKey {
+        src: pkt.dst,
+        dst: pkt.src,
+        sport: pkt.dport,
+        dport: pkt.sport,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    if let Some(p) = unsafe { PASSTHROUGH.get(&sc.flow) } {
+        if now.wrapping_sub(p.last_seen_ns) <= flow::timeout_ns(g, pkt.proto, false) {
+            return Err(Reason::DirectToTarget);
+        }
+    }
+    let m = g.ring_size;
+    if m == 0 {
+        return Err(Reason::MapError);
+    }
+    for i in 0..REVERSE_SLOTS {
+        let e = rv.entries[i];
+        if e.backend_id == 0 {
+            break;
+        }
+        let Some(slot) = VIP_SLOTS.get(e.vip_id) else {
+            continue;
+        };
+        let meta = &slot.meta;
+        let h = flow_key_hash(
+            meta.flags,
+            &pkt.dst,
+            &slot.key.addr,
+            pkt.dport,
+            slot.key.port,
+            pkt.proto,
+        );
+        let at = h % m;
+        let ring = |r: u32| RING.get(r.wrapping_mul(m) + at).copied().unwrap_or(0);
+        // The zone ring's pick, or the all-zones ring's (the fallback, and
+        // what a gateway with an empty zone ring picks).
+        let zone = meta.flags & VIP_F_CROSS_ZONE == 0 && ring(meta.ring_zone) == e.backend_id;
+        if zone || ring(meta.ring_all) == e.backend_id {
+            count(Reason::ReplyStateless);
+            return Ok(Some(slot));
+        }
+    }
+    Ok(None)
 }
 
-/// Target -> client: undo `nat` (stateless, from config) or `snat`
-/// (from the SNAT table). Anything else is not ours.
+/// Target -> client: undo `snat` (from the SNAT table) or `nat` (see
+/// `nat_reply`); `tables` bit 0: `nat` may match, bit 1: `snat` may.
+/// `Err(NotVip)`: not a reply of ours.
 #[inline(always)]
 fn to_client(
     ctx: &XdpContext,
@@ -284,6 +495,7 @@ fn to_client(
     g: &Globals,
     nat: bool,
     snat: bool,
+    now: u64,
 ) -> Result<u32, Reason> {
     // The SNAT table first: it matches all five fields, while a target port
     // may also serve a `nat` listener. Each table is asked only when the
@@ -303,20 +515,14 @@ fn to_client(
         None
     };
     let rv = if nat && sv.is_none() {
-        let rk = ReverseKey {
-            addr: pkt.src,
-            port: pkt.sport,
-            proto: pkt.proto,
-            family: pkt.family,
-        };
-        unsafe { NAT_REVERSE.get(rk) }
+        nat_reply(pkt, g, now)?
     } else {
         None
     };
     let (src, sport, dst, dport) = if let Some(sv) = sv {
         (sv.vip_addr, sv.vip_port, sv.client_addr, sv.client_port)
-    } else if let Some(rv) = rv {
-        (rv.vip_addr, rv.vip_port, pkt.dst, pkt.dport)
+    } else if let Some(slot) = rv {
+        (slot.key.addr, slot.key.port, pkt.dst, pkt.dport)
     } else {
         return Err(Reason::NotVip);
     };
@@ -324,7 +530,6 @@ fn to_client(
         return Err(Reason::TtlExceeded);
     }
     let p = fib_params()?;
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, p, g.fib_cache_ms, now);
     // A target talking to the gateway itself (health checks) is not a reply
     // to a client: leave it alone.

@@ -5,13 +5,15 @@
 //! its own stack; everything else ICMP goes to the kernel.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FlowKey, Reason, ReverseKey, SnatKey, VipKey, PROTO_TCP, PROTO_UDP, VIP_F_SNAT};
+use lb_common::{
+    FlowKey, Reason, ReverseKey, SnatKey, VipKey, PROTO_TCP, PROTO_UDP, REVERSE_SLOTS, VIP_F_SNAT,
+};
 
 use crate::{
     count, csum,
     fwd::{emit, fib, fib_params, rewrite_l3},
     parse::{self, hdr, ptr_at, raw16, raw32, Pkt},
-    BACKENDS, CONNTRACK, NAT_REVERSE, SNAT, VIPS,
+    BACKENDS, CONNTRACK, NAT_REVERSE, SNAT, VIPS, VIP_SLOTS,
 };
 
 /// Where the translated error goes, as (outer src, outer dst, inner src
@@ -140,9 +142,34 @@ fn plan(
         family,
     };
     if let Some(rv) = unsafe { NAT_REVERSE.get(rk) } {
+        // The listener whose flow this was: the one conntrack has with
+        // this target (the first one the target serves otherwise).
+        let mut vip = VIP_SLOTS.get(rv.entries[0].vip_id)?;
+        for i in 0..REVERSE_SLOTS {
+            let e = rv.entries[i];
+            if e.backend_id == 0 {
+                break;
+            }
+            let Some(slot) = VIP_SLOTS.get(e.vip_id) else {
+                continue;
+            };
+            let key = FlowKey {
+                src: *isrc,
+                dst: slot.key.addr,
+                sport: isport,
+                dport: slot.key.port,
+                proto,
+                family,
+                _pad: [0; 2],
+            };
+            if unsafe { CONNTRACK.get(key) }.is_some_and(|st| st.backend_id == e.backend_id) {
+                vip = slot;
+                break;
+            }
+        }
         // From the target itself: it must look like it came from the VIP.
         let osrc = if pkt.src == *idst {
-            rv.vip_addr
+            vip.key.addr
         } else {
             pkt.src
         };
@@ -151,8 +178,8 @@ fn plan(
             odst: pkt.dst,
             isrc: *isrc,
             isport,
-            idst: rv.vip_addr,
-            idport: rv.vip_port,
+            idst: vip.key.addr,
+            idport: vip.key.port,
         });
     }
     // Target side, snat: about a packet gateway -> target.

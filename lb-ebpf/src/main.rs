@@ -2,6 +2,8 @@
 //! translates the replies, and passes everything else untouched.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod csum;
 mod fwd;
@@ -15,8 +17,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Backend, Counters, FibCacheEntry, FlowKey, FlowState, Globals, Reason, ReverseKey, ReverseVal,
-    SnatKey, SnatVal, VipKey, VipMeta, VipSlot, FIB_CACHE_SLOTS, REASON_COUNT,
+    Backend, Counters, FibCacheEntry, FlowKey, FlowState, Globals, Passthrough, Reason, ReverseKey,
+    ReverseVal, SnatKey, SnatVal, VipKey, VipMeta, VipSlot, FIB_CACHE_SLOTS, REASON_COUNT,
 };
 
 // Sizes here are placeholders: the loader sets them from the config.
@@ -37,6 +39,9 @@ static BACKENDS: Array<Backend> = Array::with_max_entries(1024, 0);
 static CONNTRACK: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(65536, 0);
 #[map]
 static NAT_REVERSE: HashMap<ReverseKey, ReverseVal> = HashMap::with_max_entries(1024, 0);
+/// Non-VIP flows to target ports forwarded here (their replies pass).
+#[map]
+static PASSTHROUGH: LruHashMap<FlowKey, Passthrough> = LruHashMap::with_max_entries(65536, 0);
 #[map]
 static SNAT: LruHashMap<SnatKey, SnatVal> = LruHashMap::with_max_entries(65536, 0);
 #[map]
@@ -45,6 +50,16 @@ static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(256, 0);
 static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1024, 0);
 #[map]
 static FIB_CACHE: PerCpuArray<FibCacheEntry> = PerCpuArray::with_max_entries(FIB_CACHE_SLOTS, 0);
+/// Scratch for the larger keys and values of the SNAT and reply paths:
+/// the 512-byte BPF stack cannot hold them beside the forward path's.
+#[repr(C)]
+pub struct Scratch {
+    pub flow: FlowKey,
+    pub snat_key: SnatKey,
+    pub snat_val: SnatVal,
+}
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Scratch for `bpf_fib_lookup` parameters (saves 64 bytes of stack).
 #[map]
 static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =

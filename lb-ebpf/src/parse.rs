@@ -13,9 +13,6 @@ pub const PROTO_ICMPV6: u8 = 58;
 /// IPv6 extension headers followed before giving up.
 pub const MAX_V6_EXT: usize = 4;
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_RST: u8 = 0x04;
-
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, off: usize, why: Reason) -> Result<*mut T, Reason> {
     let start = ctx.data();

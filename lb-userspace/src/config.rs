@@ -80,8 +80,12 @@ pub struct Gateway {
     pub max_targets: u32,
     /// Conntrack entries (LRU).
     pub conntrack_size: u32,
-    /// SNAT table entries (LRU).
+    /// SNAT table entries (LRU); at least `conntrack_size` when a target
+    /// group uses `snat` (every tracked flow holds one).
     pub snat_table_size: u32,
+    /// Non-VIP flows to target ports that the gateway remembers (LRU), so
+    /// that clients reaching a target directly keep working in `nat` mode.
+    pub passthrough_table_size: u32,
     /// Source ports for `snat` mode, "MIN-MAX". Keep it outside
     /// net.ipv4.ip_local_port_range.
     pub snat_ports: String,
@@ -118,6 +122,7 @@ impl Default for Gateway {
             max_targets: 1024,
             conntrack_size: 262_144,
             snat_table_size: 262_144,
+            passthrough_table_size: 65_536,
             snat_ports: "20000-32767".into(),
             tcp_idle_timeout: Duration::from_secs(350),
             udp_idle_timeout: Duration::from_secs(120),
@@ -376,6 +381,23 @@ impl Config {
                 format!("{} is too small (at least 1024)", g.conntrack_size),
             );
         }
+        if g.passthrough_table_size < 1024 {
+            err(
+                "gateway.passthrough_table_size".into(),
+                format!("{} is too small (at least 1024)", g.passthrough_table_size),
+            );
+        }
+        if self.target_groups.iter().any(|t| t.mode == Mode::Snat)
+            && g.snat_table_size < g.conntrack_size
+        {
+            err(
+                "gateway.snat_table_size".into(),
+                format!(
+                    "{} is smaller than conntrack_size = {}: every tracked snat flow holds one entry",
+                    g.snat_table_size, g.conntrack_size
+                ),
+            );
+        }
         if !g.metrics_address.is_empty()
             && g.metrics_address.parse::<std::net::SocketAddr>().is_err()
         {
@@ -540,7 +562,7 @@ impl Config {
         }
         let mut names = HashMap::new();
         let mut keys = HashMap::new();
-        let mut reverse: HashMap<(IpAddr, u32, u8), usize> = HashMap::new();
+        let mut reverse: HashMap<(IpAddr, u32, u8), Vec<usize>> = HashMap::new();
         for (i, l) in self.listeners.iter().enumerate() {
             let p = format!("listener[{i}]");
             if names.insert(l.name.as_str(), i).is_some() {
@@ -586,20 +608,27 @@ impl Config {
                         ),
                     );
                 }
-                // nat replies are translated from config alone: one target
-                // port may answer for one listener only.
+                // A reply names its target, not its listener: the data
+                // plane tries each listener the target serves.
                 if tg.mode == Mode::Nat {
                     for &proto in l.protocol.ip_protos() {
-                        if let Some(k) = reverse.insert((t.address, t.port, proto), i) {
-                            if k != i {
-                                err(
-                                    format!("target_group[{ti}].targets[{j}]"),
-                                    format!(
-                                        "{}:{} serves listener[{k}] and listener[{i}] in nat mode; replies could not be told apart (use another port or mode = \"snat\")",
-                                        t.address, t.port
-                                    ),
-                                );
-                            }
+                        let serves = reverse.entry((t.address, t.port, proto)).or_default();
+                        if !serves.contains(&i) {
+                            serves.push(i);
+                        }
+                        if serves.len() == lb_common::REVERSE_SLOTS + 1 && serves.last() == Some(&i)
+                        {
+                            err(
+                                format!("target_group[{ti}].targets[{j}]"),
+                                format!(
+                                    "{}:{} {} serves more than {} nat listeners (listener{:?}); use another port or mode = \"snat\" for some",
+                                    t.address,
+                                    t.port,
+                                    proto_name(proto),
+                                    lb_common::REVERSE_SLOTS,
+                                    serves
+                                ),
+                            );
                         }
                     }
                 }
@@ -912,12 +941,31 @@ zone = "a"
     }
 
     #[test]
-    fn nat_target_serving_two_listeners_is_rejected() {
-        let text = format!("{BASE}\n[[listener]]\nname = \"two\"\naddress = \"10.0.0.2\"\nport = 80\nprotocol = \"tcp\"\ntarget_group = \"web\"\n");
-        let e = error(&text);
-        assert!(
-            e.contains("serves listener[0] and listener[1] in nat mode"),
-            "{e}"
-        );
+    fn nat_target_may_serve_up_to_four_listeners() {
+        let more = |n: usize| {
+            let mut t = BASE.to_string();
+            for k in 0..n {
+                t += &format!("\n[[listener]]\nname = \"l{k}\"\naddress = \"10.0.{k}.9\"\nport = 80\nprotocol = \"tcp\"\ntarget_group = \"web\"\n");
+            }
+            t
+        };
+        assert!(Config::parse(&more(3)).is_ok(), "four listeners");
+        let e = error(&more(4));
+        assert!(e.contains("serves more than 4 nat listeners"), "{e}");
+    }
+
+    #[test]
+    fn snat_table_must_cover_conntrack() {
+        let text = BASE
+            .replace(
+                "name = \"web\"\n[[target_group.targets]]",
+                "name = \"web\"\nmode = \"snat\"\nsnat_address = \"10.1.0.1\"\n[[target_group.targets]]",
+            )
+            .replace(
+                "zone = \"a\"\n\n",
+                "zone = \"a\"\nconntrack_size = 8192\nsnat_table_size = 4096\n\n",
+            );
+        assert!(error(&text)
+            .starts_with("gateway.snat_table_size: 4096 is smaller than conntrack_size"));
     }
 }

@@ -9,8 +9,8 @@ use std::{
 
 use lb_common::{
     maglev::{self, MaglevTarget},
-    Backend, Globals, ReverseKey, ReverseVal, VipKey, AF_INET, AF_INET6, BACKEND_F_VALID,
-    VIP_F_CROSS_ZONE, VIP_F_SNAT, VIP_F_STICKY,
+    Backend, Globals, ReverseEntry, ReverseKey, ReverseVal, VipKey, AF_INET, AF_INET6,
+    BACKEND_F_VALID, VIP_F_CROSS_ZONE, VIP_F_SNAT, VIP_F_STICKY,
 };
 
 use crate::config::{Config, Mode, Stickiness};
@@ -40,6 +40,25 @@ pub fn words_addr(w: &[u32; 4], family: u8) -> IpAddr {
         IpAddr::from([o[0], o[1], o[2], o[3]])
     } else {
         IpAddr::from(o)
+    }
+}
+
+/// `ReverseKey` with an order (map bookkeeping, deterministic output).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+pub struct ReverseKeyOrd(pub [u32; 4], pub u16, pub u8, pub u8);
+
+impl ReverseKeyOrd {
+    pub fn of(k: &ReverseKey) -> Self {
+        ReverseKeyOrd(k.addr, k.port, k.proto, k.family)
+    }
+
+    pub fn key(&self) -> ReverseKey {
+        ReverseKey {
+            addr: self.0,
+            port: self.1,
+            proto: self.2,
+            family: self.3,
+        }
     }
 }
 
@@ -191,6 +210,8 @@ impl Model {
             udp_timeout_s: cfg.gateway.udp_idle_timeout.as_secs().max(1) as u32,
             closing_timeout_s: cfg.gateway.tcp_closing_timeout.as_secs().max(1) as u32,
             fib_cache_ms: cfg.gateway.fib_cache.as_millis() as u32,
+            snat_stride: lb_common::snat::stride(pmax.saturating_sub(pmin) as u32 + 1),
+            _pad: 0,
         };
         let tkeys: BTreeSet<TargetKey> = cfg
             .target_groups
@@ -317,30 +338,26 @@ impl Model {
         })
     }
 
-    /// `NAT_REVERSE` entries: target -> VIP, for `nat` mode VIPs.
+    /// `NAT_REVERSE` entries: target -> the `nat` listeners it serves (with
+    /// its backend id in each), in vip_id order. Validation keeps them to
+    /// `REVERSE_SLOTS`; more would be cut off here.
     pub fn reverse_entries(&self) -> Vec<(ReverseKey, ReverseVal)> {
-        let mut out = Vec::new();
+        let mut by: BTreeMap<ReverseKeyOrd, ReverseVal> = BTreeMap::new();
         for v in self.vips.iter().filter(|v| v.flags & VIP_F_SNAT == 0) {
             for id in v.backends.iter().chain(&v.draining) {
                 let b = &self.backends[id];
                 let (addr, family) = addr_words(b.key.address);
-                out.push((
-                    ReverseKey {
-                        addr,
-                        port: b.key.port.to_be(),
-                        proto: v.key.proto,
-                        family,
-                    },
-                    ReverseVal {
-                        vip_addr: v.key.addr,
-                        vip_port: v.key.port,
-                        _pad: [0; 2],
+                let k = ReverseKeyOrd(addr, b.key.port.to_be(), v.key.proto, family);
+                let val = by.entry(k).or_default();
+                if let Some(e) = val.entries.iter_mut().find(|e| e.backend_id == 0) {
+                    *e = ReverseEntry {
                         vip_id: v.vip_id,
-                    },
-                ));
+                        backend_id: *id,
+                    };
+                }
             }
         }
-        out
+        by.into_iter().map(|(k, v)| (k.key(), v)).collect()
     }
 
     /// The Maglev inputs of a VIP's zone ring (targets in this gateway's

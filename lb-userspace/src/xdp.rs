@@ -17,15 +17,15 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    Backend, Counters, FlowKey, FlowState, Globals, ReverseKey, ReverseVal, SnatKey, SnatVal,
-    VipKey, VipMeta, VipSlot, PORT_TARGET_TCP, PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP,
-    PROTO_TCP, REASON_COUNT, RINGS_PER_VIP, VIP_F_SNAT,
+    Backend, Counters, FlowKey, FlowState, Globals, Passthrough, ReverseKey, ReverseVal, SnatKey,
+    SnatVal, VipKey, VipMeta, VipSlot, PORT_TARGET_TCP, PORT_TARGET_UDP, PORT_VIP_TCP,
+    PORT_VIP_UDP, PROTO_TCP, REASON_COUNT, RINGS_PER_VIP, VIP_F_SNAT,
 };
 use log::{info, warn};
 
 use crate::{
     config::{Config, DataplaneKind},
-    model::{CachedRing, Model},
+    model::{CachedRing, Model, ReverseKeyOrd},
 };
 
 /// The XDP object built by build.rs (empty when built without a BPF toolchain).
@@ -43,6 +43,7 @@ pub struct Sizes {
     pub ring_size: u32,
     pub conntrack: u32,
     pub snat: u32,
+    pub passthrough: u32,
 }
 
 impl Sizes {
@@ -54,6 +55,7 @@ impl Sizes {
             ring_size: g.ring_size,
             conntrack: g.conntrack_size,
             snat: g.snat_table_size,
+            passthrough: g.passthrough_table_size,
         }
     }
 
@@ -67,10 +69,11 @@ impl Sizes {
         // Array values take 8 bytes each.
         let ring = self.ring_entries() as u64 * 8;
         let ct = self.conntrack as u64 * (40 + 24 + 64);
-        let snat = self.snat as u64 * (40 + 40 + 64);
+        let snat = self.snat as u64 * (40 + 48 + 64);
+        let passthrough = self.passthrough as u64 * (40 + 8 + 64);
         let backends = (self.max_targets as u64 + 1) * 32;
         let stats = (self.max_vips as u64 + self.max_targets as u64 + 1) * 24 * cpus;
-        ring + ct + snat + backends + stats
+        ring + ct + snat + passthrough + backends + stats
     }
 }
 
@@ -203,7 +206,7 @@ pub struct AdoptedIds {
 
 /// Maps that outlive the daemon (everything but the next-hop cache and the
 /// tail-call table, which belong to one program instance).
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 13] = [
     "GLOBALS",
     "VIPS",
     "VIP_SLOTS",
@@ -213,6 +216,7 @@ pub const PINNED_MAPS: [&str; 12] = [
     "CONNTRACK",
     "NAT_REVERSE",
     "SNAT",
+    "PASSTHROUGH",
     "VIP_STATS",
     "BACKEND_STATS",
     "REASONS",
@@ -241,7 +245,14 @@ fn prepare_pin_dir(dir: &Path) -> Result<()> {
 /// running the program against them.
 fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
     use std::mem::size_of;
-    let want: [(&str, u32, usize); 6] = [
+    let want: [(&str, u32, usize); 9] = [
+        ("GLOBALS", 1, size_of::<Globals>()),
+        (
+            "NAT_REVERSE",
+            s.max_targets.max(1) * 2,
+            size_of::<ReverseVal>(),
+        ),
+        ("PASSTHROUGH", s.passthrough, size_of::<Passthrough>()),
         ("RING", s.ring_entries(), 4),
         ("VIPS", s.max_vips, size_of::<VipMeta>()),
         ("BACKENDS", s.max_targets + 1, size_of::<Backend>()),
@@ -251,6 +262,10 @@ fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
     ];
     for (name, entries, value) in want {
         let path = dir.join("maps").join(name);
+        if !path.exists() {
+            // Added by a newer version: created fresh and pinned.
+            continue;
+        }
         let info = aya::maps::MapInfo::from_pin(&path)
             .with_context(|| format!("reading pinned map {}", path.display()))?;
         if info.max_entries() != entries || info.value_size() as usize != value {
@@ -318,15 +333,6 @@ struct RingState {
     all: CachedRing,
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
-struct ReverseKeyOrd([u32; 4], u16, u8, u8);
-
-impl From<&ReverseKey> for ReverseKeyOrd {
-    fn from(k: &ReverseKey) -> Self {
-        ReverseKeyOrd(k.addr, k.port, k.proto, k.family)
-    }
-}
-
 fn missing_object() -> anyhow::Error {
     anyhow::anyhow!(
         "this lb binary was built without its XDP program (bpf-linker or the nightly \
@@ -371,6 +377,7 @@ impl XdpDataplane {
             .map_max_entries("CONNTRACK", sizes.conntrack)
             .map_max_entries("NAT_REVERSE", sizes.max_targets.max(1) * 2)
             .map_max_entries("SNAT", sizes.snat)
+            .map_max_entries("PASSTHROUGH", sizes.passthrough)
             .map_max_entries("VIP_STATS", sizes.max_vips)
             .map_max_entries("BACKEND_STATS", sizes.max_targets + 1)
             .load(EBPF_OBJECT)
@@ -434,7 +441,7 @@ impl XdpDataplane {
             }
         }
         for k in self.maps.reverse.keys() {
-            self.reverse.insert(ReverseKeyOrd::from(&k?));
+            self.reverse.insert(ReverseKeyOrd::of(&k?));
         }
         for (id, b) in self.maps.backends.iter().enumerate() {
             let b = b?;
@@ -639,16 +646,10 @@ impl XdpDataplane {
         let mut now = BTreeSet::new();
         for (k, v) in model.reverse_entries() {
             maps.reverse.insert(k, v, 0)?;
-            now.insert(ReverseKeyOrd::from(&k));
+            now.insert(ReverseKeyOrd::of(&k));
         }
         for gone in self.reverse.difference(&now) {
-            let k = ReverseKey {
-                addr: gone.0,
-                port: gone.1,
-                proto: gone.2,
-                family: gone.3,
-            };
-            let _ = maps.reverse.remove(&k);
+            let _ = maps.reverse.remove(&gone.key());
         }
         self.reverse = now;
         write_ports(&mut self.maps.ports, &mut self.port_bits, &bits)?;

@@ -14,7 +14,12 @@ use lb_userspace::{
     xdp::{Sizes, XdpDataplane, PROG_LB, PROG_PASS},
 };
 
-use crate::netns::{veth, Netns};
+use crate::{
+    netns::{veth, Netns},
+    packet::{Spec, L4},
+};
+use lb_common::hash::{flow_hash, src_hash};
+use lb_userspace::model::addr_words;
 
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
@@ -270,4 +275,186 @@ pub fn diff(want: &[u8], got: &[u8]) -> String {
         }
     }
     s
+}
+
+/// The fixture config: `nat` and `snat` listeners, v4 and v6, TCP and
+/// UDP, a sticky one; zone "a" with one target of the nat groups in "b".
+pub const CONFIG: &str = r#"
+[gateway]
+zone = "a"
+ring_size = 251
+max_vips = 16
+max_targets = 64
+conntrack_size = 4096
+snat_table_size = 4096
+snat_ports = "20000-32767"
+
+[[listener]]
+name = "nat4"
+address = "10.100.0.1"
+port = 80
+protocol = "tcp_udp"
+target_group = "nat4"
+
+[[listener]]
+name = "nat6"
+address = "fd64::1"
+port = 80
+protocol = "tcp_udp"
+target_group = "nat6"
+
+[[listener]]
+name = "snat4"
+address = "10.100.0.2"
+port = 80
+protocol = "tcp_udp"
+target_group = "snat4"
+
+[[listener]]
+name = "snat6"
+address = "fd64::2"
+port = 80
+protocol = "tcp_udp"
+target_group = "snat6"
+
+[[listener]]
+name = "sticky4"
+address = "10.100.0.3"
+port = 80
+protocol = "tcp"
+target_group = "sticky4"
+
+[[target_group]]
+name = "nat4"
+[[target_group.targets]]
+address = "10.1.0.11"
+port = 8080
+zone = "a"
+[[target_group.targets]]
+address = "10.1.0.12"
+port = 8080
+zone = "a"
+[[target_group.targets]]
+address = "10.1.0.13"
+port = 8080
+zone = "b"
+
+[[target_group]]
+name = "nat6"
+[[target_group.targets]]
+address = "fd01::11"
+port = 8080
+zone = "a"
+[[target_group.targets]]
+address = "fd01::12"
+port = 8080
+zone = "a"
+[[target_group.targets]]
+address = "fd01::13"
+port = 8080
+zone = "b"
+
+[[target_group]]
+name = "snat4"
+mode = "snat"
+snat_address = "10.1.0.1"
+[[target_group.targets]]
+address = "10.1.0.11"
+port = 9090
+zone = "a"
+[[target_group.targets]]
+address = "10.1.0.12"
+port = 9090
+zone = "a"
+
+[[target_group]]
+name = "snat6"
+mode = "snat"
+snat_address = "fd01::1"
+[[target_group.targets]]
+address = "fd01::11"
+port = 9090
+zone = "a"
+[[target_group.targets]]
+address = "fd01::12"
+port = 9090
+zone = "a"
+
+[[target_group]]
+name = "sticky4"
+stickiness = "source_ip"
+cross_zone = true
+[[target_group.targets]]
+address = "10.1.0.11"
+port = 7070
+zone = "a"
+[[target_group.targets]]
+address = "10.1.0.12"
+port = 7070
+zone = "a"
+[[target_group.targets]]
+address = "10.1.0.13"
+port = 7070
+zone = "b"
+"#;
+
+/// An environment with `CONFIG`.
+pub fn env() -> Env {
+    Env::new(CONFIG).expect("fixture environment")
+}
+
+pub fn proto(l4: L4) -> u8 {
+    match l4 {
+        L4::Udp => 17,
+        _ => 6,
+    }
+}
+
+/// The target the ring names for a packet (what the program must pick).
+pub fn expected_target(env: &Env, p: &Spec) -> (String, u16) {
+    let (src, _) = addr_words(p.src);
+    let (dst, _) = addr_words(p.dst);
+    let vip = env
+        .model
+        .vips
+        .iter()
+        .find(|v| v.key.addr == dst && v.key.port == p.dport.to_be() && v.key.proto == proto(p.l4))
+        .expect("packet is for a VIP");
+    let h = if vip.flags & lb_common::VIP_F_STICKY != 0 {
+        src_hash(&src)
+    } else {
+        flow_hash(&src, &dst, p.sport.to_be(), p.dport.to_be(), proto(p.l4))
+    };
+    let unhealthy = env.unhealthy.clone();
+    let (zone, all) = env.model.rings(vip, &|id| !unhealthy.contains_key(&id));
+    let slot = (h % env.model.globals.ring_size) as usize;
+    let mut id = if vip.flags & lb_common::VIP_F_CROSS_ZONE == 0 {
+        zone[slot]
+    } else {
+        0
+    };
+    if id == 0 {
+        id = all[slot];
+    }
+    assert_ne!(id, 0, "ring is empty");
+    let b = &env.model.backends[&id];
+    (b.key.address.to_string(), b.key.port)
+}
+
+pub fn last_byte(addr: &str) -> u8 {
+    match addr.parse::<std::net::IpAddr>().unwrap() {
+        std::net::IpAddr::V4(a) => a.octets()[3],
+        std::net::IpAddr::V6(a) => {
+            // fd01::11 -> 0x11
+            a.octets()[15]
+        }
+    }
+}
+
+pub fn client_ip(v6: bool) -> &'static str {
+    if v6 {
+        "fd00::2"
+    } else {
+        "10.0.0.2"
+    }
 }

@@ -90,6 +90,7 @@ fn pass_program() -> Result<XdpDataplane> {
         ring_size: 251,
         conntrack: 1024,
         snat: 1024,
+        passthrough: 1024,
     })
 }
 

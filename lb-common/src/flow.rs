@@ -1,0 +1,136 @@
+//! Conntrack rules shared by the XDP program and host tests: when an entry
+//! still holds its flow, when a packet continues it, and how its CLOSING
+//! mark moves.
+
+use crate::{Globals, FLOW_F_CLOSING, PROTO_TCP};
+
+pub const NS: u64 = 1_000_000_000;
+
+/// TCP flag bits (byte 13 of the header).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Idle time after which an entry no longer holds its flow.
+#[inline(always)]
+pub fn timeout_ns(g: &Globals, proto: u8, closing: bool) -> u64 {
+    let s = if closing {
+        g.closing_timeout_s
+    } else if proto == PROTO_TCP {
+        g.tcp_timeout_s
+    } else {
+        g.udp_timeout_s
+    };
+    s as u64 * NS
+}
+
+/// The entry still holds its flow (and its SNAT port): fresh by its
+/// timeout, the closing timeout once FIN or RST was seen.
+#[inline(always)]
+pub fn live(g: &Globals, proto: u8, flags: u32, age_ns: u64) -> bool {
+    age_ns <= timeout_ns(g, proto, flags & FLOW_F_CLOSING != 0)
+}
+
+/// A TCP SYN without ACK: the first packet of a connection.
+#[inline(always)]
+pub fn is_syn(proto: u8, tcp_flags: u8) -> bool {
+    proto == PROTO_TCP && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+/// A TCP FIN or RST: the flow is ending.
+#[inline(always)]
+pub fn is_closing(proto: u8, tcp_flags: u8) -> bool {
+    proto == PROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0
+}
+
+/// Whether a packet continues the flow of the entry it found (else it
+/// starts a new flow, with a fresh pick). A SYN continues only a live flow
+/// that is not closing (a retransmission); on a closing or expired entry it
+/// is a new connection on a reused 5-tuple. Any other packet continues a
+/// flow idle for less than the full timeout, even past the closing timeout:
+/// a flow that still sends after a RST (a spoofed one) keeps its target.
+#[inline(always)]
+pub fn continues(g: &Globals, proto: u8, flags: u32, age_ns: u64, syn: bool) -> bool {
+    if syn {
+        flags & FLOW_F_CLOSING == 0 && live(g, proto, flags, age_ns)
+    } else {
+        age_ns <= timeout_ns(g, proto, false)
+    }
+}
+
+/// The entry's flags after a packet that continues it: FIN/RST marks it
+/// closing; any other packet after the closing timeout clears the mark
+/// (the flow is alive after all).
+#[inline(always)]
+pub fn next_flags(g: &Globals, proto: u8, flags: u32, age_ns: u64, closing_pkt: bool) -> u32 {
+    if closing_pkt {
+        flags | FLOW_F_CLOSING
+    } else if flags & FLOW_F_CLOSING != 0 && !live(g, proto, flags, age_ns) {
+        flags & !FLOW_F_CLOSING
+    } else {
+        flags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PROTO_UDP;
+
+    const S: u64 = NS;
+
+    #[test]
+    fn syn_reopens_closing_and_expired_flows_only() {
+        let g = Globals::default();
+        let t = PROTO_TCP;
+        assert!(continues(&g, t, 0, S, true), "SYN retransmission");
+        assert!(
+            !continues(&g, t, FLOW_F_CLOSING, S, true),
+            "SYN after FIN/RST"
+        );
+        assert!(
+            !continues(&g, t, 0, 351 * S, true),
+            "SYN on an expired flow"
+        );
+        assert!(
+            continues(&g, t, FLOW_F_CLOSING, 11 * S, false),
+            "data after a RST"
+        );
+        assert!(
+            !continues(&g, t, 0, 351 * S, false),
+            "idle past the timeout"
+        );
+        assert!(continues(&g, PROTO_UDP, 0, 119 * S, false));
+        assert!(!continues(&g, PROTO_UDP, 0, 121 * S, false));
+    }
+
+    #[test]
+    fn closing_mark_is_set_and_cleared() {
+        let g = Globals::default();
+        let t = PROTO_TCP;
+        assert_eq!(next_flags(&g, t, 0, 0, true), FLOW_F_CLOSING);
+        // The last ACK of a close keeps the mark.
+        assert_eq!(next_flags(&g, t, FLOW_F_CLOSING, S, false), FLOW_F_CLOSING);
+        // Still sending past the closing timeout: alive.
+        assert_eq!(next_flags(&g, t, FLOW_F_CLOSING, 11 * S, false), 0);
+    }
+
+    #[test]
+    fn a_closed_flow_frees_its_entry_after_the_closing_timeout() {
+        let g = Globals::default();
+        assert!(live(&g, PROTO_TCP, FLOW_F_CLOSING, 9 * S));
+        assert!(!live(&g, PROTO_TCP, FLOW_F_CLOSING, 11 * S));
+        assert!(live(&g, PROTO_TCP, 0, 300 * S));
+    }
+
+    #[test]
+    fn flags() {
+        assert!(is_syn(PROTO_TCP, TCP_SYN));
+        assert!(!is_syn(PROTO_TCP, TCP_SYN | TCP_ACK));
+        assert!(!is_syn(PROTO_UDP, TCP_SYN));
+        assert!(is_closing(PROTO_TCP, TCP_RST));
+        assert!(is_closing(PROTO_TCP, TCP_FIN | TCP_ACK));
+        assert!(!is_closing(PROTO_UDP, TCP_FIN));
+    }
+}
