@@ -62,7 +62,9 @@ pub struct Backend {
     /// Hash of the target group's name: a restarted daemon maps pinned
     /// backend ids back to its config's targets with it.
     pub tg_hash: u32,
-    pub _pad2: u32,
+    /// While draining: when the drain ends, in CLOCK_BOOTTIME seconds (a
+    /// restarted daemon adopts the drain with its remaining time); else 0.
+    pub drain_until_s: u32,
 }
 const _: () = assert!(size_of::<Backend>() == 32);
 

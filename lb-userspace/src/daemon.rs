@@ -192,25 +192,70 @@ impl Daemon {
             };
             d.vip_ids.map.insert(lk, vip_id);
         }
+        let (now, boot) = (Instant::now(), crate::model::boottime_s());
         for (id, b) in adopted.backends {
             let addr = crate::model::words_addr(&b.addr, b.family);
             let port = u16::from_be(b.port);
-            let tg = cfg.target_groups.iter().find(|tg| {
-                lb_common::tg_hash(&tg.name) == b.tg_hash
-                    && tg
-                        .targets
-                        .iter()
-                        .any(|t| t.address == addr && t.port as u16 == port)
+            let group = cfg
+                .target_groups
+                .iter()
+                .find(|tg| lb_common::tg_hash(&tg.name) == b.tg_hash);
+            let key = group.map(|tg| TargetKey {
+                target_group: tg.name.clone(),
+                address: addr,
+                port,
             });
-            if let Some(tg) = tg {
-                let key = TargetKey {
-                    target_group: tg.name.clone(),
-                    address: addr,
-                    port,
-                };
-                d.backend_ids.map.insert(key.clone(), id);
-                if b.flags & lb_common::BACKEND_F_VALID != 0 {
-                    d.was_valid.insert(key);
+            let configured = group.is_some_and(|tg| {
+                tg.targets
+                    .iter()
+                    .any(|t| t.address == addr && t.port as u16 == port)
+            });
+            let valid = b.flags & lb_common::BACKEND_F_VALID != 0;
+            match (key, group) {
+                (Some(key), Some(_)) if configured => {
+                    d.backend_ids.map.insert(key.clone(), id);
+                    if valid {
+                        d.was_valid.insert(key);
+                    }
+                }
+                // Draining when the daemon stopped: the drain goes on for
+                // the time it had left, its flows with it.
+                (Some(key), Some(tg)) if valid && b.drain_until_s > boot => {
+                    let left = Duration::from_secs((b.drain_until_s - boot) as u64);
+                    info!(
+                        "target {} was draining: adopted, {left:?} left",
+                        target_name(&key)
+                    );
+                    let hc = &tg.health_check;
+                    let spec = hc
+                        .enabled
+                        .then(|| CheckSpec::new(hc, SocketAddr::new(addr, port)));
+                    let tracker = if spec.is_none() {
+                        Tracker::always_healthy()
+                    } else {
+                        Tracker::new(hc.healthy_threshold, hc.unhealthy_threshold).assume_healthy()
+                    };
+                    d.backend_ids.map.insert(key.clone(), id);
+                    d.targets.insert(
+                        key,
+                        TargetRt {
+                            zone: String::new(),
+                            weight: 1,
+                            tracker,
+                            spec,
+                            task: None,
+                            draining_until: Some(now + left),
+                        },
+                    );
+                }
+                // Gone from the config (or its drain is over): its id may be
+                // given to another target, so its flows must not stay.
+                _ => {
+                    let n = d.plane.purge_backend(id);
+                    info!(
+                        "pinned target {} (backend {id}) is no longer configured: {n} flows dropped",
+                        SocketAddr::new(addr, port)
+                    );
                 }
             }
         }
@@ -298,20 +343,23 @@ impl Daemon {
     }
 
     fn rebuild(&mut self) {
+        let (now, boot) = (Instant::now(), crate::model::boottime_s());
         let draining: BTreeMap<TargetKey, BackendModel> = self
             .targets
             .iter()
-            .filter(|(_, rt)| rt.draining_until.is_some())
-            .map(|(k, rt)| {
-                (
+            .filter_map(|(k, rt)| {
+                let until = rt.draining_until?;
+                let left = until.saturating_duration_since(now).as_secs_f64().ceil() as u32;
+                Some((
                     k.clone(),
                     BackendModel {
                         id: 0,
                         key: k.clone(),
                         zone: rt.zone.clone(),
                         weight: rt.weight,
+                        drain_until_s: boot.saturating_add(left).max(1),
                     },
-                )
+                ))
             })
             .collect();
         self.model = Model::build(

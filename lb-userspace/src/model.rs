@@ -30,6 +30,19 @@ pub fn addr_words(a: IpAddr) -> ([u32; 4], u8) {
     }
 }
 
+/// CLOCK_BOOTTIME in whole seconds: drain deadlines kept in the pinned
+/// `BACKENDS` map, valid across daemon restarts (not across reboots, where
+/// the maps are gone anyway).
+pub fn boottime_s() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out pointer; CLOCK_BOOTTIME always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u32
+}
+
 /// The inverse of `addr_words`.
 pub fn words_addr(w: &[u32; 4], family: u8) -> IpAddr {
     let mut o = [0u8; 16];
@@ -164,6 +177,8 @@ pub struct BackendModel {
     pub key: TargetKey,
     pub zone: String,
     pub weight: u32,
+    /// Draining: the end of the drain in CLOCK_BOOTTIME seconds; else 0.
+    pub drain_until_s: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +257,7 @@ impl Model {
                         key,
                         zone: t.zone.clone(),
                         weight: t.weight,
+                        drain_until_s: 0,
                     },
                 );
             }
@@ -334,7 +350,7 @@ impl Model {
             _pad: 0,
             flags: if valid { BACKEND_F_VALID } else { 0 },
             tg_hash: lb_common::tg_hash(&b.key.target_group),
-            _pad2: 0,
+            drain_until_s: b.drain_until_s,
         })
     }
 

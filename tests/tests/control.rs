@@ -165,6 +165,70 @@ fn deregistered_target_drains() {
     assert!(broke, "the connection should end with the drain");
 }
 
+/// A restart while a target drains: the drain is adopted with the time it
+/// had left, so its backend id is not handed to a new target, and its open
+/// connection goes on (with the id reused, its packets would reach the new
+/// target, which resets them).
+#[test]
+fn draining_target_survives_a_restart() {
+    let extra = format!("deregistration_delay = \"30s\"\n{FAST_HC}");
+    let (mut topo, dir, d) = setup("drainrestart", &extra, |c| c);
+    e2e::start_server(&mut topo.backends[1].ns, "b2x", 8081).unwrap();
+    let mut conn = {
+        let _in = topo.client.enter().unwrap();
+        (0..200)
+            .map(|_| Conn::open(vip()).unwrap())
+            .find(|c| c.name == "b1")
+            .expect("a connection on b1")
+    };
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let cut = "[[target_group.targets]]\naddress = \"10.1.1.2\"\nport = 8080\nzone = \"a\"\n\n";
+    let without_b1 = cfg.replacen(cut, "", 1);
+    d.reload(&without_b1).unwrap();
+    assert!(d.wait_log(
+        &["tg4/10.1.1.2:8080", "draining for"],
+        1,
+        Duration::from_secs(5)
+    ));
+    d.kill9();
+    // Restart without b1 and with a new target that takes the lowest free
+    // backend id: b1's, unless the drain is adopted.
+    let added = "[[target_group.targets]]\naddress = \"10.1.2.2\"\nport = 8081\nzone = \"a\"\n\n";
+    let restart_cfg = without_b1.replacen(
+        "[[target_group.targets]]\naddress = \"10.1.2.2\"",
+        &format!("{added}[[target_group.targets]]\naddress = \"10.1.2.2\""),
+        1,
+    );
+    let d = Daemon::start(&topo.gw, &dir.0, &restart_cfg).expect("restart");
+    assert!(
+        d.log_text()
+            .contains("target tg4/10.1.1.2:8080 was draining: adopted"),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        d.wait_log(
+            &["tg4/10.1.2.2:8081", "initial -> healthy"],
+            1,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.log_text()
+    );
+    let _in = topo.client.enter().unwrap();
+    for i in 0..10 {
+        conn.exchange(format!("draining across a restart {i}").as_bytes())
+            .unwrap_or_else(|e| panic!("the draining connection broke after the restart: {e:#}"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let per = spread(&topo, &d, 60);
+    assert!(
+        !per.contains_key("b1"),
+        "no new flow on the draining target: {per:?}"
+    );
+    assert!(per.contains_key("b2x"), "the new target serves: {per:?}");
+}
+
 #[test]
 fn reload_adds_a_target_without_breaking_connections() {
     let (topo, _dir, d) = setup("hup", FAST_HC, |c| {
