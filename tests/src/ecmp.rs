@@ -13,7 +13,11 @@
 //!  gateways (multipath, L4 hash; a nexthop whose link is down is skipped)
 //! ```
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -166,8 +170,18 @@ impl EcmpTopology {
             ] {
                 b.sysctl(k, v)?;
             }
+            // Replies leave from the target address on lo (as an anycast
+            // server's do), so a UDP server's replies come from the address
+            // its clients sent to.
             let hops = |v6: bool| -> Vec<String> {
-                let mut a = vec!["route".into(), "add".into(), "default".into()];
+                let src = if v6 { backend_v6(n) } else { backend_v4(n) };
+                let mut a = vec![
+                    "route".into(),
+                    "add".into(),
+                    "default".into(),
+                    "src".into(),
+                    src,
+                ];
                 if v6 {
                     a.insert(0, "-6".into());
                 }
@@ -212,7 +226,7 @@ impl EcmpTopology {
         PathBuf::from(format!("{TEST_BPFFS}/{}", gw.ns.name))
     }
 
-    /// The `lb` config of gateway `gw`: a TCP listener on both VIPs over the
+    /// The `lb` config of gateway `gw`: a TCP+UDP listener on both VIPs over the
     /// three backends, cross-zone (every gateway builds the same rings),
     /// fast health checks, announcement on.
     pub fn config(gw: &Gateway) -> String {
@@ -223,7 +237,7 @@ impl EcmpTopology {
         );
         for (name, vip, fam) in [("web4", VIP_V4, 4), ("web6", VIP_V6, 6)] {
             s += &format!(
-                "[[listener]]\nname = \"{name}\"\naddress = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\ntarget_group = \"tg{fam}\"\n\n"
+                "[[listener]]\nname = \"{name}\"\naddress = \"{vip}\"\nport = 80\nprotocol = \"tcp_udp\"\ntarget_group = \"tg{fam}\"\n\n"
             );
         }
         for fam in [4, 6] {
@@ -370,6 +384,32 @@ pub struct VipChoice {
     pub flags: u32,
     pub snat_addr: [u32; 4],
     pub ring: Vec<u32>,
+}
+
+impl Choices {
+    /// The target address the ring of `vip:port` (protocol `proto`) picks
+    /// for a flow from `client`, as every gateway computes it.
+    pub fn pick(&self, vip: IpAddr, port: u16, proto: u8, client: SocketAddr) -> Option<IpAddr> {
+        use lb_userspace::model::{addr_words, words_addr};
+        let (va, family) = addr_words(vip);
+        let v = self.vips.iter().find(|v| {
+            let k: lb_common::VipKey =
+                unsafe { std::ptr::read_unaligned(v.key.as_ptr().cast::<lb_common::VipKey>()) };
+            k.addr == va && k.port == port.to_be() && k.proto == proto && k.family == family
+        })?;
+        let (ca, _) = addr_words(client.ip());
+        let h = lb_common::select::flow_key_hash(
+            v.flags,
+            &ca,
+            &va,
+            client.port().to_be(),
+            port.to_be(),
+            proto,
+        );
+        let id = v.ring[(h % v.ring.len() as u32) as usize];
+        let b = self.backends.get(id as usize).filter(|_| id != 0)?;
+        Some(words_addr(&b.addr, b.family))
+    }
 }
 
 pub fn choices(gw: &Gateway) -> Result<Choices> {
