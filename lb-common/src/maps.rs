@@ -218,12 +218,12 @@ pub struct Globals {
     pub closing_timeout_s: u32,
     /// How long a cached next hop (FIB result) is used; 0 disables the cache.
     pub fib_cache_ms: u32,
-    /// Step between SNAT port probes, coprime with the range
-    /// (`snat::stride`), so every probe of a flow is a distinct port.
-    pub snat_stride: u32,
     pub _pad: u32,
+    /// Steps between SNAT port probes, coprime with the range
+    /// (`snat::strides`), so every probe of a flow is a distinct port.
+    pub snat_strides: [u32; crate::snat::STRIDES],
 }
-const _: () = assert!(size_of::<Globals>() == 32);
+const _: () = assert!(size_of::<Globals>() == 60);
 
 impl Default for Globals {
     fn default() -> Self {
@@ -236,8 +236,8 @@ impl Default for Globals {
             udp_timeout_s: 120,
             closing_timeout_s: 10,
             fib_cache_ms: 1000,
-            snat_stride: crate::snat::stride(32767 - 20000 + 1),
             _pad: 0,
+            snat_strides: crate::snat::strides(32767 - 20000 + 1),
         }
     }
 }

@@ -309,7 +309,7 @@ fn alloc_snat_port(pkt: &Pkt, meta: &VipMeta, b: &Backend, g: &Globals, now: u64
     let h = flow_hash(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto);
     sc.snat_val = snat_val(pkt, meta.vip_id);
     for i in 0..snat::TRIES {
-        let port = snat::probe(min, range, g.snat_stride, h, i).to_be();
+        let port = snat::probe(min, range, &g.snat_strides, h, i).to_be();
         sc.snat_key = snat_key(pkt, meta, &b.addr, b.port, port);
         if SNAT
             .insert(&sc.snat_key, &sc.snat_val, BPF_NOEXIST as u64)

@@ -225,8 +225,8 @@ impl Model {
             udp_timeout_s: cfg.gateway.udp_idle_timeout.as_secs().max(1) as u32,
             closing_timeout_s: cfg.gateway.tcp_closing_timeout.as_secs().max(1) as u32,
             fib_cache_ms: cfg.gateway.fib_cache.as_millis() as u32,
-            snat_stride: lb_common::snat::stride(pmax.saturating_sub(pmin) as u32 + 1),
             _pad: 0,
+            snat_strides: lb_common::snat::strides(pmax.saturating_sub(pmin) as u32 + 1),
         };
         let tkeys: BTreeSet<TargetKey> = cfg
             .target_groups

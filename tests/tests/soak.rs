@@ -1,0 +1,166 @@
+//! `snat` under sustained short flows: SNAT ports are released when their
+//! flows close or idle out and are reused, so the rate holds and no flow
+//! fails. Root only; serial; bounded in count and time.
+
+use std::time::{Duration, Instant};
+
+use tests::{
+    e2e::{self, sock, tcp_exchange, udp_exchange, Daemon, TempDir},
+    netns::require_root,
+    topo::{Topology, VIP_V4},
+};
+
+/// SNAT source ports per target: small, so the soak goes through the range
+/// several times.
+const PORTS: u32 = 2048;
+
+fn xdp_reason(topo: &Topology, reason: &str) -> u64 {
+    let _in = topo.gw.enter().unwrap();
+    let text = e2e::http_get("127.0.0.1:9650".parse().unwrap(), "/metrics").unwrap();
+    let want = format!("lb_xdp_packets_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {want} in metrics"))
+}
+
+/// Runs `exchange` (one short flow) until `n` flows or `limit`, at most
+/// `per_sec` flows a second; returns each flow's completion time since the
+/// start.
+fn soak(
+    n: usize,
+    limit: Duration,
+    per_sec: f64,
+    exchange: impl Fn(usize) -> anyhow::Result<String>,
+    report: impl Fn() -> String,
+) -> Vec<Duration> {
+    let start = Instant::now();
+    let mut done = Vec::with_capacity(n);
+    for i in 0..n {
+        if start.elapsed() > limit {
+            break;
+        }
+        let due = Duration::from_secs_f64(i as f64 / per_sec);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        exchange(i).unwrap_or_else(|e| {
+            panic!(
+                "flow #{i} failed after {:?}: {e:#}\n{}",
+                start.elapsed(),
+                report()
+            )
+        });
+        done.push(start.elapsed());
+    }
+    done
+}
+
+/// Flows per second in the first and the last window (10 s, or a quarter
+/// of a shorter run).
+fn rates(done: &[Duration]) -> (f64, f64) {
+    let total = *done.last().unwrap();
+    let w = Duration::from_secs(10).min(total / 4);
+    let first = done.iter().filter(|&&t| t < w).count() as f64;
+    let last = done.iter().filter(|&&t| t >= total - w).count() as f64;
+    (first / w.as_secs_f64(), last / w.as_secs_f64())
+}
+
+#[test]
+fn snat_sustains_short_flows() {
+    require_root();
+    let mut topo = Topology::build(3).expect("topology");
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    // The client closes first: its TIME_WAIT sockets would use up its own
+    // ephemeral ports before the gateway's range is cycled.
+    topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1").unwrap();
+    let mut cfg = topo.config("").replace(
+        "[gateway]\n",
+        &format!(
+            "[gateway]\nsnat_ports = \"20000-{}\"\ntcp_closing_timeout = \"1s\"\nudp_idle_timeout = \"1s\"\n",
+            20000 + PORTS - 1
+        ),
+    );
+    cfg += "[[listener]]\nname = \"s4\"\naddress = \"10.100.0.1\"\nport = 81\nprotocol = \"tcp_udp\"\ntarget_group = \"s4\"\n\n";
+    cfg += "[[target_group]]\nname = \"s4\"\nmode = \"snat\"\nsnat_address = \"10.0.0.1\"\ncross_zone = true\n";
+    for b in &topo.backends {
+        cfg += &format!(
+            "[[target_group.targets]]\naddress = \"{}\"\nport = 8080\nzone = \"{}\"\n\n",
+            b.v4, b.zone
+        );
+    }
+    let dir = TempDir::new("soak");
+    let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
+    assert!(d.log_text().contains("native mode"), "{}", d.log_text());
+    // More than 3x the port range per target, over the 3 targets.
+    let n = (PORTS as usize) * 3 * 3 + 1000;
+    let limit = Duration::from_secs(120);
+    let vip = sock(VIP_V4, 81);
+    // A flow holds its port about 1s (UDP idle timeout; TCP until its close
+    // plus the closing timeout), so a target's 2048 ports carry about 2048
+    // new flows a second. A sequential client offers up to 20k UDP flows a
+    // second (past the capacity flows are dropped and counted as
+    // snat_exhausted, as they should be): both are paced to a third of the
+    // capacity, where 16 probes all finding busy ports is a 1e-8 event.
+    let per_sec = PORTS as f64;
+    for (kind, udp) in [("tcp", false), ("udp", true)] {
+        let gw = topo.gw.name.clone();
+        let report = || {
+            // The gateway's counters, read from another thread (this one is
+            // in the client's namespace).
+            let gw = gw.clone();
+            std::thread::spawn(move || {
+                let f = std::fs::File::open(format!("/run/netns/{gw}")).unwrap();
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+                e2e::http_get("127.0.0.1:9650".parse().unwrap(), "/metrics")
+                    .map(|m| {
+                        m.lines()
+                            .filter(|l| l.starts_with("lb_xdp_packets_total"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default()
+            })
+            .join()
+            .unwrap()
+        };
+        let done = {
+            let _in = topo.client.enter().unwrap();
+            soak(
+                n,
+                limit,
+                per_sec,
+                |i| {
+                    let p = format!("{kind} {i}");
+                    if udp {
+                        udp_exchange(vip, p.as_bytes())
+                    } else {
+                        tcp_exchange(vip, p.as_bytes())
+                    }
+                },
+                report,
+            )
+        };
+        let (first, last) = rates(&done);
+        eprintln!(
+            "measured: snat {kind}: {} short flows in {:?} ({:.1}x the port range per target); first window {first:.0}/s, last {last:.0}/s, ratio {:.2}",
+            done.len(),
+            done.last().unwrap(),
+            done.len() as f64 / 3.0 / PORTS as f64,
+            last / first
+        );
+        assert!(
+            done.len() as f64 > 3.0 * 3.0 * PORTS as f64,
+            "{kind}: only {} flows in {limit:?}: the soak must cycle every port 3 times",
+            done.len()
+        );
+        // Paced: the rate only falls when flows stall (a SYN retransmitted
+        // after its port was refused takes 1s).
+        assert!(
+            last >= 0.9 * first,
+            "{kind}: rate fell from {first:.0}/s to {last:.0}/s"
+        );
+    }
+    assert_eq!(xdp_reason(&topo, "snat_exhausted"), 0);
+    assert_eq!(xdp_reason(&topo, "snat_lost"), 0);
+}
