@@ -213,6 +213,31 @@ pub fn spread(
     per
 }
 
+/// The daemon's `/metrics` (default address) in namespace `ns`, fetched
+/// from a thread of its own, so the caller may be in any namespace.
+pub fn metrics(ns: &Netns) -> Result<String> {
+    let name = ns.name.clone();
+    std::thread::spawn(move || -> Result<String> {
+        let f = std::fs::File::open(format!("/run/netns/{name}"))?;
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        http_get(sock("127.0.0.1", 9650), "/metrics")
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("metrics thread panicked"))?
+}
+
+/// `lb_xdp_packets_total{reason}` of the daemon in `ns`.
+pub fn xdp_reason(ns: &Netns, reason: &str) -> u64 {
+    let text = metrics(ns).expect("metrics");
+    let want = format!("lb_xdp_packets_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {want} in metrics"))
+}
+
 /// `lb status` of the daemon whose config is at `config`.
 pub fn lb_status(config: &Path) -> Result<String> {
     let out = std::process::Command::new(lb_bin())

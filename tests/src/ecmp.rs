@@ -348,16 +348,7 @@ impl Drop for EcmpTopology {
 
 /// The `lb_listener_new_flows_total` of `listener` on gateway `gw`.
 pub fn new_flows(gw: &Gateway, listener: &str) -> Result<u64> {
-    let ns = gw.ns.name.clone();
-    let body = std::thread::spawn(move || -> Result<String> {
-        let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
-        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns: {}", std::io::Error::last_os_error());
-        }
-        e2e::http_get(e2e::sock("127.0.0.1", 9650), "/metrics")
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("metrics thread panicked"))??;
+    let body = e2e::metrics(&gw.ns)?;
     let prefix = format!("lb_listener_new_flows_total{{listener=\"{listener}\"");
     Ok(body
         .lines()

@@ -122,22 +122,29 @@ fn zone_fails_over_and_back() {
     );
 }
 
+/// An open connection that the ring gave to b1.
+fn conn_on_b1(topo: &Topology) -> Conn {
+    let _in = topo.client.enter().unwrap();
+    (0..200)
+        .map(|_| Conn::open(vip()).unwrap())
+        .find(|c| c.name == "b1")
+        .expect("a connection on b1")
+}
+
+/// The running config without b1 (10.1.1.2) in the v4 group.
+fn without_b1(d: &Daemon) -> String {
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let cut = "[[target_group.targets]]\naddress = \"10.1.1.2\"\nport = 8080\nzone = \"a\"\n\n";
+    assert!(cfg.contains(cut));
+    cfg.replacen(cut, "", 1)
+}
+
 #[test]
 fn deregistered_target_drains() {
     let extra = format!("deregistration_delay = \"10s\"\n{FAST_HC}");
     let (topo, _dir, d) = setup("drain", &extra, |c| c);
-    let mut conn = {
-        let _in = topo.client.enter().unwrap();
-        (0..200)
-            .map(|_| Conn::open(vip()).unwrap())
-            .find(|c| c.name == "b1")
-            .expect("a connection on b1")
-    };
-    // Remove b1 (10.1.1.2) from the v4 group.
-    let cfg = std::fs::read_to_string(&d.config).unwrap();
-    let cut = "[[target_group.targets]]\naddress = \"10.1.1.2\"\nport = 8080\nzone = \"a\"\n\n";
-    assert!(cfg.contains(cut));
-    d.reload(&cfg.replacen(cut, "", 1)).unwrap();
+    let mut conn = conn_on_b1(&topo);
+    d.reload(&without_b1(&d)).unwrap();
     let t0 = std::time::Instant::now();
     {
         let _in = topo.client.enter().unwrap();
@@ -174,16 +181,8 @@ fn draining_target_survives_a_restart() {
     let extra = format!("deregistration_delay = \"30s\"\n{FAST_HC}");
     let (mut topo, dir, d) = setup("drainrestart", &extra, |c| c);
     e2e::start_server(&mut topo.backends[1].ns, "b2x", 8081).unwrap();
-    let mut conn = {
-        let _in = topo.client.enter().unwrap();
-        (0..200)
-            .map(|_| Conn::open(vip()).unwrap())
-            .find(|c| c.name == "b1")
-            .expect("a connection on b1")
-    };
-    let cfg = std::fs::read_to_string(&d.config).unwrap();
-    let cut = "[[target_group.targets]]\naddress = \"10.1.1.2\"\nport = 8080\nzone = \"a\"\n\n";
-    let without_b1 = cfg.replacen(cut, "", 1);
+    let mut conn = conn_on_b1(&topo);
+    let without_b1 = without_b1(&d);
     d.reload(&without_b1).unwrap();
     assert!(d.wait_log(
         &["tg4/10.1.1.2:8080", "draining for"],

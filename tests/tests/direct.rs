@@ -10,17 +10,6 @@ use tests::{
     topo::{Topology, VIP_V4, VIP_V6},
 };
 
-/// A counter of the metrics endpoint, read inside the gateway.
-fn xdp_reason(topo: &Topology, reason: &str) -> u64 {
-    let _in = topo.gw.enter().unwrap();
-    let text = e2e::http_get("127.0.0.1:9650".parse().unwrap(), "/metrics").unwrap();
-    let want = format!("lb_xdp_packets_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {want} in metrics"))
-}
-
 /// Every target port serves a `nat` listener (port 80) and a `snat` one
 /// (port 81). Interleaved with VIP exchanges, the client talks to each
 /// target's own address and port 8080, TCP and UDP, v4 and v6: every
@@ -48,7 +37,7 @@ fn targets_stay_reachable_directly_beside_vip_traffic() {
     let dir = TempDir::new("direct");
     let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
     assert!(d.log_text().contains("native mode"), "{}", d.log_text());
-    let direct_before = xdp_reason(&topo, "direct_to_target");
+    let direct_before = e2e::xdp_reason(&topo.gw, "direct_to_target");
     let mut via_vip: HashMap<(String, &str), u32> = HashMap::new();
     {
         let _in = topo.client.enter().unwrap();
@@ -89,10 +78,10 @@ fn targets_stay_reachable_directly_beside_vip_traffic() {
     }
     // The direct flows were seen as such (both directions, every packet),
     // and on one gateway every VIP reply was matched by local state.
-    let direct = xdp_reason(&topo, "direct_to_target") - direct_before;
+    let direct = e2e::xdp_reason(&topo.gw, "direct_to_target") - direct_before;
     assert!(
         direct >= (ROUNDS * 2 * 3 * 2 * 2) as u64,
         "direct_to_target counted {direct}"
     );
-    assert_eq!(xdp_reason(&topo, "reply_stateless"), 0);
+    assert_eq!(e2e::xdp_reason(&topo.gw, "reply_stateless"), 0);
 }

@@ -14,16 +14,6 @@ use tests::{
 /// several times.
 const PORTS: u32 = 2048;
 
-fn xdp_reason(topo: &Topology, reason: &str) -> u64 {
-    let _in = topo.gw.enter().unwrap();
-    let text = e2e::http_get("127.0.0.1:9650".parse().unwrap(), "/metrics").unwrap();
-    let want = format!("lb_xdp_packets_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {want} in metrics"))
-}
-
 /// Runs `exchange` (one short flow) until `n` flows or `limit`, at most
 /// `per_sec` flows a second; returns each flow's completion time since the
 /// start.
@@ -104,25 +94,15 @@ fn snat_sustains_short_flows() {
     // capacity, where 16 probes all finding busy ports is a 1e-8 event.
     let per_sec = PORTS as f64;
     for (kind, udp) in [("tcp", false), ("udp", true)] {
-        let gw = topo.gw.name.clone();
         let report = || {
-            // The gateway's counters, read from another thread (this one is
-            // in the client's namespace).
-            let gw = gw.clone();
-            std::thread::spawn(move || {
-                let f = std::fs::File::open(format!("/run/netns/{gw}")).unwrap();
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-                e2e::http_get("127.0.0.1:9650".parse().unwrap(), "/metrics")
-                    .map(|m| {
-                        m.lines()
-                            .filter(|l| l.starts_with("lb_xdp_packets_total"))
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })
-                    .unwrap_or_default()
-            })
-            .join()
-            .unwrap()
+            e2e::metrics(&topo.gw)
+                .map(|m| {
+                    m.lines()
+                        .filter(|l| l.starts_with("lb_xdp_packets_total"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default()
         };
         let done = {
             let _in = topo.client.enter().unwrap();
@@ -161,6 +141,6 @@ fn snat_sustains_short_flows() {
             "{kind}: rate fell from {first:.0}/s to {last:.0}/s"
         );
     }
-    assert_eq!(xdp_reason(&topo, "snat_exhausted"), 0);
-    assert_eq!(xdp_reason(&topo, "snat_lost"), 0);
+    assert_eq!(e2e::xdp_reason(&topo.gw, "snat_exhausted"), 0);
+    assert_eq!(e2e::xdp_reason(&topo.gw, "snat_lost"), 0);
 }
