@@ -26,7 +26,14 @@ use tests::{
     topo::{Topology, VIP_V4},
 };
 
-const SECS: u32 = 2;
+/// Seconds per run (`LB_BENCH_SECS` overrides, e.g. 8 for a sustained
+/// `snat` check).
+fn secs() -> u32 {
+    std::env::var("LB_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
 const REPEATS: usize = 3;
 const DEADLINE: Duration = Duration::from_secs(9 * 60);
 const PATHS: [&str; 6] = [
@@ -175,13 +182,29 @@ fn lb_config(topo: &Topology, dataplane: &str) -> String {
         topo.gw.name
     );
     // iperf3 needs its control and data connections on one target.
-    for (name, vport, port, proto, sticky) in [
-        ("web", 80, 8080, "tcp", "none"),
-        ("iperf", 5201, 5201, "tcp_udp", "source_ip"),
+    // `websnat`: the same web targets behind a source-NAT listener.
+    for (name, vport, port, proto, sticky, mode) in [
+        ("web", 80, 8080, "tcp", "none", "mode = \"nat\""),
+        (
+            "iperf",
+            5201,
+            5201,
+            "tcp_udp",
+            "source_ip",
+            "mode = \"nat\"",
+        ),
+        (
+            "websnat",
+            81,
+            8080,
+            "tcp",
+            "none",
+            "mode = \"snat\"\nsnat_address = \"10.0.0.1\"",
+        ),
     ] {
         s += &format!("[[listener]]\nname = \"{name}\"\naddress = \"{VIP_V4}\"\nport = {vport}\nprotocol = \"{proto}\"\ntarget_group = \"{name}\"\n\n");
         s += &format!(
-            "[[target_group]]\nname = \"{name}\"\ncross_zone = true\nstickiness = \"{sticky}\"\n"
+            "[[target_group]]\nname = \"{name}\"\ncross_zone = true\nstickiness = \"{sticky}\"\n{mode}\n"
         );
         for b in &topo.backends {
             s += &format!(
@@ -253,7 +276,7 @@ impl Drop for Running {
 }
 
 fn iperf(client: &Netns, host: &str, args: &[&str]) -> Result<serde_json::Value> {
-    let secs = SECS.to_string();
+    let secs = secs().to_string();
     let mut a = vec!["iperf3", "-c", host, "-p", "5201", "-t", &secs, "-J"];
     a.extend_from_slice(args);
     let out = client.exec(&a)?;
@@ -262,7 +285,7 @@ fn iperf(client: &Netns, host: &str, args: &[&str]) -> Result<serde_json::Value>
 
 /// wrk: (requests/s, p50 ms, p99 ms).
 fn wrk(client: &Netns, url: &str, conns: u32, close: bool) -> Result<[f64; 3]> {
-    let (c, d) = (conns.to_string(), format!("{SECS}s"));
+    let (c, d) = (conns.to_string(), format!("{}s", secs()));
     let mut args = vec!["wrk", "-t2", "-c", &c, "-d", &d, "--latency"];
     if close {
         args.extend(["-H", "Connection: close"]);
@@ -424,6 +447,21 @@ fn main() -> Result<()> {
                     Box::new(|| Ok(wrk(&topo.client, &url, 32, true)?.to_vec())),
                 ),
             ];
+            if !direct && path != "HAProxy" {
+                tests.push((
+                    "snat",
+                    vec![(
+                        "new connections/s, snat listener, Connection: close -c32 (wrk)",
+                        "conn/s",
+                        true,
+                    )],
+                    Box::new(|| {
+                        Ok(vec![
+                            wrk(&topo.client, &format!("http://{host}:81/"), 32, true)?[0],
+                        ])
+                    }),
+                ));
+            }
             if phase == "as is" && path != "HAProxy" {
                 tests.push((
                     "udp",
@@ -460,6 +498,9 @@ fn main() -> Result<()> {
                     let (c0, s0) = (running.pid().map(cpu_secs).unwrap_or(0.0), softirq_secs());
                     match run() {
                         Ok(v) => {
+                            // Each run, in order: a rate that decays over
+                            // back-to-back runs shows here, not in a median.
+                            eprintln!("bench [{:>3}s]     run: {v:.1?}", start.elapsed().as_secs());
                             for (i, x) in v.into_iter().enumerate() {
                                 samples[i].push(x);
                             }
@@ -511,6 +552,7 @@ fn main() -> Result<()> {
 /// A chart label that fits left of the bars.
 fn short(name: &str) -> &str {
     match name {
+        n if n.starts_with("new connections/s, snat") => "snat new conn/s",
         n if n.starts_with("new connections/s") => "new conn/s (close)",
         n if n.starts_with("HTTP keep-alive") => "HTTP keep-alive",
         n if n.starts_with("UDP 1400") => "UDP 1400 B",
@@ -534,8 +576,9 @@ fn report(figures: &[Figure], skipped: &[String], took: Duration) -> Result<()> 
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     md += &format!(
-        "Benchmark {date}, {} CPUs, kernel {kernel}: client -> gateway -> 3 backends (network namespaces, veth), {SECS}s runs, median of {REPEATS}, {}s in all.\nRatios are to plain kernel forwarding measured in the same run. Tuning for every path: backends keep no TIME_WAIT sockets, the gateway reuses TIME_WAIT for its own connects; \"kernel\" paths go straight to one backend, the others spread over three.\n\n",
+        "Benchmark {date}, {} CPUs, kernel {kernel}: client -> gateway -> 3 backends (network namespaces, veth), {}s runs, median of {REPEATS}, {}s in all.\nRatios are to plain kernel forwarding measured in the same run. Tuning for every path: backends keep no TIME_WAIT sockets, the gateway reuses TIME_WAIT for its own connects; \"kernel\" paths go straight to one backend, the others spread over three.\n\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        secs(),
         took.as_secs()
     );
     for phase in ["as is", "wire-like"] {
@@ -602,7 +645,8 @@ fn report(figures: &[Figure], skipped: &[String], took: Duration) -> Result<()> 
     let bars = Bars {
         title: "lb benchmark: ratio to plain kernel forwarding (higher is better)".into(),
         subtitle: format!(
-            "{date}, kernel {kernel}; namespaces + veth; median of {REPEATS} runs of {SECS}s"
+            "{date}, kernel {kernel}; namespaces + veth; median of {REPEATS} runs of {}s",
+            secs()
         ),
         groups: groups
             .iter()
