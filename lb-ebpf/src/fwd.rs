@@ -391,9 +391,10 @@ fn note_direct(pkt: &Pkt, now: u64) -> bool {
 /// the listeners the target serves has it, with this target); a non-VIP
 /// flow this gateway forwarded to the target (passed untouched); else, for
 /// a flow another gateway set up, the listener whose ring picks this target
-/// for the client's tuple (stateless and the same on every gateway).
+/// for the client's tuple (stateless and the same on every gateway;
+/// `true` with the slot).
 #[inline(always)]
-fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<&'static VipSlot>, Reason> {
+fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlot, bool)>, Reason> {
     let rk = ReverseKey {
         addr: pkt.src,
         port: pkt.sport,
@@ -433,7 +434,7 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<&'static VipSlot
                 // Replies keep the flow fresh too (a one-way UDP stream).
                 st.flags = flow::next_flags(g, pkt.proto, st.flags, age, closing);
                 st.last_seen_ns = now;
-                return Ok(Some(slot));
+                return Ok(Some((slot, false)));
             }
         }
     }
@@ -446,8 +447,11 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<&'static VipSlot
         family: pkt.family,
         _pad: [0; 2],
     };
-    if let Some(p) = unsafe { PASSTHROUGH.get(&sc.flow) } {
+    if let Some(p) = PASSTHROUGH.get_ptr_mut(&sc.flow) {
+        let p = unsafe { &mut *p };
         if now.wrapping_sub(p.last_seen_ns) <= flow::timeout_ns(g, pkt.proto, false) {
+            // Replies keep it fresh too (a target that streams to a client).
+            p.last_seen_ns = now;
             return Err(Reason::DirectToTarget);
         }
     }
@@ -478,8 +482,7 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<&'static VipSlot
         // what a gateway with an empty zone ring picks).
         let zone = meta.flags & VIP_F_CROSS_ZONE == 0 && ring(meta.ring_zone) == e.backend_id;
         if zone || ring(meta.ring_all) == e.backend_id {
-            count(Reason::ReplyStateless);
-            return Ok(Some(slot));
+            return Ok(Some((slot, true)));
         }
     }
     Ok(None)
@@ -521,7 +524,7 @@ fn to_client(
     };
     let (src, sport, dst, dport) = if let Some(sv) = sv {
         (sv.vip_addr, sv.vip_port, sv.client_addr, sv.client_port)
-    } else if let Some(slot) = rv {
+    } else if let Some((slot, _)) = rv {
         (slot.key.addr, slot.key.port, pkt.dst, pkt.dport)
     } else {
         return Err(Reason::NotVip);
@@ -540,6 +543,9 @@ fn to_client(
         return Err(Reason::NotVip);
     }
     rewrite(ctx, pkt, &src, &dst, sport, dport)?;
+    if rv.is_some_and(|(_, stateless)| stateless) {
+        count(Reason::ReplyStateless);
+    }
     count(Reason::FwdToClient);
     Ok(emit(ctx, pkt, rc, p))
 }

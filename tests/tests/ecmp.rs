@@ -64,7 +64,7 @@ fn connections_spread_over_both_gateways_and_survive_losing_one() {
     assert!(f1 > 0 && f2 > 0, "ECMP used one gateway only: {f1} / {f2}");
     // Both daemons hold the same rings and targets, byte for byte.
     let (c1, c2) = (choices(&t.gws[0]).unwrap(), choices(&t.gws[1]).unwrap());
-    assert_eq!(c1.vips.len(), 2);
+    assert_eq!(c1.vips.len(), 4, "two VIPs, TCP and UDP");
     assert!(c1.vips.iter().all(|v| v.ring.iter().all(|&b| b != 0)));
     assert!(c1 == c2, "the two gateways' maps differ");
 
