@@ -19,10 +19,10 @@ use lb_common::{
     flow,
     hash::flow_hash,
     select::{flow_key_hash, pick},
-    snat, Backend, Counters, FlowKey, FlowState, Globals, Passthrough, Reason, ReverseKey, SnatKey,
-    SnatVal, VipKey, VipMeta, VipSlot, BACKEND_F_VALID, FIB_CACHE_SLOTS, PORT_TARGET_TCP,
-    PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP, PROTO_UDP, REVERSE_SLOTS,
-    VIP_F_CROSS_ZONE, VIP_F_SNAT,
+    snat, Backend, Counters, FlowKey, FlowState, Globals, Passthrough, Reason, ReverseEntry,
+    ReverseKey, ReverseVal, SnatKey, SnatVal, VipKey, VipMeta, VipSlot, BACKEND_F_VALID,
+    FIB_CACHE_SLOTS, PORT_TARGET_TCP, PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP,
+    PROTO_UDP, REVERSE_SLOTS, VIP_F_CROSS_ZONE, VIP_F_SNAT,
 };
 
 use crate::{
@@ -389,6 +389,17 @@ fn note_direct(pkt: &Pkt, now: u64) -> bool {
     true
 }
 
+/// Listener `i` of those a target serves (`NAT_REVERSE` value): its entry
+/// and VIP slot. `None` past the last one (entries are packed).
+#[inline(always)]
+pub fn served(rv: &ReverseVal, i: usize) -> Option<(ReverseEntry, &'static VipSlot)> {
+    let e = *rv.entries.get(i)?;
+    if e.backend_id == 0 {
+        return None;
+    }
+    Some((e, VIP_SLOTS.get(e.vip_id)?))
+}
+
 /// Which VIP a `nat` reply (target -> client) comes from, or `None` when
 /// it belongs to no VIP flow. In order: a flow in local conntrack (one of
 /// the listeners the target serves has it, with this target); a non-VIP
@@ -411,12 +422,8 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlo
     let sc = unsafe { &mut *sc };
     let closing = flow::is_closing(pkt.proto, pkt.tcp_flags);
     for i in 0..REVERSE_SLOTS {
-        let e = rv.entries[i];
-        if e.backend_id == 0 {
+        let Some((e, slot)) = served(rv, i) else {
             break;
-        }
-        let Some(slot) = VIP_SLOTS.get(e.vip_id) else {
-            continue;
         };
         // The client's flow is recoverable: client from the reply's
         // destination, VIP from the listener's slot.
@@ -463,12 +470,8 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlo
         return Err(Reason::MapError);
     }
     for i in 0..REVERSE_SLOTS {
-        let e = rv.entries[i];
-        if e.backend_id == 0 {
+        let Some((e, slot)) = served(rv, i) else {
             break;
-        }
-        let Some(slot) = VIP_SLOTS.get(e.vip_id) else {
-            continue;
         };
         let meta = &slot.meta;
         let h = flow_key_hash(

@@ -11,7 +11,7 @@ use lb_common::{
 
 use crate::{
     count, csum,
-    fwd::{emit, fib, fib_params, rewrite_l3},
+    fwd::{emit, fib, fib_params, rewrite_l3, served},
     parse::{self, hdr, ptr_at, raw16, raw32, Pkt},
     BACKENDS, CONNTRACK, NAT_REVERSE, SNAT, VIPS, VIP_SLOTS,
 };
@@ -146,12 +146,8 @@ fn plan(
         // this target (the first one the target serves otherwise).
         let mut vip = VIP_SLOTS.get(rv.entries[0].vip_id)?;
         for i in 0..REVERSE_SLOTS {
-            let e = rv.entries[i];
-            if e.backend_id == 0 {
+            let Some((e, slot)) = served(rv, i) else {
                 break;
-            }
-            let Some(slot) = VIP_SLOTS.get(e.vip_id) else {
-                continue;
             };
             let key = FlowKey {
                 src: *isrc,
