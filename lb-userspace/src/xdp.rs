@@ -156,7 +156,10 @@ impl RingMmap {
     fn new(map: &Array<MapData, u32>, entries: u32) -> Result<RingMmap> {
         use aya::maps::IterableMap as _;
         use std::os::fd::AsRawFd as _;
-        let fd = map.map().info()?.fd()?;
+        // The fd aya already holds: asking the kernel for one by id
+        // (`info()?.fd()`, BPF_MAP_GET_FD_BY_ID) needs CAP_SYS_ADMIN, which
+        // the systemd unit does not grant.
+        let fd = map.map().fd();
         let page = 4096usize;
         let len = (entries as usize * 8).div_ceil(page) * page;
         let ptr = unsafe {

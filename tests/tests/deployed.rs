@@ -1,0 +1,135 @@
+//! `lb run` the way `dist/lb.service` runs it: an unprivileged user with
+//! exactly the unit's ambient capabilities (read from the unit file, so the
+//! two cannot drift). Root only (to set that up); serial; bounded.
+
+use tests::{
+    e2e::{self, sock, tcp_exchange, udp_exchange, Daemon, TempDir, FAST_HC},
+    netns::require_root,
+    topo::{Topology, VIP_V4, VIP_V6},
+};
+
+/// The service user of the test (nobody).
+const UID: u32 = 65534;
+
+/// `AmbientCapabilities=` of the shipped unit, as setpriv wants them
+/// (`+bpf,+net_admin,...`).
+fn unit_caps() -> String {
+    let unit = include_str!("../../dist/lb.service");
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the unit sets AmbientCapabilities");
+    let bounding = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet");
+    assert_eq!(line, bounding, "ambient and bounding sets differ");
+    // A capability this machine cannot grant (this sandbox lacks
+    // CAP_SYS_RESOURCE, which only lifts the memlock limit on kernels
+    // before 5.11) is left out, and said so.
+    let have = bounding_set();
+    line.split_whitespace()
+        .filter(|c| {
+            let ok = cap_number(c).is_some_and(|n| have & (1 << n) != 0);
+            if !ok {
+                eprintln!("note: {c} is not in this machine's bounding set; running without it");
+            }
+            ok
+        })
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn bounding_set() -> u64 {
+    let st = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hex = st
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+fn cap_number(name: &str) -> Option<u32> {
+    Some(match name {
+        "CAP_NET_BIND_SERVICE" => 10,
+        "CAP_NET_ADMIN" => 12,
+        "CAP_NET_RAW" => 13,
+        "CAP_SYS_ADMIN" => 21,
+        "CAP_SYS_RESOURCE" => 24,
+        "CAP_PERFMON" => 38,
+        "CAP_BPF" => 39,
+        _ => return None,
+    })
+}
+
+/// setpriv prefix: user nobody, no groups, only the unit's capabilities
+/// (bounding, inheritable and ambient), no new privileges.
+fn as_the_unit() -> Vec<String> {
+    let caps = unit_caps();
+    vec![
+        "setpriv".into(),
+        format!("--reuid={UID}"),
+        format!("--regid={UID}"),
+        "--clear-groups".into(),
+        format!("--bounding-set=-all,{caps}"),
+        format!("--inh-caps=-all,{caps}"),
+        format!("--ambient-caps=-all,{caps}"),
+        "--no-new-privs".into(),
+    ]
+}
+
+/// What the unit's `ExecStartPre=+` and `RuntimeDirectory=` prepare: the
+/// pin directory and a runtime directory owned by the service user.
+fn prepare(dir: &std::path::Path, pin: &str) {
+    for d in [pin, dir.to_str().unwrap()] {
+        std::fs::create_dir_all(d).unwrap();
+        std::os::unix::fs::chown(d, Some(UID), Some(UID)).unwrap();
+    }
+}
+
+#[test]
+fn runs_native_xdp_under_the_units_capabilities() {
+    require_root();
+    let mut topo = Topology::build(3).expect("topology");
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let dir = TempDir::new("unit");
+    let pin = topo.pin_path();
+    prepare(&dir.0, &pin);
+    let sock_path = dir.0.join("lb.sock");
+    let cfg = topo.config(FAST_HC).replace(
+        &format!("admin_socket = \"/run/{}.sock\"", topo.gw.name),
+        &format!("admin_socket = \"{}\"", sock_path.display()),
+    );
+    let prefix = as_the_unit();
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let d = Daemon::start_with(&topo.gw, &dir.0, &cfg, &prefix).expect("lb run");
+    let log = d.log_text();
+    assert!(log.contains("XDP attached in native mode"), "{log}");
+    assert!(!log.contains("falling back"), "{log}");
+    let per = e2e::spread(&topo, &d, sock(VIP_V4, 80), 90);
+    assert_eq!(per.len(), 3, "balanced over all targets: {per:?}");
+    {
+        let _in = topo.client.enter().unwrap();
+        udp_exchange(sock(VIP_V6, 80), b"v6 udp").unwrap();
+        tcp_exchange(sock(VIP_V6, 80), b"v6 tcp").unwrap();
+    }
+    let status = e2e::lb_status(&d.config).expect("lb status");
+    assert!(status.contains("xdp-native"), "{status}");
+    let m = e2e::metrics(&topo.gw).expect("metrics");
+    assert!(
+        m.contains("lb_xdp_packets_total{reason=\"fwd_to_backend\"}"),
+        "{m}"
+    );
+    // SIGHUP reload, then a restart that adopts the pins.
+    d.reload(&cfg.replace("interval = \"1s\"", "interval = \"2s\""))
+        .unwrap_or_else(|e| panic!("SIGHUP: {e:#}"));
+    let config = std::fs::read_to_string(&d.config).unwrap();
+    d.kill9();
+    let d = Daemon::start_with(&topo.gw, &dir.0, &config, &prefix).expect("restart");
+    let log = d.log_text();
+    assert!(log.contains("adopted the pinned maps"), "{log}");
+    assert!(log.contains("took over the pinned XDP link"), "{log}");
+    assert_eq!(e2e::spread(&topo, &d, sock(VIP_V4, 80), 30).len(), 3);
+}
