@@ -80,6 +80,14 @@ fn load_xdp(cfg: &Config, pin: &Path) -> Result<XdpDataplane> {
     Ok(dp)
 }
 
+/// An XDP failure under `auto` that the operator can fix: stop with it.
+fn fixable(e: anyhow::Error) -> anyhow::Error {
+    e.context(
+        "XDP failed for a reason that can be fixed (see below), so dataplane = \"auto\" does not \
+         fall back; fix it, or set gateway.dataplane = \"proxy\" to run without XDP",
+    )
+}
+
 fn attach_all(d: &mut Daemon) -> Result<()> {
     let Plane::Xdp(x) = &mut d.plane else {
         return Ok(());
@@ -102,12 +110,19 @@ pub fn check_privileges() -> Result<()> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
     let has = |c: u32| eff & (1u64 << c) != 0;
-    if !has(CAP_NET_ADMIN) || !(has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
-        bail!(
-            "lb run needs root, or the capabilities CAP_BPF and CAP_NET_ADMIN \
-             (e.g. `setcap cap_bpf,cap_net_admin,cap_perfmon+ep lb` or AmbientCapabilities= in the systemd unit); \
-             effective capabilities are {eff:#x}"
-        );
+    let fix = "(e.g. `setcap cap_bpf,cap_net_admin,cap_perfmon+ep lb`, or AmbientCapabilities= in the systemd unit)";
+    if !(has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
+        // No BPF at all (a container, say): XDP is structurally out.
+        return Err(crate::xdp::Unavailable {
+            code: "no_cap_bpf",
+            why: format!(
+                "lb run has no CAP_BPF (nor CAP_SYS_ADMIN) to load XDP programs; grant CAP_BPF and CAP_NET_ADMIN {fix}; effective capabilities are {eff:#x}"
+            ),
+        }
+        .into());
+    }
+    if !has(CAP_NET_ADMIN) {
+        bail!("lb run has CAP_BPF but not CAP_NET_ADMIN, which attaching XDP needs; grant it {fix}; effective capabilities are {eff:#x}");
     }
     Ok(())
 }
@@ -154,6 +169,8 @@ pub struct Daemon {
     pub announcer: Option<Announcer>,
     /// The data plane forwards: VIPs may be announced.
     pub serving: bool,
+    /// Why `auto` fell back to the proxy: (label, text).
+    pub fallback: Option<(&'static str, String)>,
     /// When to try again to start an announcer that failed to start.
     announce_retry: Option<Instant>,
 }
@@ -181,6 +198,7 @@ impl Daemon {
             reloads: (0, 0),
             announcer: None,
             serving: false,
+            fallback: None,
             announce_retry: None,
         };
         // A restart: keep the ids the pinned maps (and conntrack) use.
@@ -628,8 +646,9 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
             max_targets: g.max_targets,
         }))
     };
-    // auto: native XDP, then generic XDP (in attach), then the proxy;
-    // every step that fails says why.
+    // auto: native XDP, then generic XDP (in attach), then the proxy only
+    // where XDP cannot run at all; every step that fails says why.
+    let mut fallback = None;
     let plane = match kind {
         DataplaneKind::Proxy => {
             info!("data plane: proxy (gateway.dataplane = \"proxy\")");
@@ -637,15 +656,23 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
         }
         _ => match load_xdp(&cfg, &pin) {
             Ok(x) => Plane::Xdp(Box::new(x)),
-            Err(e) if kind == DataplaneKind::Auto => {
-                warn!("XDP is not available ({e:#}); falling back to the proxy data plane");
-                proxy(&cfg)
-            }
+            Err(e) if kind == DataplaneKind::Auto => match crate::xdp::unavailable(&e) {
+                Some(why) => {
+                    warn!(
+                        "XDP is not available ({}); falling back to the proxy data plane",
+                        why.1
+                    );
+                    fallback = Some(why);
+                    proxy(&cfg)
+                }
+                None => return Err(fixable(e)),
+            },
             Err(e) => return Err(e),
         },
     };
     let (tx, mut rx) = mpsc::channel(1024);
     let mut d = Daemon::new(cfg, plane, tx)?;
+    d.fallback = fallback;
     // The device is made now, so a clash stops the start before anything
     // is attached; routes come once the data plane forwards.
     d.update_announcer().await?;
@@ -653,13 +680,17 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     if matches!(d.plane, Plane::Xdp(_)) {
         d.sync().context("programming the maps")?;
         if let Err(e) = attach_all(&mut d) {
-            if kind != DataplaneKind::Auto {
-                return Err(e);
+            // Not a fallback: the interfaces that worked are detached again
+            // (an earlier run's pinned state stays as it was), and the
+            // operator is told what to fix.
+            if let Plane::Xdp(x) = &mut d.plane {
+                x.undo_start();
             }
-            warn!("attaching XDP failed ({e:#}); falling back to the proxy data plane");
-            d.plane = proxy(&d.cfg);
-            // Nothing of the failed attempt stays attached or pinned.
-            let _ = crate::xdp::stop(&pin);
+            return Err(if kind == DataplaneKind::Auto {
+                fixable(e)
+            } else {
+                e
+            });
         }
     }
     // XDP was programmed before attaching; the proxy starts here.

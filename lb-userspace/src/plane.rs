@@ -104,7 +104,15 @@ impl Plane {
     pub fn proxy_addresses(&self) -> Option<std::collections::BTreeSet<std::net::IpAddr>> {
         match self {
             Plane::Xdp(_) => None,
-            Plane::Proxy(p) => Some(p.open_listeners().map(|(a, _)| a.ip()).collect()),
+            // A listener may be open on an address the host does not own
+            // (IP_FREEBIND): announcing it would draw traffic the kernel
+            // does not deliver to the proxy.
+            Plane::Proxy(p) => Some(
+                p.open_listeners()
+                    .map(|(a, _)| a.ip())
+                    .filter(|&ip| crate::proxy::is_local(ip))
+                    .collect(),
+            ),
         }
     }
 

@@ -322,10 +322,16 @@ impl Daemon {
             "gauge",
             "The data plane in use, per interface.",
         );
+        // reason: why this data plane (a fallback's cause, or "configured").
+        let reason = match (&self.fallback, self.cfg.gateway.dataplane) {
+            (Some((code, _)), _) => *code,
+            (None, crate::config::DataplaneKind::Auto) => "auto",
+            (None, _) => "configured",
+        };
         for (iface, mode) in self.plane.modes() {
             let _ = writeln!(
                 o,
-                "lb_dataplane_info{{interface=\"{}\",mode=\"{mode}\"}} 1",
+                "lb_dataplane_info{{interface=\"{}\",mode=\"{mode}\",reason=\"{reason}\"}} 1",
                 label(&iface)
             );
         }
@@ -359,9 +365,14 @@ impl Daemon {
             .memory()
             .map(|m| format!("; map memory {:.1} MiB", m as f64 / (1 << 20) as f64))
             .unwrap_or_default();
+        let fallback = self
+            .fallback
+            .as_ref()
+            .map(|(_, why)| format!(" (fallback: {why})"))
+            .unwrap_or_default();
         let _ = writeln!(
             o,
-            "data plane: {}; zone {:?}{memory}; {} flows tracked",
+            "data plane: {}{fallback}; zone {:?}{memory}; {} flows tracked",
             planes.join(", "),
             self.model.zone,
             flows.total

@@ -325,6 +325,9 @@ pub struct XdpDataplane {
     /// The `PORTS` bitmap as last written.
     port_bits: Vec<u8>,
     pub attached: Vec<(String, AttachMode)>,
+    /// Links this run attached and pinned (not taken over from pins): what
+    /// a failed start must take down again.
+    new_links: Vec<PathBuf>,
 }
 
 /// A VIP's active ring ids and the Maglev inputs they were built from
@@ -337,11 +340,51 @@ struct RingState {
 }
 
 fn missing_object() -> anyhow::Error {
-    anyhow::anyhow!(
-        "this lb binary was built without its XDP program (bpf-linker or the nightly \
-         toolchain with rust-src was missing at build time); run `cargo xtask setup`, \
-         then rebuild, or use `dataplane = \"proxy\"`"
-    )
+    Unavailable {
+        code: "no_xdp_program",
+        why: "this lb binary was built without its XDP program (bpf-linker or the nightly \
+              toolchain with rust-src was missing at build time); run `cargo xtask setup`, \
+              then rebuild, or use `dataplane = \"proxy\"`"
+            .into(),
+    }
+    .into()
+}
+
+/// XDP cannot run on this host at all (no CAP_BPF, a kernel without BPF,
+/// a binary without the program): the only failures `dataplane = "auto"`
+/// falls back to the proxy for. Any other failure (a missing permission
+/// beside CAP_BPF, an unknown interface, pinned maps of other sizes) is the
+/// operator's to fix, and `lb run` stops with it.
+#[derive(Debug)]
+pub struct Unavailable {
+    /// Short label for `lb_dataplane_info{reason}`.
+    pub code: &'static str,
+    pub why: String,
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+/// The structural reason behind `e`, if it is one (see `Unavailable`).
+pub fn unavailable(e: &anyhow::Error) -> Option<(&'static str, String)> {
+    if let Some(u) = e.downcast_ref::<Unavailable>() {
+        return Some((u.code, u.why.clone()));
+    }
+    // A kernel built without the bpf() system call.
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.raw_os_error() == Some(libc::ENOSYS))
+        .then(|| {
+            (
+                "no_bpf_syscall",
+                format!("the kernel has no bpf() system call ({e:#})"),
+            )
+        })
 }
 
 impl XdpDataplane {
@@ -414,6 +457,7 @@ impl XdpDataplane {
             backends: BTreeSet::new(),
             port_bits: vec![0; 65536],
             attached: Vec::new(),
+            new_links: Vec::new(),
             pin_dir: pin_dir.map(Path::to_path_buf),
             adopted,
             found: AdoptedIds::default(),
@@ -527,6 +571,7 @@ impl XdpDataplane {
                 Ok(fd) => {
                     fd.pin(&pin)
                         .with_context(|| format!("pinning the link at {}", pin.display()))?;
+                    self.new_links.push(pin);
                 }
                 // Legacy netlink attachment (old kernels): not pinnable.
                 Err(_) => {
@@ -537,6 +582,24 @@ impl XdpDataplane {
         info!("{iface}: XDP attached in {} mode", mode.as_str());
         self.attached.push((iface.to_string(), mode));
         Ok(mode)
+    }
+
+    /// A start that failed after attaching some interfaces: detaches what
+    /// this run attached. The state of an earlier run (adopted maps, links
+    /// taken over) stays as it was; without one, the maps go too, so
+    /// nothing is left behind.
+    pub fn undo_start(&mut self) {
+        for pin in self.new_links.drain(..) {
+            if let Ok(link) = PinnedLink::from_pin(&pin) {
+                // Unpinned and dropped: the last reference goes, XDP detaches.
+                if let Ok(l) = link.unpin() {
+                    drop(l);
+                }
+            }
+        }
+        if let (false, Some(dir)) = (self.adopted, &self.pin_dir) {
+            let _ = std::fs::remove_dir_all(dir.join("maps"));
+        }
     }
 
     /// Programs the maps from the model. `valid(id)`: the backend may keep

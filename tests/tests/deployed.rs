@@ -133,3 +133,80 @@ fn runs_native_xdp_under_the_units_capabilities() {
     assert!(log.contains("took over the pinned XDP link"), "{log}");
     assert_eq!(e2e::spread(&topo, &d, sock(VIP_V4, 80), 30).len(), 3);
 }
+
+/// `lb run` expected to fail: its exit status and output (bounded).
+fn run_failing(ns: &tests::netns::Netns, dir: &std::path::Path, config: &str) -> String {
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let lb = e2e::lb_bin();
+    let mut child = ns
+        .command(&[
+            lb.to_str().unwrap(),
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = tests::netns::wait_until(std::time::Duration::from_secs(30), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        exited && !out.status.success(),
+        "lb run should fail:\n{text}"
+    );
+    text
+}
+
+fn xdp_on(topo: &Topology, dev: &str) -> bool {
+    let out = topo.gw.ip(&["link", "show", dev]).unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+/// A typo in `interfaces` under `dataplane = "auto"`: no silent fallback
+/// to the proxy. `lb run` stops and names the interface and the fix, and
+/// leaves nothing behind: on a fresh gateway nothing stays attached or
+/// pinned; on a running one the earlier pinned state keeps forwarding.
+#[test]
+fn auto_fails_loud_and_leaves_no_state_behind() {
+    require_root();
+    let mut topo = Topology::build(3).expect("topology");
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let dir = TempDir::new("loud");
+    let good = topo.config(FAST_HC);
+    let typo = good.replace("\"eth3\"]", "\"eth3\", \"eht0\"]");
+    assert_ne!(good, typo);
+    let pin = std::path::PathBuf::from(topo.pin_path());
+    let text = run_failing(&topo.gw, &dir.0, &typo);
+    assert!(text.contains("eht0"), "{text}");
+    assert!(text.contains("does not fall back"), "{text}");
+    assert!(text.contains("dataplane = \"proxy\""), "{text}");
+    assert!(!text.contains("falling back"), "{text}");
+    for dev in topo.gw_interfaces() {
+        assert!(!xdp_on(&topo, &dev), "{dev} still has XDP attached");
+    }
+    assert!(!pin.join("maps").exists(), "pinned maps were left behind");
+    // A working gateway, stopped (kill -9 keeps its pinned state): the bad
+    // start must not take that state down.
+    let d = Daemon::start(&topo.gw, &dir.0, &good).expect("lb run");
+    d.kill9();
+    let text = run_failing(&topo.gw, &dir.0, &typo);
+    assert!(text.contains("eht0"), "{text}");
+    assert!(xdp_on(&topo, "eth0"), "the earlier run's XDP link is gone");
+    assert!(pin.join("maps").exists());
+    let per = e2e::spread(&topo, &Daemon::placeholder(&dir.0), sock(VIP_V4, 80), 30);
+    assert_eq!(per.values().sum::<u32>(), 30);
+    // Clean up the pins the killed daemon left.
+    let _ = std::fs::remove_dir_all(&pin);
+}

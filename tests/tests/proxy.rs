@@ -184,6 +184,17 @@ fn auto_falls_back_to_the_proxy_without_bpf_rights() {
         log.contains("falling back to the proxy data plane"),
         "{log}"
     );
+    // Said where an operator looks, too.
+    let status = e2e::lb_status(&d.config).unwrap();
+    assert!(
+        status.contains("(fallback: lb run has no CAP_BPF"),
+        "{status}"
+    );
+    let m = e2e::metrics(&topo.gw).unwrap();
+    assert!(
+        m.contains("lb_dataplane_info{interface=\"*\",mode=\"proxy\",reason=\"no_cap_bpf\"} 1"),
+        "{m}"
+    );
     let per = spread(&topo, &d, VIP_V4, 90);
     assert_eq!(per.values().sum::<u32>(), 90);
     assert_eq!(per.len(), 3);

@@ -386,6 +386,12 @@ impl Drop for ProxyDataplane {
     }
 }
 
+/// The host delivers packets for `ip` locally (an address on an interface,
+/// or in a `local` route): a bind without IP_FREEBIND succeeds.
+pub fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
 /// A socket bound to a VIP that may not be (yet) a local address.
 pub fn bind_socket(addr: SocketAddr, ty: socket2::Type) -> Result<socket2::Socket> {
     use socket2::{Domain, Socket};
@@ -406,4 +412,18 @@ pub fn bind_socket(addr: SocketAddr, ty: socket2::Type) -> Result<socket2::Socke
 
 pub(crate) fn warn_once(what: &str, e: &std::io::Error) {
     warn!("proxy: {what}: {e}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local;
+
+    #[test]
+    fn only_addresses_the_host_delivers_are_local() {
+        assert!(is_local("127.0.0.1".parse().unwrap()));
+        assert!(is_local("::1".parse().unwrap()));
+        // TEST-NET-1 and the documentation prefix are on no host.
+        assert!(!is_local("192.0.2.1".parse().unwrap()));
+        assert!(!is_local("2001:db8::1".parse().unwrap()));
+    }
 }
