@@ -108,6 +108,40 @@ pub struct Gateway {
     pub fib_cache: Duration,
 }
 
+impl Gateway {
+    /// Settings a running daemon cannot change (map sizes, where it is
+    /// attached and pinned, its listening sockets, the proxy's settings).
+    /// On a reload they keep the running values; returns the names of
+    /// those the new config changed, to log them as waiting for a restart.
+    pub fn keep_restart_only(&mut self, running: &Gateway) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        macro_rules! keep {
+            ($($f:ident),*) => {$(
+                if self.$f != running.$f {
+                    changed.push(stringify!($f));
+                    self.$f = running.$f.clone();
+                }
+            )*};
+        }
+        keep!(
+            interfaces,
+            dataplane,
+            pin_path,
+            metrics_address,
+            admin_socket,
+            ring_size,
+            max_vips,
+            max_targets,
+            conntrack_size,
+            snat_table_size,
+            passthrough_table_size,
+            proxy_connect_timeout,
+            proxy_udp_sessions
+        );
+        changed
+    }
+}
+
 impl Default for Gateway {
     fn default() -> Self {
         Gateway {
@@ -952,6 +986,25 @@ zone = "a"
         assert!(Config::parse(&more(3)).is_ok(), "four listeners");
         let e = error(&more(4));
         assert!(e.contains("serves more than 4 nat listeners"), "{e}");
+    }
+
+    #[test]
+    fn restart_only_settings_keep_their_running_values() {
+        let running = Config::parse(BASE).unwrap().gateway;
+        let mut new = Config::parse(&BASE.replace(
+            "zone = \"a\"\n\n",
+            "zone = \"b\"\nring_size = 251\nmax_vips = 8\ntcp_idle_timeout = \"60s\"\n\n",
+        ))
+        .unwrap()
+        .gateway;
+        assert_eq!(new.keep_restart_only(&running), ["ring_size", "max_vips"]);
+        assert_eq!(
+            (new.ring_size, new.max_vips),
+            (running.ring_size, running.max_vips)
+        );
+        // Reloadable settings take their new values.
+        assert_eq!(new.zone, "b");
+        assert_eq!(new.tcp_idle_timeout, Duration::from_secs(60));
     }
 
     #[test]

@@ -325,6 +325,10 @@ impl Daemon {
                     }
                     rt.zone = t.zone.clone();
                     rt.weight = t.weight;
+                    if rt.spec.is_some() {
+                        rt.tracker
+                            .set_thresholds(hc.healthy_threshold, hc.unhealthy_threshold);
+                    }
                     if rt.spec != spec {
                         // New check settings: restart the probe, keep the state.
                         rt.task = None;
@@ -606,24 +610,47 @@ impl Daemon {
                 let msg = format!("{e:#}").replace("\n    ", " ").replace('\n', "; ");
                 error!("reload failed, keeping the running config: {msg}");
             }
-            Ok(new) => {
-                let g = (&new.gateway, &self.cfg.gateway);
-                if g.0.ring_size != g.1.ring_size
-                    || g.0.interfaces != g.1.interfaces
-                    || g.0.max_vips != g.1.max_vips
-                    || g.0.max_targets != g.1.max_targets
-                    || g.0.conntrack_size != g.1.conntrack_size
-                {
-                    warn!("changes to gateway.interfaces, ring_size, max_vips, max_targets or conntrack_size need a restart; they are ignored until then");
+            Ok(mut new) => {
+                let kept = new.gateway.keep_restart_only(&self.cfg.gateway);
+                if !kept.is_empty() {
+                    warn!(
+                        "gateway.{} changed: restart-only, the running values stay until a restart",
+                        kept.join(", gateway.")
+                    );
+                }
+                // Draining targets keep their ids: the new config must fit
+                // beside them, or nothing of it is applied.
+                let mut ids: std::collections::BTreeSet<TargetKey> =
+                    self.targets.keys().cloned().collect();
+                for tg in &new.target_groups {
+                    ids.extend(tg.targets.iter().map(|t| TargetKey::of(tg, t)));
+                }
+                let max = self.cfg.gateway.max_targets as usize;
+                if ids.len() > max {
+                    self.reloads.1 += 1;
+                    error!(
+                        "reload refused, keeping the running config: gateway.max_targets = {max}, but the new config's targets and those draining (or starting to drain) need {} ids; wait for the drains to end, lower deregistration_delay, or raise max_targets (a restart)",
+                        ids.len()
+                    );
+                    return;
                 }
                 self.apply_config(new);
-                self.sync_logged();
-                self.reloads.0 += 1;
-                info!(
-                    "config reloaded: {} listener keys, {} targets",
-                    self.model.vips.len(),
-                    self.model.backends.len()
-                );
+                match self.sync() {
+                    Ok(()) => {
+                        self.reloads.0 += 1;
+                        info!(
+                            "config reloaded: {} listener keys, {} targets",
+                            self.model.vips.len(),
+                            self.model.backends.len()
+                        );
+                    }
+                    Err(e) => {
+                        self.reloads.1 += 1;
+                        error!(
+                            "config reload applied, but programming the data plane failed: {e:#}"
+                        );
+                    }
+                }
             }
         }
     }

@@ -70,6 +70,12 @@ impl Tracker {
 
     /// A target the previous daemon had in service (adopted after a
     /// restart): healthy until its checks say otherwise.
+    /// New thresholds (a reload); the counts so far stay.
+    pub fn set_thresholds(&mut self, healthy: u32, unhealthy: u32) {
+        self.healthy_threshold = healthy.max(1);
+        self.unhealthy_threshold = unhealthy.max(1);
+    }
+
     pub fn assume_healthy(mut self) -> Tracker {
         self.state = Health::Healthy;
         self.last_reason = "in service before the restart".into();

@@ -649,6 +649,20 @@ impl XdpDataplane {
 
         let maps = &mut self.maps;
         let m = self.sizes.ring_size;
+        // Stale VIPs go first: a VIP that moves must not need a second
+        // entry (the map is sized for max_vips), and a released vip_id must
+        // not keep an old key pointing at the listener that takes it over.
+        let want: HashMap<VipKey, u32> = model.vips.iter().map(|v| (v.key, v.vip_id)).collect();
+        for (k, id) in &self.vips {
+            if want.get(k) != Some(id) {
+                let _ = maps.vips.remove(k);
+            }
+            if !want.values().any(|v| v == id) {
+                self.rings.remove(id);
+                maps.vip_slots.set(*id, VipSlot::default(), 0)?;
+            }
+        }
+        self.vips.retain(|k, id| want.get(k) == Some(id));
         let mut seen = HashMap::new();
         for v in &model.vips {
             if v.vip_id >= self.sizes.max_vips {
@@ -697,15 +711,6 @@ impl XdpDataplane {
             maps.vip_slots.set(v.vip_id, slot, 0)?;
             maps.vips.insert(v.key, meta, 0)?;
             seen.insert(v.key, v.vip_id);
-        }
-        for (k, id) in &self.vips {
-            if !seen.contains_key(k) {
-                maps.vips.remove(k)?;
-                if !seen.values().any(|v| v == id) {
-                    self.rings.remove(id);
-                    maps.vip_slots.set(*id, VipSlot::default(), 0)?;
-                }
-            }
         }
         self.vips = seen;
 

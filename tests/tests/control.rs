@@ -449,3 +449,67 @@ fn a_second_daemon_on_the_same_state_is_refused() {
     // The first one is unharmed.
     assert_eq!(spread(&topo, &d, 10).values().sum::<u32>(), 10);
 }
+
+/// Reloads that pass validation apply in full, or are refused whole with
+/// the reason, and never leave later syncs failing: a VIP that moves at
+/// `max_vips`; targets replaced while the old ones drain, beyond
+/// `max_targets`; a restart-only setting changed.
+#[test]
+fn reloads_apply_whole_or_not_at_all() {
+    let extra = format!("deregistration_delay = \"30s\"\n{FAST_HC}");
+    let (topo, _dir, d) = setup("reloads", &extra, |c| {
+        c.replace("[gateway]\n", "[gateway]\nmax_vips = 4\nmax_targets = 8\n")
+    });
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let sync_failed = |d: &Daemon| d.log_text().contains("programming the data plane failed");
+    // 1. The v4 VIP moves (4 listener keys before and after, max_vips 4).
+    let moved = cfg.replace("address = \"10.100.0.1\"", "address = \"10.100.0.9\"");
+    d.reload(&moved).unwrap();
+    assert!(!sync_failed(&d), "{}", d.log_text());
+    let per = e2e::spread(&topo, &d, "10.100.0.9:80".parse().unwrap(), 60);
+    assert_eq!(per.len(), 3, "the moved VIP serves: {per:?}");
+    // 2. All v6 targets replaced while the old ones drain: 6 + 3 ids > 8.
+    let replaced = moved.replacen(
+        "[[target_group]]\nname = \"tg6\"",
+        "[[target_group]]\nname = \"tg6x\"",
+        1,
+    );
+    let replaced = replaced.replace("target_group = \"tg6\"", "target_group = \"tg6x\"");
+    let before = d.log_text().matches("reload refused").count();
+    std::fs::write(&d.config, &replaced).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(
+        d.wait_log(
+            &["reload refused", "max_targets = 8", "9 ids"],
+            before + 1,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.log_text()
+    );
+    // The running config is whole: both VIPs still reach every target.
+    assert_eq!(
+        e2e::spread(&topo, &d, "10.100.0.9:80".parse().unwrap(), 60).len(),
+        3
+    );
+    assert_eq!(
+        e2e::spread(&topo, &d, "[fd64::1]:80".parse().unwrap(), 60).len(),
+        3
+    );
+    // 3. A restart-only setting: named, the running value kept, and later
+    // reloads still apply (b3 deregistered: no new connection reaches it).
+    let ring = moved.replace("[gateway]\n", "[gateway]\nring_size = 251\n");
+    d.reload(&ring).unwrap();
+    assert!(
+        d.log_text()
+            .contains("gateway.ring_size changed: restart-only"),
+        "{}",
+        d.log_text()
+    );
+    let cut = "[[target_group.targets]]\naddress = \"10.1.3.2\"\nport = 8080\nzone = \"b\"\n\n";
+    assert!(ring.contains(cut));
+    d.reload(&ring.replacen(cut, "", 1)).unwrap();
+    assert!(!sync_failed(&d), "{}", d.log_text());
+    let per = e2e::spread(&topo, &d, "10.100.0.9:80".parse().unwrap(), 60);
+    assert!(!per.contains_key("b3"), "b3 drains: {per:?}");
+}
