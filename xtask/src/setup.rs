@@ -12,7 +12,8 @@ const LLVM: &str = "llvm-22";
 pub struct Needs {
     /// nightly + rust-src + bpf-linker (building the XDP program).
     pub bpf: bool,
-    /// ip, ethtool, ss (tests and the demo); bird (the scale-out tests).
+    /// ip, ethtool, ss (tests and the demo); bird (the scale-out tests);
+    /// strace and systemd-analyze (the unit's syscall filter test).
     pub netns: bool,
     /// iperf3, wrk, nginx, haproxy (benchmarks).
     pub bench: bool,
@@ -121,6 +122,8 @@ pub fn setup(needs: Needs) -> Result<()> {
             ("ethtool", "ethtool"),
             ("ss", "iproute2"),
             ("bird", "bird2"),
+            ("strace", "strace"),
+            ("systemd-analyze", "systemd"),
         ] {
             if !have(bin) && !pkgs.contains(&pkg) {
                 pkgs.push(pkg);
