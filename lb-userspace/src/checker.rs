@@ -65,11 +65,40 @@ pub struct CheckResult {
     pub reason: String,
 }
 
+/// Why a probe did not pass.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProbeError {
+    /// The target failed the check.
+    Target(String),
+    /// This host could not run it (no file descriptor, local port or
+    /// memory left): nothing is learnt about the target, and it is not
+    /// counted against it.
+    Local(String),
+}
+
+impl From<String> for ProbeError {
+    fn from(s: String) -> Self {
+        ProbeError::Target(s)
+    }
+}
+
+fn local_failure(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
 /// Runs one probe (without the timeout).
-pub async fn probe(spec: &CheckSpec) -> Result<String, String> {
-    let mut s = TcpStream::connect(spec.addr)
-        .await
-        .map_err(|e| format!("connect {}: {e}", spec.addr))?;
+pub async fn probe(spec: &CheckSpec) -> Result<String, ProbeError> {
+    let mut s = TcpStream::connect(spec.addr).await.map_err(|e| {
+        let m = format!("connect {}: {e}", spec.addr);
+        if local_failure(&e) {
+            ProbeError::Local(m)
+        } else {
+            ProbeError::Target(m)
+        }
+    })?;
     match &spec.probe {
         Probe::Tcp => Ok(format!("tcp connect {} ok", spec.addr)),
         Probe::Http {
@@ -108,7 +137,7 @@ pub async fn probe(spec: &CheckSpec) -> Result<String, String> {
             if matcher.iter().any(|&(a, b)| (a..=b).contains(&code)) {
                 Ok(format!("http {code}"))
             } else {
-                Err(format!("http {code} does not match"))
+                Err(format!("http {code} does not match").into())
             }
         }
     }
@@ -160,7 +189,13 @@ pub fn spawn(
             let start = Instant::now();
             let (ok, reason) = match timeout(spec.timeout, probe(&spec)).await {
                 Ok(Ok(r)) => (true, r),
-                Ok(Err(e)) => (false, e),
+                Ok(Err(ProbeError::Target(e))) => (false, e),
+                Ok(Err(ProbeError::Local(e))) => {
+                    log::warn!("health check of {} not run: {e} (a local shortage, not counted against the target)", spec.addr);
+                    round += 1;
+                    sleep(jitter(spec.interval, id, round)).await;
+                    continue;
+                }
                 Err(_) => (false, format!("timeout after {:?}", spec.timeout)),
             };
             if tx
@@ -229,7 +264,10 @@ mod tests {
             },
         );
         assert_eq!(probe(&sp).await, Ok("http 200".into()));
-        assert_eq!(probe(&sp).await, Err("http 503 does not match".into()));
+        assert_eq!(
+            probe(&sp).await,
+            Err(ProbeError::Target("http 503 does not match".into()))
+        );
     }
 
     /// With tokio's paused clock: a target that stops answering is unhealthy

@@ -409,17 +409,36 @@ impl Config {
                 format!("{} is out of range (1-1048576)", g.max_targets),
             );
         }
-        if g.conntrack_size < 1024 {
-            err(
-                "gateway.conntrack_size".into(),
-                format!("{} is too small (at least 1024)", g.conntrack_size),
-            );
+        // Map sizes: bounded, with what the bound costs in memory.
+        for (name, v, bytes) in [
+            ("conntrack_size", g.conntrack_size, 128u64),
+            ("snat_table_size", g.snat_table_size, 152),
+            ("passthrough_table_size", g.passthrough_table_size, 112),
+        ] {
+            if !(1024..=MAX_TABLE).contains(&v) {
+                err(
+                    format!("gateway.{name}"),
+                    format!(
+                        "{v} is out of range (1024-{MAX_TABLE}; {MAX_TABLE} entries take about {} MiB)",
+                        MAX_TABLE as u64 * bytes >> 20
+                    ),
+                );
+            }
         }
-        if g.passthrough_table_size < 1024 {
-            err(
-                "gateway.passthrough_table_size".into(),
-                format!("{} is too small (at least 1024)", g.passthrough_table_size),
-            );
+        for (name, v, lo, hi) in [
+            ("tcp_idle_timeout", g.tcp_idle_timeout, 1, 6000),
+            ("udp_idle_timeout", g.udp_idle_timeout, 1, 6000),
+            ("tcp_closing_timeout", g.tcp_closing_timeout, 1, 300),
+        ] {
+            if !(Duration::from_secs(lo)..=Duration::from_secs(hi)).contains(&v) {
+                err(
+                    format!("gateway.{name}"),
+                    format!(
+                        "{} is out of range ({lo}s-{hi}s)",
+                        humantime::format_duration(v)
+                    ),
+                );
+            }
         }
         if self.target_groups.iter().any(|t| t.mode == Mode::Snat)
             && g.snat_table_size < g.conntrack_size
@@ -510,6 +529,15 @@ impl Config {
                     "needs gateway.dataplane = \"proxy\" (the XDP data plane forwards packets and cannot insert the header)".into(),
                 );
             }
+            if tg.deregistration_delay > Duration::from_secs(3600) {
+                err(
+                    format!("{p}.deregistration_delay"),
+                    format!(
+                        "{} is out of range (0s-3600s, as NLB's)",
+                        humantime::format_duration(tg.deregistration_delay)
+                    ),
+                );
+            }
             if tg.mode == Mode::Snat && tg.snat_address.is_none() {
                 err(
                     format!("{p}.snat_address"),
@@ -555,10 +583,15 @@ impl Config {
                     );
                 }
             }
-            if hc.interval < Duration::from_millis(100) {
+            // NLB allows 5s-300s; shorter intervals are allowed here (the
+            // data path reacts faster than NLB's fastest check).
+            if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&hc.interval) {
                 err(
                     format!("{p}.health_check.interval"),
-                    "must be at least 100ms".into(),
+                    format!(
+                        "{} is out of range (100ms-300s)",
+                        humantime::format_duration(hc.interval)
+                    ),
                 );
             }
             if hc.timeout.is_zero() || hc.timeout > hc.interval {
@@ -571,10 +604,11 @@ impl Config {
                 ("healthy_threshold", hc.healthy_threshold),
                 ("unhealthy_threshold", hc.unhealthy_threshold),
             ] {
-                if !(1..=10).contains(&v) {
+                // NLB's range: one result alone never flips a target.
+                if !(2..=10).contains(&v) {
                     err(
                         format!("{p}.health_check.{name}"),
-                        format!("{v} is out of range (1-10)"),
+                        format!("{v} is out of range (2-10)"),
                     );
                 }
             }
@@ -609,6 +643,29 @@ impl Config {
                 err(
                     format!("{p}.port"),
                     format!("{} is out of range (1-65535)", l.port),
+                );
+            }
+            if l.address.is_unspecified() || l.address.is_multicast() || l.address.is_loopback() {
+                err(
+                    format!("{p}.address"),
+                    format!(
+                        "{} cannot be a VIP (unspecified, multicast or loopback)",
+                        l.address
+                    ),
+                );
+            }
+            if let Some((ti, j)) = self.target_groups.iter().enumerate().find_map(|(ti, tg)| {
+                tg.targets
+                    .iter()
+                    .position(|t| t.address == l.address)
+                    .map(|j| (ti, j))
+            }) {
+                err(
+                    format!("{p}.address"),
+                    format!(
+                        "{} is also target_group[{ti}].targets[{j}]'s address: a VIP must not be a target",
+                        l.address
+                    ),
                 );
             }
             for &proto in l.protocol.ip_protos() {
@@ -691,6 +748,9 @@ impl Config {
         errs
     }
 }
+
+/// Upper bound of the hash map sizes (conntrack, SNAT, passthrough).
+pub const MAX_TABLE: u32 = 1 << 24;
 
 pub fn proto_name(p: u8) -> &'static str {
     match p {
@@ -911,7 +971,7 @@ zone = "a"
     fn health_check_ranges() {
         let hc = |extra: &str| format!("{BASE}\n[target_group.health_check]\n{extra}\n");
         assert!(error(&hc("healthy_threshold = 11")).starts_with(
-            "target_group[0].health_check.healthy_threshold: 11 is out of range (1-10)"
+            "target_group[0].health_check.healthy_threshold: 11 is out of range (2-10)"
         ));
         assert!(
             error(&hc("interval = \"5s\"\ntimeout = \"6s\"")).starts_with(
@@ -1005,6 +1065,56 @@ zone = "a"
         // Reloadable settings take their new values.
         assert_eq!(new.zone, "b");
         assert_eq!(new.tcp_idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bounds_an_operator_can_rely_on() {
+        let gw = |k: &str| BASE.replace("zone = \"a\"\n\n", &format!("zone = \"a\"\n{k}\n\n"));
+        let tg = |k: &str| {
+            BASE.replace(
+                "name = \"web\"\n[[target_group.targets]]",
+                &format!("name = \"web\"\n{k}\n[[target_group.targets]]"),
+            )
+        };
+        for (text, want) in [
+            (
+                tg("deregistration_delay = \"100000000s\""),
+                "target_group[0].deregistration_delay:",
+            ),
+            (gw("conntrack_size = 100000000"), "gateway.conntrack_size:"),
+            (gw("snat_table_size = 0"), "gateway.snat_table_size:"),
+            (
+                gw("passthrough_table_size = 10"),
+                "gateway.passthrough_table_size:",
+            ),
+            (gw("tcp_idle_timeout = \"0s\""), "gateway.tcp_idle_timeout:"),
+            (gw("udp_idle_timeout = \"2h\""), "gateway.udp_idle_timeout:"),
+            (
+                gw("tcp_closing_timeout = \"1h\""),
+                "gateway.tcp_closing_timeout:",
+            ),
+            (
+                tg("[target_group.health_check]\ninterval = \"10m\"\ntimeout = \"5s\""),
+                "target_group[0].health_check.interval:",
+            ),
+            (
+                tg("[target_group.health_check]\nunhealthy_threshold = 1"),
+                "target_group[0].health_check.unhealthy_threshold: 1 is out of range (2-10)",
+            ),
+            (
+                BASE.replace("address = \"10.0.0.1\"", "address = \"0.0.0.0\""),
+                "listener[0].address: 0.0.0.0 cannot be a VIP",
+            ),
+            (
+                BASE.replace("address = \"10.0.0.1\"", "address = \"10.1.0.1\""),
+                "listener[0].address: 10.1.0.1 is also target_group[0].targets[0]'s address",
+            ),
+        ] {
+            let e = error(&text);
+            assert!(e.starts_with(want), "{want}: got {e}");
+            assert!(e.contains("line "), "{e}: no line");
+        }
+        assert!(error(&gw("conntrack_size = 100000000")).contains("MiB"));
     }
 
     #[test]

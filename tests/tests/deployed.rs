@@ -385,3 +385,69 @@ fn stays_within_the_units_syscall_and_socket_filters() {
         used.len()
     );
 }
+
+/// The admin socket answers root and the daemon's user only; the metrics
+/// endpoint bounds what a client may send and how long it may take, and
+/// idle or abusive clients cannot keep it (or the VIPs) from serving.
+#[test]
+fn admin_endpoints_are_bounded() {
+    use std::io::{Read, Write};
+    require_root();
+    let mut topo = Topology::build(3).expect("topology");
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let dir = TempDir::new("admin");
+    let d = Daemon::start(&topo.gw, &dir.0, &topo.config(FAST_HC)).expect("lb run");
+    // Another user, even with the socket's mode open to it.
+    let sock_path = format!("/run/{}.sock", topo.gw.name);
+    std::fs::set_permissions(
+        &sock_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let lb = e2e::lb_bin();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=12345", "--regid=12345", "--clear-groups"])
+        .arg(&lb)
+        .args(["status", "--config", d.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("permission denied"), "{text}");
+    assert!(!text.contains("data plane"), "{text}");
+    assert!(e2e::lb_status(&d.config).unwrap().contains("data plane"));
+    // 40 clients that connect and send nothing, and one huge request head.
+    let _in = topo.gw.enter().unwrap();
+    let metrics: std::net::SocketAddr = "127.0.0.1:9650".parse().unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..40)
+        .filter_map(|_| std::net::TcpStream::connect(metrics).ok())
+        .collect();
+    assert!(idle.len() >= 16);
+    let mut big = std::net::TcpStream::connect(metrics).unwrap();
+    big.set_write_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let _ = big.write_all(&vec![b'a'; 1 << 20]);
+    drop(_in);
+    // VIP traffic is not held up meanwhile.
+    assert_eq!(e2e::spread(&topo, &d, sock(VIP_V4, 80), 30).len(), 3);
+    // The idle clients are dropped after 5s; the endpoint answers again.
+    let _in = topo.gw.enter().unwrap();
+    let ok = tests::netns::wait_until(std::time::Duration::from_secs(10), || {
+        e2e::http_get(metrics, "/metrics").is_ok_and(|b| b.contains("lb_xdp_packets_total"))
+    });
+    assert!(ok, "metrics did not recover from idle clients");
+    // And the idle ones were closed by the daemon.
+    let n = idle.len();
+    let mut closed = 0;
+    for mut s in idle {
+        s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let r = s.read(&mut [0u8; 16]);
+        let reset = r
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset);
+        if matches!(r, Ok(0)) || reset {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, n, "idle clients closed by the daemon");
+}
