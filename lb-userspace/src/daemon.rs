@@ -5,6 +5,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -163,6 +164,8 @@ pub struct Daemon {
     /// The last two counter samples (for rates).
     pub samples: (Option<crate::status::Sample>, Option<crate::status::Sample>),
     pub flow_count: Option<crate::status::FlowCount>,
+    /// Live conntrack flows, counted by a thread of their own (XDP).
+    pub live_flows: Option<Arc<crate::ctwalk::Shared>>,
     /// Config reloads: (ok, failed).
     pub reloads: (u64, u64),
     /// Route announcement (`[announce]`).
@@ -195,6 +198,7 @@ impl Daemon {
             was_valid: Default::default(),
             samples: (None, None),
             flow_count: None,
+            live_flows: None,
             reloads: (0, 0),
             announcer: None,
             serving: false,
@@ -423,6 +427,9 @@ impl Daemon {
 
     /// Programs the data plane from the model and the targets' state.
     pub fn sync(&mut self) -> Result<()> {
+        if let Some(l) = &self.live_flows {
+            *l.globals.lock().unwrap() = Some(self.model.globals);
+        }
         let in_ring: HashMap<u32, bool> = self
             .by_id
             .keys()
@@ -700,6 +707,11 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     let (tx, mut rx) = mpsc::channel(1024);
     let mut d = Daemon::new(cfg, plane, tx)?;
     d.fallback = fallback;
+    if let Plane::Xdp(x) = &d.plane {
+        let shared = Arc::new(crate::ctwalk::Shared::default());
+        crate::ctwalk::spawn(x.conntrack_fd()?, shared.clone(), Duration::from_secs(5));
+        d.live_flows = Some(shared);
+    }
     // The device is made now, so a clash stops the start before anything
     // is attached; routes come once the data plane forwards.
     d.update_announcer().await?;

@@ -4,6 +4,7 @@ pub mod announce;
 pub mod checker;
 pub mod cli;
 pub mod config;
+pub mod ctwalk;
 pub mod daemon;
 pub mod health;
 pub mod model;

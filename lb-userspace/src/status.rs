@@ -19,7 +19,7 @@ pub struct Sample {
     pub backends: HashMap<u32, Counters>,
 }
 
-/// Flows in conntrack per backend id (fresh or not: the LRU holds them).
+/// Live flows per backend id.
 #[derive(Clone)]
 pub struct FlowCount {
     pub at: Instant,
@@ -84,9 +84,19 @@ impl Daemon {
         )
     }
 
-    /// Conntrack entries per backend, recounted at most every 5 s (a walk
-    /// of the whole table).
+    /// Live flows per backend. Under XDP, counted every 5 s by the
+    /// conntrack thread (`ctwalk`): only entries fresh by their timeout,
+    /// neither closed nor expired. The proxy counts its open connections
+    /// and sessions.
     fn flows(&mut self) -> FlowCount {
+        if let Some(l) = &self.live_flows {
+            let c = l.last.lock().unwrap().clone();
+            return FlowCount {
+                at: c.at.unwrap_or_else(Instant::now),
+                total: c.total,
+                per_backend: c.per_backend,
+            };
+        }
         if let Some(f) = &self.flow_count {
             if f.at.elapsed().as_secs() < 5 {
                 return f.clone();
@@ -233,7 +243,7 @@ impl Daemon {
             &mut o,
             "lb_target_active_flows",
             "gauge",
-            "Conntrack entries pointing at the target (recounted every 5s at most).",
+            "Live flows on the target: conntrack entries fresh by their timeout, not closed (counted every 5s).",
         );
         for (id, k, zone, _) in &targets {
             let n = flows.per_backend.get(id).copied().unwrap_or(0);

@@ -727,6 +727,19 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// A copy of the conntrack map's fd, for counting off the main loop.
+    pub fn conntrack_fd(&self) -> Result<std::os::fd::OwnedFd> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        Ok(self
+            .maps
+            .conntrack
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()?)
+    }
+
     /// Deletes the conntrack entries that point at `backend_id` (a target
     /// whose draining ended). Returns how many.
     pub fn purge_backend(&mut self, backend_id: u32) -> usize {

@@ -513,3 +513,82 @@ fn reloads_apply_whole_or_not_at_all() {
     let per = e2e::spread(&topo, &d, "10.100.0.9:80".parse().unwrap(), 60);
     assert!(!per.contains_key("b3"), "b3 drains: {per:?}");
 }
+
+/// `lb_active_flows` counts live flows only (closed ones leave after the
+/// closing timeout), and counting a big table does not hold up the daemon:
+/// it is walked off the main loop, in batches.
+#[test]
+fn active_flows_are_live_flows_and_counted_off_the_main_loop() {
+    use aya::maps::{HashMap as BpfMap, Map, MapData};
+    use lb_common::{FlowKey, FlowState};
+    let (topo, _dir, d) = setup("liveflows", FAST_HC, |c| {
+        c.replace("[gateway]\n", "[gateway]\ntcp_closing_timeout = \"1s\"\n")
+    });
+    let active = || -> u64 {
+        e2e::metrics(&topo.gw)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("lb_active_flows "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("lb_active_flows")
+    };
+    let conns: Vec<Conn> = {
+        let _in = topo.client.enter().unwrap();
+        (0..20).map(|_| Conn::open(vip()).unwrap()).collect()
+    };
+    assert!(
+        tests::netns::wait_until(Duration::from_secs(12), || active() == 20),
+        "20 open connections: lb_active_flows {}",
+        active()
+    );
+    drop(conns);
+    assert!(
+        tests::netns::wait_until(Duration::from_secs(15), || active() == 0),
+        "closed connections still counted: lb_active_flows {}",
+        active()
+    );
+    // 50,000 live entries (the table holds 65,536) put straight into it.
+    let pin = e2e::pin_path_of(&std::fs::read_to_string(&d.config).unwrap()).unwrap();
+    let map = MapData::from_pin(pin.join("maps/CONNTRACK")).unwrap();
+    let mut ct: BpfMap<_, FlowKey, FlowState> = BpfMap::try_from(Map::LruHashMap(map)).unwrap();
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    for i in 0..50_000u32 {
+        let k = FlowKey {
+            src: [i.to_be(), 0, 0, 0],
+            dst: [u32::from_ne_bytes([10, 100, 0, 1]), 0, 0, 0],
+            sport: 1000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: 6,
+            family: 4,
+            _pad: [0; 2],
+        };
+        let v = FlowState {
+            backend_id: 1,
+            last_seen_ns: now,
+            ..Default::default()
+        };
+        ct.insert(k, v, 0).unwrap();
+    }
+    // lb status answers at once throughout, and the count catches up.
+    let start = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut seen = 0;
+    while start.elapsed() < Duration::from_secs(12) && seen < 50_000 {
+        let t = std::time::Instant::now();
+        e2e::lb_status(&d.config).unwrap();
+        slowest = slowest.max(t.elapsed());
+        seen = active();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("measured: 50,000 entries counted; slowest lb status meanwhile {slowest:?}");
+    assert!(seen >= 50_000, "lb_active_flows {seen}");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "lb status took {slowest:?}"
+    );
+}
