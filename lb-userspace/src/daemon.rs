@@ -57,10 +57,86 @@ fn lock_instance(pin: &Path) -> Result<std::fs::File> {
 }
 
 /// Loads (or adopts) the XDP program, after checking what it needs.
+/// Addresses of the interfaces named in `ifaces` (getifaddrs).
+fn interface_addresses(ifaces: &[String]) -> Vec<(String, std::net::IpAddr)> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: a list getifaddrs built; freed below.
+        let ifa = unsafe { &*p };
+        p = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        if !ifaces.contains(&name) {
+            continue;
+        }
+        let fam = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+        let ip: std::net::IpAddr = match fam {
+            libc::AF_INET => {
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into()
+            }
+            libc::AF_INET6 => {
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into()
+            }
+            _ => continue,
+        };
+        out.push((name, ip));
+    }
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// Checks of the config against this host, before anything is attached.
+fn check_host(cfg: &Config) -> Result<()> {
+    // A VIP that is an address of an attached interface would take the
+    // gateway's own traffic on that port (ssh, BGP, health checks).
+    let own = interface_addresses(&cfg.gateway.interfaces);
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        if let Some((dev, _)) = own.iter().find(|(_, a)| *a == l.address) {
+            bail!(
+                "listener[{i}].address: {} is an address of {dev}, an interface in gateway.interfaces; a VIP must be an address of its own",
+                l.address
+            );
+        }
+    }
+    // SNAT source ports the kernel may also hand to local sockets.
+    if cfg
+        .target_groups
+        .iter()
+        .any(|t| t.mode == crate::config::Mode::Snat)
+    {
+        let local = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| {
+                let mut it = t.split_whitespace().map(|v| v.parse::<u16>().ok());
+                Some((it.next()??, it.next()??))
+            });
+        if let (Some((lo, hi)), Some((a, b))) = (local, cfg.snat_port_range()) {
+            if a <= hi && lo <= b {
+                warn!(
+                    "gateway.snat_ports {a}-{b} overlaps net.ipv4.ip_local_port_range {lo}-{hi}: the gateway's own connections may collide with SNAT flows; move one of them"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn load_xdp(cfg: &Config, pin: &Path) -> Result<XdpDataplane> {
     if cfg.gateway.interfaces.is_empty() {
         bail!("gateway.interfaces is empty: no interface to attach XDP to");
     }
+    check_host(cfg)?;
     check_privileges()?;
     let sizes = Sizes::from_config(cfg);
     info!(

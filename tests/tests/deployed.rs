@@ -451,3 +451,38 @@ fn admin_endpoints_are_bounded() {
     }
     assert_eq!(closed, n, "idle clients closed by the daemon");
 }
+
+/// Checks of the config against the host: a VIP that is an address of an
+/// attached interface stops the start (it would take the gateway's own
+/// traffic); SNAT ports inside ip_local_port_range are warned about.
+#[test]
+fn config_is_checked_against_the_host() {
+    require_root();
+    let mut topo = Topology::build(3).expect("topology");
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let dir = TempDir::new("hostcheck");
+    let good = topo.config(FAST_HC);
+    let text = run_failing(
+        &topo.gw,
+        &dir.0,
+        &good.replacen("address = \"10.100.0.1\"", "address = \"10.0.0.1\"", 1),
+    );
+    assert!(
+        text.contains("listener[0].address: 10.0.0.1 is an address of eth0"),
+        "{text}"
+    );
+    topo.gw
+        .sysctl("net.ipv4.ip_local_port_range", "30000 60999")
+        .unwrap();
+    let mut cfg = good.clone();
+    cfg += "[[listener]]\nname = \"s4\"\naddress = \"10.100.0.1\"\nport = 81\nprotocol = \"tcp\"\ntarget_group = \"s4\"\n\n";
+    cfg += "[[target_group]]\nname = \"s4\"\nmode = \"snat\"\nsnat_address = \"10.0.0.1\"\n[[target_group.targets]]\naddress = \"10.1.1.2\"\nport = 8080\nzone = \"a\"\n";
+    let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
+    assert!(
+        d.log_text().contains(
+            "gateway.snat_ports 20000-32767 overlaps net.ipv4.ip_local_port_range 30000-60999"
+        ),
+        "{}",
+        d.log_text()
+    );
+}
