@@ -20,7 +20,7 @@ const CLIENT_TIME: Duration = Duration::from_secs(5);
 /// After a failed accept (e.g. no file descriptor left): wait, so the loop
 /// never spins, and say so once in a while.
 async fn accept_failed(what: &str, e: &std::io::Error, count: &mut u64) {
-    if *count % 100 == 0 {
+    if count.is_multiple_of(100) {
         warn!("{what}: accept failed ({e}); retrying");
     }
     *count += 1;

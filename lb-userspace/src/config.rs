@@ -420,7 +420,7 @@ impl Config {
                     format!("gateway.{name}"),
                     format!(
                         "{v} is out of range (1024-{MAX_TABLE}; {MAX_TABLE} entries take about {} MiB)",
-                        MAX_TABLE as u64 * bytes >> 20
+                        (MAX_TABLE as u64 * bytes) >> 20
                     ),
                 );
             }
