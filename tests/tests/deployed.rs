@@ -89,19 +89,24 @@ fn prepare(dir: &std::path::Path, pin: &str) {
     }
 }
 
+/// The topology with servers, the unit's directories, and a config whose
+/// admin socket is in the service user's runtime directory.
+fn unit_setup(tag: &str) -> (Topology, TempDir, String) {
+    let mut topo = Topology::build(3).expect("topology");
+    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let dir = TempDir::new(tag);
+    prepare(&dir.0, &topo.pin_path());
+    let cfg = topo.config(FAST_HC).replace(
+        &format!("admin_socket = \"/run/{}.sock\"", topo.gw.name),
+        &format!("admin_socket = \"{}\"", dir.0.join("lb.sock").display()),
+    );
+    (topo, dir, cfg)
+}
+
 #[test]
 fn runs_native_xdp_under_the_units_capabilities() {
     require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
-    let dir = TempDir::new("unit");
-    let pin = topo.pin_path();
-    prepare(&dir.0, &pin);
-    let sock_path = dir.0.join("lb.sock");
-    let cfg = topo.config(FAST_HC).replace(
-        &format!("admin_socket = \"/run/{}.sock\"", topo.gw.name),
-        &format!("admin_socket = \"{}\"", sock_path.display()),
-    );
+    let (topo, dir, cfg) = unit_setup("unit");
     let prefix = as_the_unit();
     let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
     let d = Daemon::start_with(&topo.gw, &dir.0, &cfg, &prefix).expect("lb run");
@@ -277,16 +282,8 @@ fn stays_within_the_units_syscall_and_socket_filters() {
         .split_whitespace()
         .map(String::from)
         .collect();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
-    let dir = TempDir::new("strace");
-    let pin = topo.pin_path();
-    prepare(&dir.0, &pin);
+    let (topo, dir, cfg) = unit_setup("strace");
     let trace = dir.0.join("lb.strace");
-    let cfg = topo.config(FAST_HC).replace(
-        &format!("admin_socket = \"/run/{}.sock\"", topo.gw.name),
-        &format!("admin_socket = \"{}\"", dir.0.join("lb.sock").display()),
-    );
     let mut prefix = as_the_unit();
     prefix.extend(["strace", "-f", "-qq", "-o", trace.to_str().unwrap()].map(String::from));
     let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
