@@ -48,7 +48,7 @@ struct BatchAttr {
 }
 
 /// CLOCK_MONOTONIC_COARSE, the clock of `bpf_ktime_get_coarse_ns`.
-fn coarse_now_ns() -> u64 {
+pub fn coarse_now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

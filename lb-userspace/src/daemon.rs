@@ -650,7 +650,7 @@ impl Daemon {
         for (k, id) in done.iter().zip(ids) {
             let n = self.plane.purge_backend(id);
             info!(
-                "target {} drained: removed, {n} remaining flows dropped",
+                "target {} drained: removed, {n} remaining live flows dropped",
                 target_name(k)
             );
         }

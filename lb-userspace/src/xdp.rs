@@ -743,17 +743,25 @@ impl XdpDataplane {
     /// Deletes the conntrack entries that point at `backend_id` (a target
     /// whose draining ended). Returns how many.
     pub fn purge_backend(&mut self, backend_id: u32) -> usize {
-        let doomed: Vec<FlowKey> = self
-            .maps
-            .conntrack
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(_, st)| st.backend_id == backend_id)
-            .map(|(k, _)| k)
-            .collect();
+        // Removes every entry of the target (and walks in batches), but
+        // counts only the live flows: those a client notices.
+        let g = self.maps.globals.get(&0, 0).ok();
+        let Ok(fd) = self.conntrack_fd() else {
+            return 0;
+        };
+        let now = crate::ctwalk::coarse_now_ns();
+        let mut doomed = Vec::new();
+        let _ = crate::ctwalk::for_each(&fd, |k, st| {
+            if st.backend_id == backend_id {
+                let live = g.as_ref().is_some_and(|g| {
+                    lb_common::flow::live(g, k.proto, st.flags, now.saturating_sub(st.last_seen_ns))
+                });
+                doomed.push((*k, live));
+            }
+        });
         doomed
             .iter()
-            .filter(|k| self.maps.conntrack.remove(k).is_ok())
+            .filter(|(k, live)| self.maps.conntrack.remove(k).is_ok() && *live)
             .count()
     }
 

@@ -142,7 +142,9 @@ fn without_b1(d: &Daemon) -> String {
 #[test]
 fn deregistered_target_drains() {
     let extra = format!("deregistration_delay = \"10s\"\n{FAST_HC}");
-    let (topo, _dir, d) = setup("drain", &extra, |c| c);
+    let (topo, _dir, d) = setup("drain", &extra, |c| {
+        c.replace("[gateway]\n", "[gateway]\ntcp_closing_timeout = \"1s\"\n")
+    });
     let mut conn = conn_on_b1(&topo);
     d.reload(&without_b1(&d)).unwrap();
     let t0 = std::time::Instant::now();
@@ -160,6 +162,13 @@ fn deregistered_target_drains() {
     }
     assert!(
         d.wait_log(&["tg4/10.1.1.2:8080", "drained"], 1, Duration::from_secs(5)),
+        "{}",
+        d.log_text()
+    );
+    // Only the one open connection counts (the others on b1 were closed
+    // before the drain began).
+    assert!(
+        d.log_text().contains("1 remaining live flows dropped"),
         "{}",
         d.log_text()
     );
