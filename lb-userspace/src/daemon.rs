@@ -172,6 +172,9 @@ fn attach_all(d: &mut Daemon) -> Result<()> {
     for iface in d.cfg.gateway.interfaces.clone() {
         x.attach(&iface, d.cfg.gateway.dataplane)?;
     }
+    for iface in x.detach_unconfigured(&d.cfg.gateway.interfaces) {
+        info!("{iface}: no longer in gateway.interfaces: XDP detached");
+    }
     Ok(())
 }
 

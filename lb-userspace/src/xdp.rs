@@ -584,6 +584,32 @@ impl XdpDataplane {
         Ok(mode)
     }
 
+    /// Detaches the pinned links of interfaces no longer in
+    /// `gateway.interfaces` (a restart with a shorter list). Returns them.
+    pub fn detach_unconfigured(&mut self, configured: &[String]) -> Vec<String> {
+        let Some(dir) = &self.pin_dir else {
+            return Vec::new();
+        };
+        let mut gone = Vec::new();
+        for e in std::fs::read_dir(dir.join("links"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if configured.contains(&name) {
+                continue;
+            }
+            if let Ok(link) = PinnedLink::from_pin(e.path()) {
+                if let Ok(l) = link.unpin() {
+                    drop(l);
+                    gone.push(name);
+                }
+            }
+        }
+        gone
+    }
+
     /// A start that failed after attaching some interfaces: detaches what
     /// this run attached. The state of an earlier run (adopted maps, links
     /// taken over) stays as it was; without one, the maps go too, so

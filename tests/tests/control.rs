@@ -601,3 +601,30 @@ fn active_flows_are_live_flows_and_counted_off_the_main_loop() {
         "lb status took {slowest:?}"
     );
 }
+
+/// An interface dropped from `interfaces` is detached at the restart (its
+/// pinned link would keep the program on it), and said so.
+#[test]
+fn restart_detaches_interfaces_no_longer_configured() {
+    let (topo, dir, d) = setup("ifaces", FAST_HC, |c| c);
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let xdp_on = |dev: &str| {
+        let out = topo.gw.ip(&["link", "show", dev]).unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("xdp")
+    };
+    assert!(xdp_on("eth3"));
+    d.kill9();
+    let fewer = cfg.replace(", \"eth3\"]", "]");
+    assert_ne!(fewer, cfg);
+    let d = Daemon::start(&topo.gw, &dir.0, &fewer).expect("restart");
+    assert!(
+        d.log_text()
+            .contains("eth3: no longer in gateway.interfaces: XDP detached"),
+        "{}",
+        d.log_text()
+    );
+    assert!(!xdp_on("eth3"), "eth3 still has XDP");
+    assert!(xdp_on("eth0"));
+    let status = e2e::lb_status(&d.config).unwrap();
+    assert!(!status.contains("eth3"), "{status}");
+}
