@@ -417,7 +417,18 @@ impl Daemon {
                         rt.task = None;
                         rt.spec = spec;
                         if rt.spec.is_none() {
+                            let was = rt.tracker.state;
                             rt.tracker = Tracker::always_healthy();
+                            // Every transition is logged, also one that
+                            // config made.
+                            if was != rt.tracker.state {
+                                info!(
+                                    "target {} (zone {}): {was} -> {}: health checks disabled by config",
+                                    target_name(k),
+                                    rt.zone,
+                                    rt.tracker.state
+                                );
+                            }
                         }
                     }
                 }

@@ -628,3 +628,34 @@ fn restart_detaches_interfaces_no_longer_configured() {
     let status = e2e::lb_status(&d.config).unwrap();
     assert!(!status.contains("eth3"), "{status}");
 }
+
+/// A health transition that config makes (checks disabled) is logged like
+/// any other.
+#[test]
+fn config_made_health_transitions_are_logged() {
+    let (mut topo, _dir, d) = setup("hcoff", FAST_HC, |c| c);
+    topo.backends[1].ns.kill_all();
+    assert!(
+        d.wait_log(
+            &["tg4/10.1.2.2:8080", "-> unhealthy"],
+            1,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        d.log_text()
+    );
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let off = cfg.replacen(
+        "[target_group.health_check]\n",
+        "[target_group.health_check]\nenabled = false\n",
+        1,
+    );
+    d.reload(&off).unwrap();
+    assert!(
+        d.log_text().contains(
+            "target tg4/10.1.2.2:8080 (zone a): unhealthy -> healthy: health checks disabled by config"
+        ),
+        "{}",
+        d.log_text()
+    );
+}
