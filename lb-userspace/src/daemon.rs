@@ -56,7 +56,6 @@ fn lock_instance(pin: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
-/// Loads (or adopts) the XDP program, after checking what it needs.
 /// Addresses of the interfaces named in `ifaces` (getifaddrs).
 fn interface_addresses(ifaces: &[String]) -> Vec<(String, std::net::IpAddr)> {
     let mut out = Vec::new();
@@ -132,6 +131,7 @@ fn check_host(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Loads (or adopts) the XDP program, after checking what it needs.
 fn load_xdp(cfg: &Config, pin: &Path) -> Result<XdpDataplane> {
     if cfg.gateway.interfaces.is_empty() {
         bail!("gateway.interfaces is empty: no interface to attach XDP to");
