@@ -122,6 +122,13 @@ impl Netns {
         c
     }
 
+    /// An XDP program is attached to `dev` (as `ip link` shows it).
+    pub fn xdp_attached(&self, dev: &str) -> bool {
+        self.ip(&["link", "show", dev])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("xdp"))
+            .unwrap_or(false)
+    }
+
     /// Moves the calling thread into this namespace until the guard drops.
     pub fn enter(&self) -> Result<NetnsEnter> {
         let orig = File::open("/proc/thread-self/ns/net")?;

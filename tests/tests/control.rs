@@ -360,10 +360,7 @@ fn daemon_restart_is_hitless() {
 fn sigterm_keeps_forwarding_and_lb_stop_detaches() {
     let (topo, _dir, d) = setup("stop", FAST_HC, |c| c);
     let pin = e2e::pin_path_of(&std::fs::read_to_string(&d.config).unwrap()).unwrap();
-    let xdp_on = || {
-        String::from_utf8_lossy(&topo.gw.ip(&["link", "show", "eth0"]).unwrap().stdout)
-            .contains("xdp")
-    };
+    let xdp_on = || topo.gw.xdp_attached("eth0");
     d.signal(libc::SIGTERM);
     assert!(tests::netns::wait_until(Duration::from_secs(5), || d
         .log_text()
@@ -608,11 +605,7 @@ fn active_flows_are_live_flows_and_counted_off_the_main_loop() {
 fn restart_detaches_interfaces_no_longer_configured() {
     let (topo, dir, d) = setup("ifaces", FAST_HC, |c| c);
     let cfg = std::fs::read_to_string(&d.config).unwrap();
-    let xdp_on = |dev: &str| {
-        let out = topo.gw.ip(&["link", "show", dev]).unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("xdp")
-    };
-    assert!(xdp_on("eth3"));
+    assert!(topo.gw.xdp_attached("eth3"));
     d.kill9();
     let fewer = cfg.replace(", \"eth3\"]", "]");
     assert_ne!(fewer, cfg);
@@ -623,8 +616,8 @@ fn restart_detaches_interfaces_no_longer_configured() {
         "{}",
         d.log_text()
     );
-    assert!(!xdp_on("eth3"), "eth3 still has XDP");
-    assert!(xdp_on("eth0"));
+    assert!(!topo.gw.xdp_attached("eth3"), "eth3 still has XDP");
+    assert!(topo.gw.xdp_attached("eth0"));
     let status = e2e::lb_status(&d.config).unwrap();
     assert!(!status.contains("eth3"), "{status}");
 }

@@ -174,11 +174,6 @@ fn run_failing(ns: &tests::netns::Netns, dir: &std::path::Path, config: &str) ->
     text
 }
 
-fn xdp_on(topo: &Topology, dev: &str) -> bool {
-    let out = topo.gw.ip(&["link", "show", dev]).unwrap();
-    String::from_utf8_lossy(&out.stdout).contains("xdp")
-}
-
 /// A typo in `interfaces` under `dataplane = "auto"`: no silent fallback
 /// to the proxy. `lb run` stops and names the interface and the fix, and
 /// leaves nothing behind: on a fresh gateway nothing stays attached or
@@ -199,7 +194,7 @@ fn auto_fails_loud_and_leaves_no_state_behind() {
     assert!(text.contains("dataplane = \"proxy\""), "{text}");
     assert!(!text.contains("falling back"), "{text}");
     for dev in topo.gw_interfaces() {
-        assert!(!xdp_on(&topo, &dev), "{dev} still has XDP attached");
+        assert!(!topo.gw.xdp_attached(&dev), "{dev} still has XDP attached");
     }
     assert!(!pin.join("maps").exists(), "pinned maps were left behind");
     // A working gateway, stopped (kill -9 keeps its pinned state): the bad
@@ -208,7 +203,10 @@ fn auto_fails_loud_and_leaves_no_state_behind() {
     d.kill9();
     let text = run_failing(&topo.gw, &dir.0, &typo);
     assert!(text.contains("eht0"), "{text}");
-    assert!(xdp_on(&topo, "eth0"), "the earlier run's XDP link is gone");
+    assert!(
+        topo.gw.xdp_attached("eth0"),
+        "the earlier run's XDP link is gone"
+    );
     assert!(pin.join("maps").exists());
     let per = e2e::spread(&topo, &Daemon::placeholder(&dir.0), sock(VIP_V4, 80), 30);
     assert_eq!(per.values().sum::<u32>(), 30);
