@@ -51,14 +51,16 @@ impl Plane {
     /// open connections and UDP sessions (proxy).
     pub fn flows(&self) -> (u64, HashMap<u32, u64>) {
         match self {
+            // The daemon reads the conntrack thread's count; this is the
+            // same count (live flows, batched), taken on the spot.
             Plane::Xdp(x) => {
-                let mut per = HashMap::new();
-                let mut total = 0;
-                for (_, st) in x.maps.conntrack.iter().filter_map(|r| r.ok()) {
-                    *per.entry(st.backend_id).or_insert(0) += 1;
-                    total += 1;
-                }
-                (total, per)
+                let counted = x
+                    .maps
+                    .globals
+                    .get(&0, 0)
+                    .ok()
+                    .and_then(|g| crate::ctwalk::count(&x.conntrack_fd().ok()?, &g).ok());
+                counted.map_or((0, HashMap::new()), |c| (c.total, c.per_backend))
             }
             Plane::Proxy(p) => p.flows(),
         }
