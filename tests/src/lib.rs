@@ -3,6 +3,7 @@ pub mod chart;
 pub mod e2e;
 pub mod ecmp;
 pub mod fixture;
-pub mod netns;
 pub mod packet;
-pub mod topo;
+
+// The namespace harness and topology live in lb-testenv (xtask uses them too).
+pub use lb_testenv::{netns, topo};

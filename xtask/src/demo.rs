@@ -11,11 +11,13 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use lb_testenv::{
+    netns::wait_until,
+    topo::{Topology, VIP_V4, VIP_V6},
+};
 
 use crate::{
-    netns::wait_until,
     setup::{setup, Needs},
-    topo::{Topology, VIP_V4, VIP_V6},
     util::{cargo, is_root, step},
 };
 

@@ -7,14 +7,6 @@ mod demo;
 mod setup;
 mod util;
 
-// The namespace harness and topology are shared with the test crate.
-#[allow(dead_code)]
-#[path = "../../tests/src/netns.rs"]
-mod netns;
-#[allow(dead_code)]
-#[path = "../../tests/src/topo.rs"]
-mod topo;
-
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

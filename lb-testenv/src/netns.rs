@@ -216,3 +216,26 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sh_fails_with_stderr() {
+        assert_eq!(sh(&["echo", "hi"]).unwrap().stdout, b"hi\n");
+        let e = sh(&["sh", "-c", "echo oops >&2; exit 3"]).unwrap_err();
+        assert!(e.to_string().contains("oops"), "{e}");
+    }
+
+    #[test]
+    fn wait_until_polls_until_true_or_timeout() {
+        let mut n = 0;
+        assert!(wait_until(Duration::from_secs(5), || {
+            n += 1;
+            n == 3
+        }));
+        assert_eq!(n, 3);
+        assert!(!wait_until(Duration::from_millis(120), || false));
+    }
+}
