@@ -397,7 +397,14 @@ impl Choices {
             port.to_be(),
             proto,
         );
-        let id = v.ring[(h % v.ring.len() as u32) as usize];
+        // Only the all-zones ring is read: the gateways run cross-zone.
+        let id = lb_common::select::pick(
+            v.flags,
+            v.ring.len() as u32,
+            h,
+            |_| 0,
+            |i| v.ring[i as usize],
+        );
         let b = self.backends.get(id as usize).filter(|_| id != 0)?;
         Some(words_addr(&b.addr, b.family))
     }

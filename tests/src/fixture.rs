@@ -7,18 +7,21 @@ use std::collections::HashMap;
 
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions};
-use lb_common::{Reason, REASON_COUNT, REASON_NAMES};
+use lb_common::{Reason, REASON_COUNT};
 use lb_userspace::{
     config::Config,
-    model::{Ids, ListenerKey, Model, TargetKey},
-    xdp::{Sizes, XdpDataplane, PROG_LB, PROG_PASS},
+    dataplane::{
+        xdp::{Sizes, XdpDataplane, PROG_LB, PROG_PASS},
+        Dataplane as _,
+    },
+    model::{Desired, Ids, ListenerKey, Model, RingCache, TargetKey, TargetState},
 };
 
 use crate::{
     netns::{veth, Netns},
     packet::{Spec, L4},
 };
-use lb_common::hash::{flow_hash, src_hash};
+use lb_common::select::{flow_key_hash, pick};
 use lb_userspace::model::addr_words;
 
 pub const XDP_ABORTED: u32 = 0;
@@ -148,11 +151,12 @@ impl Env {
 
     /// Re-programs the maps from the model and the health overrides.
     pub fn sync(&mut self) -> Result<()> {
-        let unhealthy = self.unhealthy.clone();
-        let invalid = self.invalid.clone();
-        let in_ring = move |id: u32| !unhealthy.contains_key(&id);
-        let valid = move |id: u32| !invalid.contains_key(&id);
-        self.dp.sync(&self.model, &in_ring, &valid)
+        let state = |id: u32| TargetState {
+            in_ring: !self.unhealthy.contains_key(&id),
+            valid: !self.invalid.contains_key(&id),
+        };
+        let d = Desired::compute(&self.model, &mut RingCache::default(), state);
+        self.dp.apply(&d)
     }
 
     /// Applies a new config (as a SIGHUP reload does).
@@ -236,7 +240,7 @@ impl Env {
                 1,
                 "{}: counter {} should grow by 1 (moved: {})",
                 f.desc,
-                REASON_NAMES[i],
+                Reason::ALL[i].name(),
                 moved(&before, &after)
             );
         }
@@ -256,7 +260,7 @@ fn moved(a: &[u64], b: &[u64]) -> String {
         .zip(b)
         .enumerate()
         .filter(|(_, (x, y))| x != y)
-        .map(|(i, (x, y))| format!("{}+{}", REASON_NAMES[i], y - x))
+        .map(|(i, (x, y))| format!("{}+{}", Reason::ALL[i].name(), y - x))
         .collect();
     if v.is_empty() {
         "none".into()
@@ -420,22 +424,23 @@ pub fn expected_target(env: &Env, p: &Spec) -> (String, u16) {
         .iter()
         .find(|v| v.key.addr == dst && v.key.port == p.dport.to_be() && v.key.proto == proto(p.l4))
         .expect("packet is for a VIP");
-    let h = if vip.flags & lb_common::VIP_F_STICKY != 0 {
-        src_hash(&src)
-    } else {
-        flow_hash(&src, &dst, p.sport.to_be(), p.dport.to_be(), proto(p.l4))
-    };
+    let h = flow_key_hash(
+        vip.flags,
+        &src,
+        &dst,
+        p.sport.to_be(),
+        p.dport.to_be(),
+        proto(p.l4),
+    );
     let unhealthy = env.unhealthy.clone();
     let (zone, all) = env.model.rings(vip, &|id| !unhealthy.contains_key(&id));
-    let slot = (h % env.model.globals.ring_size) as usize;
-    let mut id = if vip.flags & lb_common::VIP_F_CROSS_ZONE == 0 {
-        zone[slot]
-    } else {
-        0
-    };
-    if id == 0 {
-        id = all[slot];
-    }
+    let id = pick(
+        vip.flags,
+        env.model.globals.ring_size,
+        h,
+        |i| zone[i as usize],
+        |i| all[i as usize],
+    );
     assert_ne!(id, 0, "ring is empty");
     let b = &env.model.backends[&id];
     (b.key.address.to_string(), b.key.port)
