@@ -11,6 +11,69 @@ pub const AF_INET6: u8 = 6;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
+/// Map names, as the XDP object exports them (its statics carry these
+/// names: aya's `#[map]` takes only a literal, so a host test checks the
+/// object against this list).
+pub mod names {
+    pub const GLOBALS: &str = "GLOBALS";
+    pub const VIPS: &str = "VIPS";
+    pub const VIP_SLOTS: &str = "VIP_SLOTS";
+    pub const PORTS: &str = "PORTS";
+    pub const RING: &str = "RING";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const CONNTRACK: &str = "CONNTRACK";
+    pub const NAT_REVERSE: &str = "NAT_REVERSE";
+    pub const SNAT: &str = "SNAT";
+    pub const PASSTHROUGH: &str = "PASSTHROUGH";
+    pub const VIP_STATS: &str = "VIP_STATS";
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const REASONS: &str = "REASONS";
+    pub const FIB_CACHE: &str = "FIB_CACHE";
+    pub const SCRATCH: &str = "SCRATCH";
+    pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
+    pub const JUMP: &str = "JUMP";
+
+    /// Maps that outlive the daemon: everything but the next-hop cache,
+    /// the per-CPU scratch space and the tail-call table, which belong to
+    /// one program instance.
+    pub const PINNED: [&str; 13] = [
+        GLOBALS,
+        VIPS,
+        VIP_SLOTS,
+        PORTS,
+        RING,
+        BACKENDS,
+        CONNTRACK,
+        NAT_REVERSE,
+        SNAT,
+        PASSTHROUGH,
+        VIP_STATS,
+        BACKEND_STATS,
+        REASONS,
+    ];
+
+    /// Every map of the object.
+    pub const ALL: [&str; 17] = [
+        GLOBALS,
+        VIPS,
+        VIP_SLOTS,
+        PORTS,
+        RING,
+        BACKENDS,
+        CONNTRACK,
+        NAT_REVERSE,
+        SNAT,
+        PASSTHROUGH,
+        VIP_STATS,
+        BACKEND_STATS,
+        REASONS,
+        FIB_CACHE,
+        SCRATCH,
+        FIB_SCRATCH,
+        JUMP,
+    ];
+}
+
 /// Default Maglev table size (prime).
 pub const DEFAULT_RING_SIZE: u32 = 65537;
 /// Rings per VIP: zone ring and all-zones ring, each double-buffered.
@@ -325,29 +388,59 @@ pub enum Reason {
 
 pub const REASON_COUNT: u32 = 21;
 
-pub const REASON_NAMES: [&str; REASON_COUNT as usize] = [
-    "not_ip",
-    "truncated_l2",
-    "malformed_l3",
-    "malformed_l4",
-    "fragment",
-    "ipv6_ext_too_long",
-    "other_proto",
-    "not_vip",
-    "no_backend",
-    "fib_no_neigh",
-    "fib_failed",
-    "snat_exhausted",
-    "map_error",
-    "icmp_unmatched",
-    "fwd_to_backend",
-    "fwd_to_client",
-    "icmp_translated",
-    "ttl_exceeded",
-    "snat_lost",
-    "reply_stateless",
-    "direct_to_target",
-];
+impl Reason {
+    /// Every reason, in index order.
+    pub const ALL: [Reason; REASON_COUNT as usize] = [
+        Reason::NotIp,
+        Reason::TruncatedL2,
+        Reason::MalformedL3,
+        Reason::MalformedL4,
+        Reason::Fragment,
+        Reason::Ipv6ExtTooLong,
+        Reason::OtherProto,
+        Reason::NotVip,
+        Reason::NoBackend,
+        Reason::FibNoNeigh,
+        Reason::FibFailed,
+        Reason::SnatExhausted,
+        Reason::MapError,
+        Reason::IcmpUnmatched,
+        Reason::FwdToBackend,
+        Reason::FwdToClient,
+        Reason::IcmpTranslated,
+        Reason::TtlExceeded,
+        Reason::SnatLost,
+        Reason::ReplyStateless,
+        Reason::DirectToTarget,
+    ];
+
+    /// The `reason` label of `lb_xdp_packets_total`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::NotIp => "not_ip",
+            Reason::TruncatedL2 => "truncated_l2",
+            Reason::MalformedL3 => "malformed_l3",
+            Reason::MalformedL4 => "malformed_l4",
+            Reason::Fragment => "fragment",
+            Reason::Ipv6ExtTooLong => "ipv6_ext_too_long",
+            Reason::OtherProto => "other_proto",
+            Reason::NotVip => "not_vip",
+            Reason::NoBackend => "no_backend",
+            Reason::FibNoNeigh => "fib_no_neigh",
+            Reason::FibFailed => "fib_failed",
+            Reason::SnatExhausted => "snat_exhausted",
+            Reason::MapError => "map_error",
+            Reason::IcmpUnmatched => "icmp_unmatched",
+            Reason::FwdToBackend => "fwd_to_backend",
+            Reason::FwdToClient => "fwd_to_client",
+            Reason::IcmpTranslated => "icmp_translated",
+            Reason::TtlExceeded => "ttl_exceeded",
+            Reason::SnatLost => "snat_lost",
+            Reason::ReplyStateless => "reply_stateless",
+            Reason::DirectToTarget => "direct_to_target",
+        }
+    }
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -367,4 +460,17 @@ mod pod {
     unsafe impl aya::Pod for Globals {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for FibCacheEntry {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_listed_in_index_order_with_distinct_names() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert!(Reason::ALL[..i].iter().all(|o| o.name() != r.name()));
+        }
+    }
 }

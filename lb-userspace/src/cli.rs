@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{daemon, xdp::Sizes};
+use crate::{
+    config::Config,
+    control,
+    dataplane::xdp::{pins, Sizes},
+};
 
 #[derive(Parser)]
 #[command(
@@ -79,15 +83,15 @@ pub fn main() -> std::process::ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(daemon::run(config, detach_on_exit))),
+            .and_then(|rt| rt.block_on(control::run(config, detach_on_exit))),
         Cmd::Status { config, socket } => socket
             .map(Ok)
-            .unwrap_or_else(|| daemon::load_config(&config).map(|c| c.gateway.admin_socket))
+            .unwrap_or_else(|| Config::load(&config).map(|c| c.gateway.admin_socket))
             .and_then(|sock| {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?
-                    .block_on(crate::admin::status_client(&sock))
+                    .block_on(crate::telemetry::admin::status_client(&sock))
             })
             .map(|text| print!("{text}")),
         Cmd::Completions { shell } => {
@@ -97,8 +101,8 @@ pub fn main() -> std::process::ExitCode {
         }
         Cmd::Stop { config, pin_path } => pin_path
             .map(Ok)
-            .unwrap_or_else(|| daemon::load_config(&config).map(|c| c.gateway.pin_path))
-            .and_then(|p| crate::xdp::stop(&p))
+            .unwrap_or_else(|| Config::load(&config).map(|c| c.gateway.pin_path))
+            .and_then(|p| pins::stop(&p))
             .map(|done| {
                 if done.is_empty() {
                     println!("nothing pinned");
@@ -107,7 +111,7 @@ pub fn main() -> std::process::ExitCode {
                     println!("{m}");
                 }
             }),
-        Cmd::Check { config } => daemon::load_config(&config).map(|cfg| {
+        Cmd::Check { config } => Config::load(&config).map(|cfg| {
             let s = Sizes::from_config(&cfg);
             println!(
                 "{}: ok ({} listeners, {} target groups); map memory about {:.1} MiB",

@@ -1,15 +1,10 @@
 //! The `lb` daemon as a library, so integration tests can drive its parts.
-pub mod admin;
-pub mod announce;
-pub mod checker;
+//! Layers, each using only those listed before it: `config`, `model`,
+//! `health`, `dataplane`, `telemetry`, `control`; `cli` on top.
 pub mod cli;
 pub mod config;
-pub mod ctwalk;
-pub mod daemon;
+pub mod control;
+pub mod dataplane;
 pub mod health;
 pub mod model;
-pub mod notify;
-pub mod plane;
-pub mod proxy;
-pub mod status;
-pub mod xdp;
+pub mod telemetry;

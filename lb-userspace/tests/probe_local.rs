@@ -3,8 +3,8 @@
 //! it lowers the process's descriptor limit.)
 
 use lb_userspace::{
-    checker::{probe, CheckSpec, ProbeError},
     config::HealthCheck,
+    health::probe::{probe, CheckSpec, ProbeError},
 };
 
 #[tokio::test]

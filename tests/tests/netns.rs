@@ -6,8 +6,11 @@ use std::collections::HashMap;
 use lb_common::Reason;
 use lb_userspace::{
     config::{Config, DataplaneKind},
-    model::{Ids, Model},
-    xdp::{AttachMode, Sizes, XdpDataplane},
+    dataplane::{
+        xdp::{AttachMode, Sizes, XdpDataplane},
+        Dataplane as _, Stats,
+    },
+    model::{Desired, Ids, Model, RingCache, TargetState},
 };
 use tests::{
     e2e::{self, sock, tcp_exchange, udp_exchange, Daemon, TempDir},
@@ -34,7 +37,12 @@ fn native_xdp_on_gateway_counts_client_packets() {
         &mut Ids::new(1),
         &Default::default(),
     );
-    dp.sync(&model, &|_| true, &|_| true).unwrap();
+    let all_up = |_| TargetState {
+        in_ring: true,
+        valid: true,
+    };
+    dp.apply(&Desired::compute(&model, &mut RingCache::default(), all_up))
+        .unwrap();
     {
         let _in = topo.gw.enter().unwrap();
         for i in topo.gw_interfaces() {
@@ -51,7 +59,7 @@ fn native_xdp_on_gateway_counts_client_packets() {
         .find(|v| v.listener == "web4" && v.key.proto == 6)
         .unwrap()
         .vip_id;
-    let vip_before = dp.counters(false, vip).unwrap();
+    let vip_before = dp.counters(Stats::Vip, vip);
     {
         let _in = topo.client.enter().unwrap();
         assert!(tests::netns::wait_until(
@@ -68,7 +76,7 @@ fn native_xdp_on_gateway_counts_client_packets() {
         }
     }
     let after = dp.reasons().unwrap();
-    let vip_after = dp.counters(false, vip).unwrap();
+    let vip_after = dp.counters(Stats::Vip, vip);
     let d = |r: Reason| after[r as usize] - before[r as usize];
     assert!(
         vip_after.packets - vip_before.packets >= 30,

@@ -3,7 +3,7 @@
 //! another gateway set up), how the CLOSING mark moves, and who owns a SNAT
 //! port. Root only; run serially through `cargo xtask test`.
 
-use lb_common::{FlowKey, FlowState, Reason, SnatKey, SnatVal, FLOW_F_CLOSING, REASON_NAMES};
+use lb_common::{FlowKey, FlowState, Reason, SnatKey, SnatVal, FLOW_F_CLOSING};
 use lb_userspace::model::addr_words;
 use tests::{
     fixture::*,
@@ -159,7 +159,12 @@ fn tracked_replies_follow_conntrack_not_the_ring() {
         reason: Some(Reason::FwdToClient),
     });
     let i = Reason::ReplyStateless as usize;
-    assert_eq!(env.reasons()[i], before[i], "{} moved", REASON_NAMES[i]);
+    assert_eq!(
+        env.reasons()[i],
+        before[i],
+        "{} moved",
+        Reason::ALL[i].name()
+    );
 }
 
 /// One target port behind two `nat` listeners (NLB allows a target in

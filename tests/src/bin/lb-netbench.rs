@@ -17,7 +17,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use lb_userspace::{
     config::DataplaneKind,
-    xdp::{Sizes, XdpDataplane, PROG_PASS},
+    dataplane::xdp::{Sizes, XdpDataplane, PROG_PASS},
 };
 use tests::{
     chart::{render_png, Bars},

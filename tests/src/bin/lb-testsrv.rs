@@ -53,7 +53,9 @@ fn ppv2(name: String, port: u16) {
             if len > 36 || s.read_exact(&mut head[16..16 + len]).is_err() {
                 return;
             }
-            let Some((client, _, _)) = lb_userspace::proxy::ppv2::parse(&head[..16 + len]) else {
+            let Some((client, _, _)) =
+                lb_userspace::dataplane::proxy::ppv2::parse(&head[..16 + len])
+            else {
                 let _ = s.write_all(b"no proxy header\n");
                 return;
             };

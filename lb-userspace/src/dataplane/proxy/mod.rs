@@ -8,7 +8,7 @@ mod tcp;
 mod udp;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -25,7 +25,11 @@ use lb_common::{
 use log::{info, warn};
 use tokio::{sync::Notify, task::JoinHandle};
 
-use crate::model::{addr_words, CachedRing, Model};
+use super::{Dataplane, Flows, Stats};
+use crate::{
+    config::proto_name,
+    model::{addr_words, Desired},
+};
 
 /// Proxy settings (from the gateway config).
 #[derive(Debug, Clone)]
@@ -220,8 +224,6 @@ impl Shared {
 pub struct ProxyDataplane {
     pub shared: Arc<Shared>,
     listeners: HashMap<(SocketAddr, u8), JoinHandle<()>>,
-    /// Maglev inputs and tables per VIP id (rebuilt only when inputs change).
-    rings: HashMap<u32, (CachedRing, CachedRing)>,
 }
 
 impl ProxyDataplane {
@@ -238,60 +240,62 @@ impl ProxyDataplane {
                 settings,
             }),
             listeners: HashMap::new(),
-            rings: HashMap::new(),
         }
     }
 
-    /// Serves the model: new rings and targets for new flows, listeners
-    /// opened and closed, flows to targets that are no longer valid ended.
-    pub fn sync(
-        &mut self,
-        model: &Model,
-        in_ring: &dyn Fn(u32) -> bool,
-        valid: &dyn Fn(u32) -> bool,
-        ppv2: &dyn Fn(&str) -> bool,
-    ) -> Result<()> {
-        let m = model.globals.ring_size;
+    /// Serves `d`: new rings and targets for new flows, listeners opened
+    /// and closed, flows to targets that are no longer valid ended.
+    fn sync(&mut self, d: &Desired) -> Result<()> {
         let mut snap = Snapshot {
-            ring_size: m,
+            ring_size: d.model.globals.ring_size,
             ..Default::default()
         };
-        for v in &model.vips {
-            let (zi, ai) = model.ring_inputs(v, in_ring);
-            let (zone, all) = self.rings.entry(v.vip_id).or_default();
-            zone.refresh(zi, m);
-            all.refresh(ai, m);
+        for (v, rings) in d.vips() {
             let local = SocketAddr::new(v.lkey.address, v.lkey.port);
             snap.vips.insert(
                 (local, v.lkey.proto),
                 VipView {
                     vip_id: v.vip_id,
                     flags: v.flags,
-                    ppv2: ppv2(&v.target_group),
-                    zone: zone.table.clone(),
-                    all: all.table.clone(),
+                    ppv2: v.ppv2,
+                    zone: rings.zone.clone(),
+                    all: rings.all.clone(),
                 },
             );
         }
-        for (id, b) in &model.backends {
+        for (id, b) in &d.model.backends {
             snap.backends.insert(
                 *id,
                 BackendView {
                     addr: SocketAddr::new(b.key.address, b.key.port),
-                    in_ring: in_ring(*id),
+                    in_ring: d.in_ring(*id),
                 },
             );
         }
         let wanted: Vec<(SocketAddr, u8)> = snap.vips.keys().copied().collect();
         *self.shared.snapshot.write().expect("snapshot") = Arc::new(snap);
-        self.rings
-            .retain(|id, _| model.vips.iter().any(|v| v.vip_id == *id));
-        // Listeners: close the gone, open the new.
+        let errors = self.listen(wanted);
+        // Flows to targets that may no longer keep them end now (XDP would
+        // move them to another target, which a TCP stream cannot survive).
+        for c in self.shared.conns.lock().expect("conns").values() {
+            if !d.valid(c.backend) {
+                c.cancel.notify_one();
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("proxy listeners failed: {}", errors.join("; "))
+        }
+    }
+
+    /// Listeners: closes the gone, opens the new; returns what failed.
+    fn listen(&mut self, wanted: Vec<(SocketAddr, u8)>) -> Vec<String> {
         self.listeners.retain(|k, h| {
             let keep = wanted.contains(k);
             if !keep {
                 h.abort();
-                info!("proxy: closed {} {}", crate::config::proto_name(k.1), k.0);
+                info!("proxy: closed {} {}", proto_name(k.1), k.0);
             }
             keep
         });
@@ -308,35 +312,25 @@ impl ProxyDataplane {
             };
             match task {
                 Ok(t) => {
-                    info!(
-                        "proxy: listening on {} {}",
-                        crate::config::proto_name(k.1),
-                        k.0
-                    );
+                    info!("proxy: listening on {} {}", proto_name(k.1), k.0);
                     self.listeners.insert(k, t);
                 }
-                Err(e) => errors.push(format!("{} {}: {e:#}", crate::config::proto_name(k.1), k.0)),
+                Err(e) => errors.push(format!("{} {}: {e:#}", proto_name(k.1), k.0)),
             }
         }
-        // Flows to targets that may no longer keep them end now (XDP would
-        // move them to another target, which a TCP stream cannot survive).
-        for c in self.shared.conns.lock().expect("conns").values() {
-            if !valid(c.backend) {
-                c.cancel.notify_one();
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            anyhow::bail!("proxy listeners failed: {}", errors.join("; "))
-        }
+        errors
+    }
+}
+
+impl Dataplane for ProxyDataplane {
+    fn apply(&mut self, d: &Desired) -> Result<()> {
+        self.sync(d)
     }
 
-    pub fn counters(&self, backend: bool, id: u32) -> Counters {
-        let v = if backend {
-            &self.shared.backend_stats
-        } else {
-            &self.shared.vip_stats
+    fn counters(&self, kind: Stats, id: u32) -> Counters {
+        let v = match kind {
+            Stats::Backend => &self.shared.backend_stats,
+            Stats::Vip => &self.shared.vip_stats,
         };
         v.get(id as usize)
             .map(AtomicCounters::get)
@@ -344,17 +338,20 @@ impl ProxyDataplane {
     }
 
     /// Open connections and UDP sessions per target.
-    pub fn flows(&self) -> (u64, HashMap<u32, u64>) {
+    fn flows(&self) -> Flows {
         let mut per = HashMap::new();
         let conns = self.shared.conns.lock().expect("conns");
         for c in conns.values() {
             *per.entry(c.backend).or_insert(0) += 1;
         }
-        (conns.len() as u64, per)
+        Flows {
+            total: conns.len() as u64,
+            per_backend: per,
+        }
     }
 
     /// Ends every flow to `backend` (its drain is over).
-    pub fn purge_backend(&mut self, backend: u32) -> usize {
+    fn purge(&mut self, backend: u32) -> usize {
         let conns = self.shared.conns.lock().expect("conns");
         let mut n = 0;
         for c in conns.values().filter(|c| c.backend == backend) {
@@ -364,17 +361,39 @@ impl ProxyDataplane {
         n
     }
 
-    /// The listeners open now: (VIP socket, IP protocol).
-    pub fn open_listeners(&self) -> impl Iterator<Item = &(SocketAddr, u8)> {
-        self.listeners.keys()
+    fn modes(&self) -> Vec<(String, String)> {
+        vec![("*".into(), "proxy".into())]
     }
 
-    pub fn events(&self) -> Vec<(&'static str, u64)> {
+    /// A listener may be open on an address the host does not own
+    /// (IP_FREEBIND): announcing it would draw traffic the kernel does not
+    /// deliver to the proxy.
+    fn served_addresses(&self) -> Option<BTreeSet<IpAddr>> {
+        Some(
+            self.listeners
+                .keys()
+                .map(|(a, _)| a.ip())
+                .filter(|&ip| is_local(ip))
+                .collect(),
+        )
+    }
+
+    fn events(&self) -> Vec<(&'static str, u64)> {
         EVENT_NAMES
             .iter()
             .zip(&self.shared.events)
             .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
             .collect()
+    }
+
+    fn ends_with_process(&self) -> bool {
+        true
+    }
+
+    fn exit(&mut self) -> Result<Vec<String>> {
+        Ok(vec![
+            "exiting (proxy data plane: connections end with the process)".into(),
+        ])
     }
 }
 

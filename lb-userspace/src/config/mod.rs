@@ -1,0 +1,434 @@
+//! The TOML config, in NLB's vocabulary: types and defaults (the only place
+//! they are written). Validation is in `validate`; every error names the
+//! field path (and `locate` finds its line) so an operator can find it.
+
+mod locate;
+mod validate;
+
+use std::{
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub gateway: Gateway,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Listener>,
+    #[serde(default, rename = "target_group")]
+    pub target_groups: Vec<TargetGroup>,
+    /// Route announcement for a BGP daemon; absent = not announced.
+    #[serde(default)]
+    pub announce: Option<Announce>,
+}
+
+/// VIP announcement: one route per VIP address with a healthy target, in a
+/// kernel table that BIRD (or any routing daemon) learns and exports. The
+/// routes point at a tun device that only exists while the daemon runs, so
+/// the kernel removes them when it dies, however it dies.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Announce {
+    /// Kernel routing table for the VIP routes (not consulted for
+    /// forwarding unless an `ip rule` says so).
+    pub table: u32,
+    /// Name of the tun device the routes point at.
+    pub device: String,
+    /// On shutdown, how long a data plane that ends with the process (the
+    /// proxy, or XDP with --detach-on-exit) keeps serving after the
+    /// withdrawal, while routers move the traffic.
+    #[serde(deserialize_with = "duration")]
+    pub withdraw_grace: Duration,
+}
+
+impl Default for Announce {
+    fn default() -> Self {
+        Announce {
+            table: 100,
+            device: "lb-vips".into(),
+            withdraw_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataplaneKind {
+    #[default]
+    Auto,
+    Xdp,
+    XdpGeneric,
+    Proxy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gateway {
+    /// Interfaces the XDP program is attached to.
+    pub interfaces: Vec<String>,
+    /// This gateway's availability zone.
+    pub zone: String,
+    pub dataplane: DataplaneKind,
+    /// bpffs directory for pinned maps and links.
+    pub pin_path: PathBuf,
+    /// Prometheus text endpoint (`/metrics`); empty string disables it.
+    pub metrics_address: String,
+    /// Unix socket `lb status` talks to.
+    pub admin_socket: PathBuf,
+    /// Maglev table size (prime).
+    pub ring_size: u32,
+    /// Most listeners (VIP, protocol) the maps are sized for.
+    pub max_vips: u32,
+    /// Most targets, over all target groups.
+    pub max_targets: u32,
+    /// Conntrack entries (LRU).
+    pub conntrack_size: u32,
+    /// SNAT table entries (LRU); at least `conntrack_size` when a target
+    /// group uses `snat` (every tracked flow holds one).
+    pub snat_table_size: u32,
+    /// Non-VIP flows to target ports that the gateway remembers (LRU), so
+    /// that clients reaching a target directly keep working in `nat` mode.
+    pub passthrough_table_size: u32,
+    /// Source ports for `snat` mode, "MIN-MAX". Keep it outside
+    /// net.ipv4.ip_local_port_range.
+    pub snat_ports: String,
+    #[serde(deserialize_with = "duration")]
+    pub tcp_idle_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub udp_idle_timeout: Duration,
+    /// Proxy data plane: how long connecting to a target may take before
+    /// the next target in the ring is tried.
+    #[serde(deserialize_with = "duration")]
+    pub proxy_connect_timeout: Duration,
+    /// Proxy data plane: most UDP sessions at once (the table is bounded).
+    pub proxy_udp_sessions: u32,
+    /// A TCP flow that saw FIN or RST lives this much longer.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_closing_timeout: Duration,
+    /// How long a next hop found by the FIB is reused ("0s": every packet
+    /// asks the FIB). Neighbour and route changes apply within this time.
+    #[serde(deserialize_with = "duration")]
+    pub fib_cache: Duration,
+}
+
+impl Gateway {
+    /// Settings a running daemon cannot change (map sizes, where it is
+    /// attached and pinned, its listening sockets, the proxy's settings).
+    /// On a reload they keep the running values; returns the names of
+    /// those the new config changed, to log them as waiting for a restart.
+    pub fn keep_restart_only(&mut self, running: &Gateway) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        macro_rules! keep {
+            ($($f:ident),*) => {$(
+                if self.$f != running.$f {
+                    changed.push(stringify!($f));
+                    self.$f = running.$f.clone();
+                }
+            )*};
+        }
+        keep!(
+            interfaces,
+            dataplane,
+            pin_path,
+            metrics_address,
+            admin_socket,
+            ring_size,
+            max_vips,
+            max_targets,
+            conntrack_size,
+            snat_table_size,
+            passthrough_table_size,
+            proxy_connect_timeout,
+            proxy_udp_sessions
+        );
+        changed
+    }
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            interfaces: Vec::new(),
+            zone: "default".into(),
+            dataplane: DataplaneKind::Auto,
+            pin_path: "/sys/fs/bpf/lb".into(),
+            metrics_address: "127.0.0.1:9650".into(),
+            admin_socket: "/run/lb/lb.sock".into(),
+            ring_size: lb_common::DEFAULT_RING_SIZE,
+            max_vips: 16,
+            max_targets: 1024,
+            conntrack_size: 262_144,
+            snat_table_size: 262_144,
+            passthrough_table_size: 65_536,
+            snat_ports: format!("{}-{}", DEFAULT_SNAT_PORTS.0, DEFAULT_SNAT_PORTS.1),
+            tcp_idle_timeout: Duration::from_secs(350),
+            udp_idle_timeout: Duration::from_secs(120),
+            tcp_closing_timeout: Duration::from_secs(10),
+            proxy_connect_timeout: Duration::from_secs(3),
+            proxy_udp_sessions: 65_536,
+            fib_cache: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    TcpUdp,
+}
+
+impl Protocol {
+    /// The IP protocols this listener covers.
+    pub fn ip_protos(self) -> &'static [u8] {
+        match self {
+            Protocol::Tcp => &[lb_common::PROTO_TCP],
+            Protocol::Udp => &[lb_common::PROTO_UDP],
+            Protocol::TcpUdp => &[lb_common::PROTO_TCP, lb_common::PROTO_UDP],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u32,
+    pub protocol: Protocol,
+    pub target_group: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Destination NAT; the client address is preserved.
+    #[default]
+    Nat,
+    /// Full NAT to a gateway address.
+    Snat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Stickiness {
+    #[default]
+    None,
+    SourceIp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetGroup {
+    pub name: String,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Source address for `snat` mode.
+    pub snat_address: Option<IpAddr>,
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    /// NLB default: off.
+    #[serde(default)]
+    pub cross_zone: bool,
+    #[serde(default)]
+    pub stickiness: Stickiness,
+    /// NLB default: 300 s.
+    #[serde(default = "default_dereg", deserialize_with = "duration")]
+    pub deregistration_delay: Duration,
+    /// Send a PROXY protocol v2 header to targets (proxy data plane only).
+    #[serde(default)]
+    pub proxy_protocol_v2: bool,
+}
+
+fn default_dereg() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub address: IpAddr,
+    pub port: u32,
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_zone() -> String {
+    "default".into()
+}
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthProtocol {
+    #[default]
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    pub enabled: bool,
+    pub protocol: HealthProtocol,
+    /// Defaults to the target's port ("traffic-port").
+    pub port: Option<u32>,
+    pub path: String,
+    /// Status codes that count as healthy, e.g. "200-399" or "200,204".
+    pub matcher: String,
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        // NLB's defaults.
+        HealthCheck {
+            enabled: true,
+            protocol: HealthProtocol::Tcp,
+            port: None,
+            path: "/".into(),
+            matcher: "200-399".into(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            healthy_threshold: 5,
+            unhealthy_threshold: 2,
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?}: {e} (e.g. \"5s\")")))
+}
+
+/// One problem in a config, with the field path (and line, when known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)?;
+        if let Some(l) = self.line {
+            write!(f, " at line {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// All problems found in a config.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parses and validates.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+            ConfigErrors(vec![ConfigError {
+                path: "config".into(),
+                message: e.message().to_string(),
+                line,
+            }])
+        })?;
+        let mut errs = validate::validate(&cfg);
+        for e in &mut errs {
+            e.line = e.line.or_else(|| locate::locate(text, &e.path));
+        }
+        if errs.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(errs))
+        }
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        use anyhow::Context as _;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Config::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{}: invalid config:\n{e}", path.display()))
+    }
+
+    pub fn validate(&self) -> Vec<ConfigError> {
+        validate::validate(self)
+    }
+
+    pub fn snat_port_range(&self) -> Option<(u16, u16)> {
+        let (a, b) = self.gateway.snat_ports.split_once('-')?;
+        let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        (a >= 1 && a <= b).then_some((a, b))
+    }
+}
+
+/// `gateway.snat_ports` by default.
+pub const DEFAULT_SNAT_PORTS: (u16, u16) = (20000, 32767);
+
+/// Upper bound of the hash map sizes (conntrack, SNAT, passthrough).
+pub const MAX_TABLE: u32 = 1 << 24;
+
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        lb_common::PROTO_TCP => "tcp",
+        lb_common::PROTO_UDP => "udp",
+        _ => "?",
+    }
+}
+
+/// Parses "200-399" or "200,204,301-302" into inclusive ranges.
+pub fn parse_matcher(s: &str) -> Option<Vec<(u16, u16)>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let v = part.parse().ok()?;
+                (v, v)
+            }
+        };
+        if !(100..=599).contains(&a) || !(100..=599).contains(&b) || a > b {
+            return None;
+        }
+        out.push((a, b));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

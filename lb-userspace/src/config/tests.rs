@@ -1,0 +1,293 @@
+//! Config parsing and validation, by the messages an operator sees.
+use super::*;
+
+const BASE: &str = r#"[gateway]
+interfaces = ["eth0"]
+zone = "a"
+
+[[listener]]
+name = "web"
+address = "10.0.0.1"
+port = 80
+protocol = "tcp"
+target_group = "web"
+
+[[target_group]]
+name = "web"
+[[target_group.targets]]
+address = "10.1.0.1"
+port = 8080
+zone = "a"
+"#;
+
+/// The single error of `text`, as printed.
+fn error(text: &str) -> String {
+    match Config::parse(text) {
+        Ok(_) => panic!("config should be rejected:\n{text}"),
+        Err(e) => {
+            assert_eq!(e.0.len(), 1, "one error expected: {e}");
+            e.to_string()
+        }
+    }
+}
+
+#[test]
+fn base_is_valid_with_nlb_defaults() {
+    let c = Config::parse(BASE).unwrap();
+    let tg = &c.target_groups[0];
+    assert_eq!(tg.deregistration_delay, Duration::from_secs(300));
+    assert!(!tg.cross_zone);
+    let hc = &tg.health_check;
+    assert_eq!(
+        (hc.interval, hc.timeout),
+        (Duration::from_secs(30), Duration::from_secs(10))
+    );
+    assert_eq!((hc.healthy_threshold, hc.unhealthy_threshold), (5, 2));
+    assert_eq!(tg.targets[0].weight, 1);
+}
+
+#[test]
+fn port_out_of_range_names_field_and_line() {
+    let text = format!("{BASE}\n[[listener]]\nname = \"two\"\naddress = \"10.0.0.2\"\nport = 70000\nprotocol = \"udp\"\ntarget_group = \"web\"\n");
+    assert_eq!(
+        error(&text),
+        "listener[1].port: 70000 is out of range (1-65535) at line 22"
+    );
+}
+
+#[test]
+fn announce_defaults_and_errors() {
+    assert_eq!(Config::parse(BASE).unwrap().announce, None);
+    let on = Config::parse(&format!("{BASE}\n[announce]\n")).unwrap();
+    assert_eq!(on.announce, Some(Announce::default()));
+    assert_eq!(
+        error(&format!("{BASE}\n[announce]\ntable = 254\n")),
+        "announce.table: 254 is a reserved table (0, 253 default, 254 main, 255 local); use a dedicated one such as 100 at line 20"
+    );
+    assert_eq!(
+        error(&format!("{BASE}\n[announce]\ndevice = \"way-too-long-name0\"\n")),
+        "announce.device: \"way-too-long-name0\" is not an interface name (1-15 of a-z, A-Z, 0-9, '-', '_', '.') at line 20"
+    );
+    assert!(error(&format!("{BASE}\n[announce]\ntabel = 7\n")).contains("unknown field `tabel`"));
+    assert_eq!(
+        error(&format!("{BASE}\n[announce]\nwithdraw_grace = \"5m\"\n")),
+        "announce.withdraw_grace: must be at most 60s (a stop waits that long) at line 20"
+    );
+    assert_eq!(Announce::default().withdraw_grace, Duration::from_secs(2));
+}
+
+#[test]
+fn unknown_target_group() {
+    let text = BASE.replace("target_group = \"web\"", "target_group = \"nope\"");
+    assert_eq!(
+        error(&text),
+        "listener[0].target_group: unknown target group \"nope\" at line 10"
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let text = format!("{BASE}\n[[target_group]]\nname = \"web\"\n");
+    assert_eq!(
+        error(&text),
+        "target_group[1].name: duplicate target group name \"web\" at line 20"
+    );
+    let text = format!("{BASE}\n[[listener]]\nname = \"web\"\naddress = \"10.0.0.3\"\nport = 81\nprotocol = \"udp\"\ntarget_group = \"web\"\n");
+    assert!(error(&text).starts_with("listener[1].name: duplicate listener name \"web\""));
+}
+
+#[test]
+fn address_family_mismatch() {
+    let text = BASE.replace("address = \"10.1.0.1\"", "address = \"fd01::1\"");
+    assert_eq!(
+        error(&text),
+        "target_group[0].targets[0].address: fd01::1 is not of the family of listener \"web\" (10.0.0.1) at line 15"
+    );
+}
+
+#[test]
+fn listener_key_used_twice() {
+    let text = format!("{BASE}\n[[listener]]\nname = \"dup\"\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp_udp\"\ntarget_group = \"web\"\n");
+    let e = Config::parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("listener[1]: 10.0.0.1:80 tcp is already used by listener[0]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn snat_needs_an_address() {
+    let text = BASE.replace(
+        "name = \"web\"\n[[target_group.targets]]",
+        "name = \"web\"\nmode = \"snat\"\n[[target_group.targets]]",
+    );
+    assert!(
+        error(&text).starts_with("target_group[0].snat_address: is required when mode = \"snat\"")
+    );
+}
+
+#[test]
+fn health_check_ranges() {
+    let hc = |extra: &str| format!("{BASE}\n[target_group.health_check]\n{extra}\n");
+    assert!(error(&hc("healthy_threshold = 11"))
+        .starts_with("target_group[0].health_check.healthy_threshold: 11 is out of range (2-10)"));
+    assert!(
+        error(&hc("interval = \"5s\"\ntimeout = \"6s\"")).starts_with(
+            "target_group[0].health_check.timeout: must be above 0 and at most the interval"
+        )
+    );
+    assert!(
+        error(&hc("matcher = \"200-600\"")).starts_with("target_group[0].health_check.matcher:")
+    );
+    assert!(error(&hc("path = \"health\"")).starts_with("target_group[0].health_check.path:"));
+}
+
+#[test]
+fn bad_values_are_parse_errors_with_lines() {
+    let e = error(&BASE.replace("protocol = \"tcp\"", "protocol = \"sctp\""));
+    assert!(
+        e.starts_with("config: unknown variant `sctp`") && e.ends_with("at line 9"),
+        "{e}"
+    );
+    let e = error(&BASE.replace(
+        "name = \"web\"\n[[target_group.targets]]",
+        "name = \"web\"\nderegistration_delay = \"five\"\n[[target_group.targets]]",
+    ));
+    assert!(e.contains("bad duration \"five\""), "{e}");
+    let e = error(&BASE.replace("zone = \"a\"\n\n", "zone = \"a\"\ncolour = \"blue\"\n\n"));
+    assert!(
+        e.contains("unknown field `colour`") && e.ends_with("at line 4"),
+        "{e}"
+    );
+}
+
+#[test]
+fn gateway_settings() {
+    assert!(
+        error(&BASE.replace("zone = \"a\"\n\n", "zone = \"a\"\nring_size = 65536\n\n"))
+            .starts_with("gateway.ring_size: 65536 is not a prime number")
+    );
+    assert!(
+        error(&BASE.replace("zone = \"a\"\n\n", "zone = \"a\"\nsnat_ports = \"9-1\"\n\n"))
+            .starts_with("gateway.snat_ports:")
+    );
+    assert!(error(&BASE.replace(
+        "zone = \"a\"\n\n",
+        "zone = \"a\"\nmetrics_address = \"localhost\"\n\n"
+    ))
+    .starts_with("gateway.metrics_address:"));
+}
+
+#[test]
+fn proxy_protocol_needs_the_proxy_data_plane() {
+    let text = BASE.replace(
+        "name = \"web\"\n[[target_group.targets]]",
+        "name = \"web\"\nproxy_protocol_v2 = true\n[[target_group.targets]]",
+    );
+    assert!(error(&text)
+        .starts_with("target_group[0].proxy_protocol_v2: needs gateway.dataplane = \"proxy\""));
+    assert!(Config::parse(&text.replace(
+        "zone = \"a\"\n\n",
+        "zone = \"a\"\ndataplane = \"proxy\"\n\n"
+    ))
+    .is_ok());
+}
+
+#[test]
+fn nat_target_may_serve_up_to_four_listeners() {
+    let more = |n: usize| {
+        let mut t = BASE.to_string();
+        for k in 0..n {
+            t += &format!("\n[[listener]]\nname = \"l{k}\"\naddress = \"10.0.{k}.9\"\nport = 80\nprotocol = \"tcp\"\ntarget_group = \"web\"\n");
+        }
+        t
+    };
+    assert!(Config::parse(&more(3)).is_ok(), "four listeners");
+    let e = error(&more(4));
+    assert!(e.contains("serves more than 4 nat listeners"), "{e}");
+}
+
+#[test]
+fn restart_only_settings_keep_their_running_values() {
+    let running = Config::parse(BASE).unwrap().gateway;
+    let mut new = Config::parse(&BASE.replace(
+        "zone = \"a\"\n\n",
+        "zone = \"b\"\nring_size = 251\nmax_vips = 8\ntcp_idle_timeout = \"60s\"\n\n",
+    ))
+    .unwrap()
+    .gateway;
+    assert_eq!(new.keep_restart_only(&running), ["ring_size", "max_vips"]);
+    assert_eq!(
+        (new.ring_size, new.max_vips),
+        (running.ring_size, running.max_vips)
+    );
+    // Reloadable settings take their new values.
+    assert_eq!(new.zone, "b");
+    assert_eq!(new.tcp_idle_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn bounds_an_operator_can_rely_on() {
+    let gw = |k: &str| BASE.replace("zone = \"a\"\n\n", &format!("zone = \"a\"\n{k}\n\n"));
+    let tg = |k: &str| {
+        BASE.replace(
+            "name = \"web\"\n[[target_group.targets]]",
+            &format!("name = \"web\"\n{k}\n[[target_group.targets]]"),
+        )
+    };
+    for (text, want) in [
+        (
+            tg("deregistration_delay = \"100000000s\""),
+            "target_group[0].deregistration_delay:",
+        ),
+        (gw("conntrack_size = 100000000"), "gateway.conntrack_size:"),
+        (gw("snat_table_size = 0"), "gateway.snat_table_size:"),
+        (
+            gw("passthrough_table_size = 10"),
+            "gateway.passthrough_table_size:",
+        ),
+        (gw("tcp_idle_timeout = \"0s\""), "gateway.tcp_idle_timeout:"),
+        (gw("udp_idle_timeout = \"2h\""), "gateway.udp_idle_timeout:"),
+        (
+            gw("tcp_closing_timeout = \"1h\""),
+            "gateway.tcp_closing_timeout:",
+        ),
+        (
+            tg("[target_group.health_check]\ninterval = \"10m\"\ntimeout = \"5s\""),
+            "target_group[0].health_check.interval:",
+        ),
+        (
+            tg("[target_group.health_check]\nunhealthy_threshold = 1"),
+            "target_group[0].health_check.unhealthy_threshold: 1 is out of range (2-10)",
+        ),
+        (
+            BASE.replace("address = \"10.0.0.1\"", "address = \"0.0.0.0\""),
+            "listener[0].address: 0.0.0.0 cannot be a VIP",
+        ),
+        (
+            BASE.replace("address = \"10.0.0.1\"", "address = \"10.1.0.1\""),
+            "listener[0].address: 10.1.0.1 is also target_group[0].targets[0]'s address",
+        ),
+    ] {
+        let e = error(&text);
+        assert!(e.starts_with(want), "{want}: got {e}");
+        assert!(e.contains("line "), "{e}: no line");
+    }
+    assert!(error(&gw("conntrack_size = 100000000")).contains("MiB"));
+}
+
+#[test]
+fn snat_table_must_cover_conntrack() {
+    let text = BASE
+        .replace(
+            "name = \"web\"\n[[target_group.targets]]",
+            "name = \"web\"\nmode = \"snat\"\nsnat_address = \"10.1.0.1\"\n[[target_group.targets]]",
+        )
+        .replace(
+            "zone = \"a\"\n\n",
+            "zone = \"a\"\nconntrack_size = 8192\nsnat_table_size = 4096\n\n",
+        );
+    assert!(
+        error(&text).starts_with("gateway.snat_table_size: 4096 is smaller than conntrack_size")
+    );
+}

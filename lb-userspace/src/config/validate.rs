@@ -1,0 +1,449 @@
+//! Validation, one function per config section. Every error names its field
+//! path; `Config::parse` adds the line.
+
+use std::{collections::HashMap, net::IpAddr, time::Duration};
+
+use super::{
+    parse_matcher, proto_name, Config, ConfigError, DataplaneKind, Gateway, HealthCheck, Mode,
+    TargetGroup, MAX_TABLE,
+};
+
+/// The errors found so far.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+            line: None,
+        });
+    }
+
+    /// `value` outside `lo..=hi`, printed as a duration.
+    fn duration_range(
+        &mut self,
+        path: String,
+        v: Duration,
+        lo: Duration,
+        hi: Duration,
+        what: &str,
+    ) {
+        if !(lo..=hi).contains(&v) {
+            self.push(
+                path,
+                format!("{} is out of range ({what})", humantime::format_duration(v)),
+            );
+        }
+    }
+
+    fn port(&mut self, path: String, port: u32) {
+        if !(1..=65535).contains(&port) {
+            self.push(path, format!("{port} is out of range (1-65535)"));
+        }
+    }
+}
+
+pub fn validate(cfg: &Config) -> Vec<ConfigError> {
+    let mut errs = Errors::default();
+    gateway(cfg, &mut errs);
+    announce(cfg, &mut errs);
+    let tg_index = target_groups(cfg, &mut errs);
+    let keys = listeners(cfg, &tg_index, &mut errs);
+    capacity(cfg, keys, &mut errs);
+    errs.0
+}
+
+fn gateway(cfg: &Config, errs: &mut Errors) {
+    let g = &cfg.gateway;
+    if !lb_common::maglev::is_prime(g.ring_size) || g.ring_size < 3 {
+        errs.push(
+            "gateway.ring_size",
+            format!("{} is not a prime number (e.g. 65537, 251)", g.ring_size),
+        );
+    }
+    if g.max_vips == 0 || g.max_vips > 4096 {
+        errs.push(
+            "gateway.max_vips",
+            format!("{} is out of range (1-4096)", g.max_vips),
+        );
+    }
+    if (g.max_vips as u64) * (lb_common::RINGS_PER_VIP as u64) * (g.ring_size as u64)
+        > u32::MAX as u64
+    {
+        errs.push(
+            "gateway.max_vips",
+            "max_vips x 4 x ring_size exceeds the ring map's u32 index",
+        );
+    }
+    if g.max_targets == 0 || g.max_targets > 1 << 20 {
+        errs.push(
+            "gateway.max_targets",
+            format!("{} is out of range (1-1048576)", g.max_targets),
+        );
+    }
+    tables(cfg, errs);
+    timeouts(g, errs);
+    if !g.metrics_address.is_empty() && g.metrics_address.parse::<std::net::SocketAddr>().is_err() {
+        errs.push(
+            "gateway.metrics_address",
+            format!(
+                "{:?} is not an address:port like \"127.0.0.1:9650\"",
+                g.metrics_address
+            ),
+        );
+    }
+    if g.proxy_udp_sessions == 0 {
+        errs.push("gateway.proxy_udp_sessions", "must be at least 1");
+    }
+    if g.fib_cache > Duration::from_secs(60) {
+        errs.push(
+            "gateway.fib_cache",
+            "must be at most 60s (neighbour changes apply only after it)",
+        );
+    }
+    if cfg.snat_port_range().is_none() {
+        errs.push(
+            "gateway.snat_ports",
+            format!(
+                "{:?} is not a port range like \"20000-32767\"",
+                g.snat_ports
+            ),
+        );
+    }
+}
+
+/// Map sizes: bounded, with what the bound costs in memory.
+fn tables(cfg: &Config, errs: &mut Errors) {
+    let g = &cfg.gateway;
+    for (name, v, bytes) in [
+        ("conntrack_size", g.conntrack_size, 128u64),
+        ("snat_table_size", g.snat_table_size, 152),
+        ("passthrough_table_size", g.passthrough_table_size, 112),
+    ] {
+        if !(1024..=MAX_TABLE).contains(&v) {
+            errs.push(
+                format!("gateway.{name}"),
+                format!(
+                    "{v} is out of range (1024-{MAX_TABLE}; {MAX_TABLE} entries take about {} MiB)",
+                    (MAX_TABLE as u64 * bytes) >> 20
+                ),
+            );
+        }
+    }
+    if cfg.target_groups.iter().any(|t| t.mode == Mode::Snat)
+        && g.snat_table_size < g.conntrack_size
+    {
+        errs.push(
+            "gateway.snat_table_size",
+            format!(
+                "{} is smaller than conntrack_size = {}: every tracked snat flow holds one entry",
+                g.snat_table_size, g.conntrack_size
+            ),
+        );
+    }
+}
+
+fn timeouts(g: &Gateway, errs: &mut Errors) {
+    for (name, v, lo, hi) in [
+        ("tcp_idle_timeout", g.tcp_idle_timeout, 1, 6000),
+        ("udp_idle_timeout", g.udp_idle_timeout, 1, 6000),
+        ("tcp_closing_timeout", g.tcp_closing_timeout, 1, 300),
+    ] {
+        errs.duration_range(
+            format!("gateway.{name}"),
+            v,
+            Duration::from_secs(lo),
+            Duration::from_secs(hi),
+            &format!("{lo}s-{hi}s"),
+        );
+    }
+}
+
+fn announce(cfg: &Config, errs: &mut Errors) {
+    let Some(a) = &cfg.announce else {
+        return;
+    };
+    // 253-255 are the kernel's default, main and local tables.
+    if a.table == 0 || (253..=255).contains(&a.table) {
+        errs.push(
+            "announce.table",
+            format!(
+                "{} is a reserved table (0, 253 default, 254 main, 255 local); use a dedicated one such as 100",
+                a.table
+            ),
+        );
+    }
+    if a.withdraw_grace > Duration::from_secs(60) {
+        errs.push(
+            "announce.withdraw_grace",
+            "must be at most 60s (a stop waits that long)",
+        );
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if a.device.is_empty() || a.device.len() > 15 || !a.device.chars().all(ok_char) {
+        errs.push(
+            "announce.device",
+            format!(
+                "{:?} is not an interface name (1-15 of a-z, A-Z, 0-9, '-', '_', '.')",
+                a.device
+            ),
+        );
+    }
+}
+
+/// Checks every target group; returns name -> index.
+fn target_groups<'a>(cfg: &'a Config, errs: &mut Errors) -> HashMap<&'a str, usize> {
+    let mut tg_index = HashMap::new();
+    for (i, tg) in cfg.target_groups.iter().enumerate() {
+        let p = format!("target_group[{i}]");
+        if tg.name.is_empty() {
+            errs.push(format!("{p}.name"), "must not be empty");
+        }
+        if tg_index.insert(tg.name.as_str(), i).is_some() {
+            errs.push(
+                format!("{p}.name"),
+                format!("duplicate target group name {:?}", tg.name),
+            );
+        }
+        if tg.proxy_protocol_v2 && cfg.gateway.dataplane != DataplaneKind::Proxy {
+            errs.push(
+                format!("{p}.proxy_protocol_v2"),
+                "needs gateway.dataplane = \"proxy\" (the XDP data plane forwards packets and cannot insert the header)",
+            );
+        }
+        errs.duration_range(
+            format!("{p}.deregistration_delay"),
+            tg.deregistration_delay,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+            "0s-3600s, as NLB's",
+        );
+        if tg.mode == Mode::Snat && tg.snat_address.is_none() {
+            errs.push(
+                format!("{p}.snat_address"),
+                "is required when mode = \"snat\"",
+            );
+        }
+        targets(tg, &p, errs);
+        health_check(&tg.health_check, &format!("{p}.health_check"), errs);
+    }
+    tg_index
+}
+
+fn targets(tg: &TargetGroup, p: &str, errs: &mut Errors) {
+    let mut seen = HashMap::new();
+    for (j, t) in tg.targets.iter().enumerate() {
+        let tp = format!("{p}.targets[{j}]");
+        errs.port(format!("{tp}.port"), t.port);
+        if t.weight > 1000 {
+            errs.push(
+                format!("{tp}.weight"),
+                format!("{} is out of range (0-1000)", t.weight),
+            );
+        }
+        if seen.insert((t.address, t.port), j).is_some() {
+            errs.push(
+                tp.clone(),
+                format!("duplicate target {}:{}", t.address, t.port),
+            );
+        }
+        if let Some(s) = tg.snat_address {
+            if s.is_ipv4() != t.address.is_ipv4() {
+                errs.push(
+                    format!("{tp}.address"),
+                    format!("{} is not of the family of snat_address {s}", t.address),
+                );
+            }
+        }
+    }
+}
+
+fn health_check(hc: &HealthCheck, p: &str, errs: &mut Errors) {
+    if let Some(port) = hc.port {
+        errs.port(format!("{p}.port"), port);
+    }
+    // NLB allows 5s-300s; shorter intervals are allowed here (the data path
+    // reacts faster than NLB's fastest check).
+    errs.duration_range(
+        format!("{p}.interval"),
+        hc.interval,
+        Duration::from_millis(100),
+        Duration::from_secs(300),
+        "100ms-300s",
+    );
+    if hc.timeout.is_zero() || hc.timeout > hc.interval {
+        errs.push(
+            format!("{p}.timeout"),
+            "must be above 0 and at most the interval",
+        );
+    }
+    for (name, v) in [
+        ("healthy_threshold", hc.healthy_threshold),
+        ("unhealthy_threshold", hc.unhealthy_threshold),
+    ] {
+        // NLB's range: one result alone never flips a target.
+        if !(2..=10).contains(&v) {
+            errs.push(format!("{p}.{name}"), format!("{v} is out of range (2-10)"));
+        }
+    }
+    if parse_matcher(&hc.matcher).is_none() {
+        errs.push(
+            format!("{p}.matcher"),
+            format!(
+                "{:?} is not a status list like \"200-399\" or \"200,204\"",
+                hc.matcher
+            ),
+        );
+    }
+    if !hc.path.starts_with('/') {
+        errs.push(
+            format!("{p}.path"),
+            format!("{:?} must start with '/'", hc.path),
+        );
+    }
+}
+
+/// Listener keys (address, port, IP protocol) -> listener index.
+type Keys = HashMap<(IpAddr, u32, u8), usize>;
+
+fn listeners(cfg: &Config, tg_index: &HashMap<&str, usize>, errs: &mut Errors) -> Keys {
+    let mut names = HashMap::new();
+    let mut keys = Keys::new();
+    let mut reverse: HashMap<(IpAddr, u32, u8), Vec<usize>> = HashMap::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let p = format!("listener[{i}]");
+        if names.insert(l.name.as_str(), i).is_some() {
+            errs.push(
+                format!("{p}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            );
+        }
+        errs.port(format!("{p}.port"), l.port);
+        listener_address(cfg, i, errs);
+        for &proto in l.protocol.ip_protos() {
+            if let Some(j) = keys.insert((l.address, l.port, proto), i) {
+                errs.push(
+                    p.clone(),
+                    format!(
+                        "{}:{} {} is already used by listener[{j}]",
+                        l.address,
+                        l.port,
+                        proto_name(proto)
+                    ),
+                );
+            }
+        }
+        let Some(&ti) = tg_index.get(l.target_group.as_str()) else {
+            errs.push(
+                format!("{p}.target_group"),
+                format!("unknown target group {:?}", l.target_group),
+            );
+            continue;
+        };
+        listener_targets(cfg, i, ti, &mut reverse, errs);
+    }
+    keys
+}
+
+/// A VIP must be an address of its own.
+fn listener_address(cfg: &Config, i: usize, errs: &mut Errors) {
+    let l = &cfg.listeners[i];
+    let p = format!("listener[{i}].address");
+    if l.address.is_unspecified() || l.address.is_multicast() || l.address.is_loopback() {
+        errs.push(
+            p.clone(),
+            format!(
+                "{} cannot be a VIP (unspecified, multicast or loopback)",
+                l.address
+            ),
+        );
+    }
+    if let Some((ti, j)) = cfg.target_groups.iter().enumerate().find_map(|(ti, tg)| {
+        tg.targets
+            .iter()
+            .position(|t| t.address == l.address)
+            .map(|j| (ti, j))
+    }) {
+        errs.push(
+            p,
+            format!(
+                "{} is also target_group[{ti}].targets[{j}]'s address: a VIP must not be a target",
+                l.address
+            ),
+        );
+    }
+}
+
+/// The targets of listener `i`'s group `ti`: of its family, and (nat) each
+/// target port serving at most `REVERSE_SLOTS` listeners, since a reply
+/// names its target, not its listener: the data plane tries each listener
+/// the target serves.
+fn listener_targets(
+    cfg: &Config,
+    i: usize,
+    ti: usize,
+    reverse: &mut HashMap<(IpAddr, u32, u8), Vec<usize>>,
+    errs: &mut Errors,
+) {
+    let (l, tg) = (&cfg.listeners[i], &cfg.target_groups[ti]);
+    for (j, t) in tg.targets.iter().enumerate() {
+        if t.address.is_ipv4() != l.address.is_ipv4() {
+            errs.push(
+                format!("target_group[{ti}].targets[{j}].address"),
+                format!(
+                    "{} is not of the family of listener {:?} ({})",
+                    t.address, l.name, l.address
+                ),
+            );
+        }
+        if tg.mode != Mode::Nat {
+            continue;
+        }
+        for &proto in l.protocol.ip_protos() {
+            let serves = reverse.entry((t.address, t.port, proto)).or_default();
+            if !serves.contains(&i) {
+                serves.push(i);
+            }
+            if serves.len() == lb_common::REVERSE_SLOTS + 1 && serves.last() == Some(&i) {
+                errs.push(
+                    format!("target_group[{ti}].targets[{j}]"),
+                    format!(
+                        "{}:{} {} serves more than {} nat listeners (listener{:?}); use another port or mode = \"snat\" for some",
+                        t.address,
+                        t.port,
+                        proto_name(proto),
+                        lb_common::REVERSE_SLOTS,
+                        serves
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// What the maps are sized for.
+fn capacity(cfg: &Config, keys: Keys, errs: &mut Errors) {
+    let g = &cfg.gateway;
+    if keys.len() > g.max_vips as usize {
+        errs.push(
+            "gateway.max_vips",
+            format!(
+                "{} listener keys need more than max_vips = {}",
+                keys.len(),
+                g.max_vips
+            ),
+        );
+    }
+    let targets: usize = cfg.target_groups.iter().map(|t| t.targets.len()).sum();
+    if targets > g.max_targets as usize {
+        errs.push(
+            "gateway.max_targets",
+            format!(
+                "{targets} targets need more than max_targets = {}",
+                g.max_targets
+            ),
+        );
+    }
+}

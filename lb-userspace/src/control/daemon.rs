@@ -1,0 +1,376 @@
+//! The daemon's state and its event loop: config, targets, health results,
+//! drains and reloads in; one `Desired` state out to the data planes.
+
+use std::{collections::BTreeSet, path::Path, time::Duration};
+
+use anyhow::Result;
+use log::{error, info, warn};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+    time::Instant,
+};
+
+use super::{
+    announce::{self, Announcer},
+    targets::{target_name, Targets},
+};
+use crate::{
+    config::Config,
+    dataplane::{Dataplane, Planes},
+    health::CheckResult,
+    model::{AdoptedIds, Desired, Ids, ListenerKey, Model, RingCache, TargetKey},
+    telemetry::{admin::AdminReq, metrics, notify, sampler::Sampler, status, View},
+};
+
+pub struct Daemon {
+    pub cfg: Config,
+    vip_ids: Ids<ListenerKey>,
+    pub model: Model,
+    pub targets: Targets,
+    rings: RingCache,
+    pub planes: Planes,
+    pub sampler: Sampler,
+    /// Config reloads: (ok, failed).
+    pub reloads: (u64, u64),
+    /// Route announcement (`[announce]`).
+    pub announcer: Option<Announcer>,
+    /// The data plane forwards: VIPs may be announced.
+    pub serving: bool,
+    /// Why `auto` fell back to the proxy: (label, text).
+    pub fallback: Option<(&'static str, String)>,
+    /// When to try again to start an announcer that failed to start.
+    announce_retry: Option<Instant>,
+}
+
+impl Daemon {
+    /// A daemon for `cfg` on `planes`; `adopted` is what pinned maps held
+    /// (a restart), whose ids are kept.
+    pub fn new(
+        cfg: Config,
+        planes: Planes,
+        adopted: AdoptedIds,
+        tx: mpsc::Sender<CheckResult>,
+    ) -> Daemon {
+        let mut d = Daemon {
+            cfg: Config::default(),
+            vip_ids: Ids::new(0),
+            model: Model::build(
+                &Config::default(),
+                &mut Ids::new(0),
+                &mut Ids::new(1),
+                &Default::default(),
+            ),
+            targets: Targets::new(tx),
+            rings: RingCache::default(),
+            planes,
+            sampler: Sampler::default(),
+            reloads: (0, 0),
+            announcer: None,
+            serving: false,
+            fallback: None,
+            announce_retry: None,
+        };
+        for (k, vip_id) in adopted.vips {
+            let lk = ListenerKey {
+                address: crate::model::words_addr(&k.addr, k.family),
+                port: u16::from_be(k.port),
+                proto: k.proto,
+            };
+            d.vip_ids.adopt(lk, vip_id);
+        }
+        for s in d.targets.adopt(&cfg, &adopted.backends) {
+            let n = d.planes.purge(s.id);
+            info!(
+                "pinned target {} (backend {}) is no longer configured: {n} flows dropped",
+                s.addr, s.id
+            );
+        }
+        d.apply_config(cfg);
+        d
+    }
+
+    /// Takes a new (validated) config: deregistered targets start draining,
+    /// new ones start health checks, then the model is rebuilt.
+    pub fn apply_config(&mut self, cfg: Config) {
+        self.targets.apply_config(&self.cfg, &cfg);
+        self.cfg = cfg;
+        self.rebuild();
+    }
+
+    fn rebuild(&mut self) {
+        let draining = self.targets.draining();
+        self.model = Model::build(
+            &self.cfg,
+            &mut self.vip_ids,
+            &mut self.targets.ids,
+            &draining,
+        );
+        self.targets.rebuilt(&self.model);
+    }
+
+    /// Programs the data planes from the model and the targets' state.
+    pub fn sync(&mut self) -> Result<()> {
+        let targets = &self.targets;
+        let desired = Desired::compute(&self.model, &mut self.rings, |id| targets.state(id));
+        let res = self.planes.apply(&desired);
+        self.announce(res.is_ok());
+        res
+    }
+
+    /// Tells the announcer which VIP addresses have a healthy target and
+    /// are served. After a failed sync (`synced` false) only withdrawals
+    /// apply.
+    fn announce(&self, synced: bool) {
+        let Some(a) = self.announcer.as_ref().filter(|_| self.serving) else {
+            return;
+        };
+        let mut wanted = announce::wanted(&self.model, &|id| self.targets.state(id).in_ring);
+        if let Some(open) = self.planes.served_addresses() {
+            wanted.retain(|addr| open.contains(addr));
+        }
+        a.set(wanted, synced);
+    }
+
+    /// The data plane forwards from now on: announce.
+    pub fn start_serving(&mut self) {
+        self.serving = true;
+        self.announce(true);
+    }
+
+    /// Starts, stops or restarts the announcer to match the config.
+    pub async fn update_announcer(&mut self) -> Result<()> {
+        if self.announcer.as_ref().map(|a| &a.cfg) == self.cfg.announce.as_ref() {
+            return Ok(());
+        }
+        if let Some(a) = self.announcer.take() {
+            a.shutdown().await;
+        }
+        if let Some(cfg) = self.cfg.announce.clone() {
+            self.announcer = Some(Announcer::start(&cfg).await?);
+            self.announce(true);
+        }
+        Ok(())
+    }
+
+    /// `update_announcer` while running (after a reload, then from the tick
+    /// while it fails): a failure is logged once and retried every 5s.
+    async fn reconcile_announcer(&mut self) {
+        let now = Instant::now();
+        if self.announce_retry.is_some_and(|t| t > now) {
+            return;
+        }
+        let failing = self.announce_retry.is_some();
+        match self.update_announcer().await {
+            Ok(()) => {
+                if failing {
+                    info!("announcement started");
+                }
+                self.announce_retry = None;
+            }
+            Err(e) => {
+                if !failing {
+                    error!("announcement stopped: {e:#} (retrying every 5s)");
+                }
+                self.announce_retry = Some(now + Duration::from_secs(5));
+            }
+        }
+    }
+
+    fn sync_logged(&mut self) {
+        if let Err(e) = self.sync() {
+            error!("programming the data plane failed: {e:#}");
+        }
+    }
+
+    /// Syncs, then logs what the sync put into effect.
+    pub fn apply_results(&mut self, msgs: Vec<(bool, String)>) {
+        if msgs.is_empty() {
+            return;
+        }
+        self.sync_logged();
+        for (warn, m) in msgs {
+            if warn {
+                warn!("{m}");
+            } else {
+                info!("{m}");
+            }
+        }
+    }
+
+    /// Ends the draining of targets whose delay is over. True if any.
+    pub fn expire_drains(&mut self) -> bool {
+        let done = self.targets.take_drained();
+        if done.is_empty() {
+            return false;
+        }
+        self.rebuild();
+        self.sync_logged();
+        for (k, id) in done {
+            let n = id.map_or(0, |id| self.planes.purge(id));
+            info!(
+                "target {} drained: removed, {n} remaining live flows dropped",
+                target_name(&k)
+            );
+        }
+        true
+    }
+
+    /// Waits for the first result of every checked target (bounded by the
+    /// longest check timeout), so the first rings reflect real health.
+    pub async fn first_round(&mut self, rx: &mut mpsc::Receiver<CheckResult>) {
+        let longest = self
+            .cfg
+            .target_groups
+            .iter()
+            .filter(|tg| tg.health_check.enabled)
+            .map(|tg| tg.health_check.timeout)
+            .max()
+            .unwrap_or_default();
+        let deadline = Instant::now() + longest + Duration::from_millis(500);
+        while self.targets.any_initial() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => {
+                    if let Some((_, m)) = self.targets.on_result(r) {
+                        info!("{m}");
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn reload(&mut self, path: &Path) {
+        let mut new = match Config::load(path) {
+            Ok(new) => new,
+            Err(e) => {
+                self.reloads.1 += 1;
+                // One log line per event, whatever the number of errors.
+                let msg = format!("{e:#}").replace("\n    ", " ").replace('\n', "; ");
+                error!("reload failed, keeping the running config: {msg}");
+                return;
+            }
+        };
+        let kept = new.gateway.keep_restart_only(&self.cfg.gateway);
+        if !kept.is_empty() {
+            warn!(
+                "gateway.{} changed: restart-only, the running values stay until a restart",
+                kept.join(", gateway.")
+            );
+        }
+        // Draining targets keep their ids: the new config must fit beside
+        // them, or nothing of it is applied.
+        let mut ids: BTreeSet<TargetKey> = self.targets.map.keys().cloned().collect();
+        for tg in &new.target_groups {
+            ids.extend(tg.targets.iter().map(|t| TargetKey::of(tg, t)));
+        }
+        let max = self.cfg.gateway.max_targets as usize;
+        if ids.len() > max {
+            self.reloads.1 += 1;
+            error!(
+                "reload refused, keeping the running config: gateway.max_targets = {max}, but the new config's targets and those draining (or starting to drain) need {} ids; wait for the drains to end, lower deregistration_delay, or raise max_targets (a restart)",
+                ids.len()
+            );
+            return;
+        }
+        self.apply_config(new);
+        match self.sync() {
+            Ok(()) => {
+                self.reloads.0 += 1;
+                info!(
+                    "config reloaded: {} listener keys, {} targets",
+                    self.model.vips.len(),
+                    self.model.backends.len()
+                );
+            }
+            Err(e) => {
+                self.reloads.1 += 1;
+                error!("config reload applied, but programming the data plane failed: {e:#}");
+            }
+        }
+    }
+
+    /// What metrics and status read.
+    fn view(&self) -> View<'_> {
+        View {
+            model: &self.model,
+            targets: self.targets.view(),
+            planes: &self.planes,
+            sampler: &self.sampler,
+            flows: self.planes.flows(),
+            reloads: self.reloads,
+            announced: self
+                .announcer
+                .as_ref()
+                .map(|a| (&a.cfg, a.announced.lock().unwrap().clone())),
+            fallback: self.fallback.as_ref(),
+            dataplane: self.cfg.gateway.dataplane,
+        }
+    }
+
+    pub fn take_sample(&mut self) {
+        self.sampler.take(&self.model, &self.planes);
+    }
+
+    fn answer(&self, req: AdminReq) {
+        match req {
+            AdminReq::Metrics(tx) => {
+                let _ = tx.send(metrics::render(&self.view()));
+            }
+            AdminReq::Status(tx) => {
+                let _ = tx.send(status::render(&self.view()));
+            }
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT: reloads on SIGHUP, health results,
+    /// drains, admin requests, counter samples, watchdog pings.
+    pub async fn serve(
+        &mut self,
+        config_path: &Path,
+        rx: &mut mpsc::Receiver<CheckResult>,
+        admin_rx: &mut mpsc::Receiver<AdminReq>,
+    ) -> Result<()> {
+        let mut sample_tick = tokio::time::interval(Duration::from_secs(2));
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // A hung main loop stops the pings; systemd then kills the daemon,
+        // and with it the announced routes.
+        let watchdog = notify::watchdog_interval();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM"); break; }
+                _ = int.recv() => { info!("SIGINT"); break; }
+                _ = hup.recv() => {
+                    let _ = notify::notify("RELOADING=1");
+                    self.reload(config_path);
+                    // A new config is tried at once, even while retrying.
+                    self.announce_retry = None;
+                    self.reconcile_announcer().await;
+                    let _ = notify::notify("READY=1");
+                }
+                _ = tick.tick() => {
+                    self.expire_drains();
+                    self.reconcile_announcer().await;
+                }
+                _ = sample_tick.tick() => self.take_sample(),
+                _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                    let _ = notify::notify("WATCHDOG=1");
+                }
+                Some(req) = admin_rx.recv() => self.answer(req),
+                Some(r) = rx.recv() => {
+                    let mut msgs: Vec<_> = self.targets.on_result(r).into_iter().collect();
+                    while let Ok(r) = rx.try_recv() {
+                        msgs.extend(self.targets.on_result(r));
+                    }
+                    self.apply_results(msgs);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,141 @@
+//! Checks of the host before anything is attached: the instance lock,
+//! capabilities, and the config against the host's own addresses.
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+use log::warn;
+
+use crate::{config::Config, dataplane::xdp::Unavailable};
+
+/// Takes an exclusive lock named after `pin_path` (held until exit; the
+/// kernel releases it if the process dies).
+pub fn lock_instance(pin: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let dir = Path::new("/run/lock");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = pin.to_string_lossy().replace('/', "_");
+    let path = dir.join(format!("lb{name}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        bail!(
+            "another `lb run` (pid {}) already serves gateway.pin_path {} (lock {})",
+            holder.trim(),
+            pin.display(),
+            path.display()
+        );
+    }
+    let _ = f.set_len(0);
+    let _ = std::io::Write::write_all(&mut &f, std::process::id().to_string().as_bytes());
+    Ok(f)
+}
+
+/// Addresses of the interfaces named in `ifaces` (getifaddrs).
+fn interface_addresses(ifaces: &[String]) -> Vec<(String, std::net::IpAddr)> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: a list getifaddrs built; freed below.
+        let ifa = unsafe { &*p };
+        p = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        if !ifaces.contains(&name) {
+            continue;
+        }
+        let fam = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+        let ip: std::net::IpAddr = match fam {
+            libc::AF_INET => {
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into()
+            }
+            libc::AF_INET6 => {
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into()
+            }
+            _ => continue,
+        };
+        out.push((name, ip));
+    }
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// Checks of the config against this host, before anything is attached.
+pub fn check_host(cfg: &Config) -> Result<()> {
+    // A VIP that is an address of an attached interface would take the
+    // gateway's own traffic on that port (ssh, BGP, health checks).
+    let own = interface_addresses(&cfg.gateway.interfaces);
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        if let Some((dev, _)) = own.iter().find(|(_, a)| *a == l.address) {
+            bail!(
+                "listener[{i}].address: {} is an address of {dev}, an interface in gateway.interfaces; a VIP must be an address of its own",
+                l.address
+            );
+        }
+    }
+    // SNAT source ports the kernel may also hand to local sockets.
+    if cfg
+        .target_groups
+        .iter()
+        .any(|t| t.mode == crate::config::Mode::Snat)
+    {
+        let local = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| {
+                let mut it = t.split_whitespace().map(|v| v.parse::<u16>().ok());
+                Some((it.next()??, it.next()??))
+            });
+        if let (Some((lo, hi)), Some((a, b))) = (local, cfg.snat_port_range()) {
+            if a <= hi && lo <= b {
+                warn!(
+                    "gateway.snat_ports {a}-{b} overlaps net.ipv4.ip_local_port_range {lo}-{hi}: the gateway's own connections may collide with SNAT flows; move one of them"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Capabilities needed to load and attach XDP programs.
+pub fn check_privileges() -> Result<()> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |c: u32| eff & (1u64 << c) != 0;
+    let fix = "(e.g. `setcap cap_bpf,cap_net_admin,cap_perfmon+ep lb`, or AmbientCapabilities= in the systemd unit)";
+    if !(has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
+        // No BPF at all (a container, say): XDP is structurally out.
+        return Err(Unavailable {
+            code: "no_cap_bpf",
+            why: format!(
+                "lb run has no CAP_BPF (nor CAP_SYS_ADMIN) to load XDP programs; grant CAP_BPF and CAP_NET_ADMIN {fix}; effective capabilities are {eff:#x}"
+            ),
+        }
+        .into());
+    }
+    if !has(CAP_NET_ADMIN) {
+        bail!("lb run has CAP_BPF but not CAP_NET_ADMIN, which attaching XDP needs; grant it {fix}; effective capabilities are {eff:#x}");
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! The daemon: its state and event loop (`daemon`), the registered and
+//! draining targets (`targets`), route announcement (`announce`), the host
+//! checks before a start (`host`) and `lb run` itself (`start`).
+
+pub mod announce;
+pub mod daemon;
+pub mod host;
+pub mod start;
+pub mod targets;
+
+pub use daemon::Daemon;
+pub use start::run;

@@ -1,0 +1,186 @@
+//! `lb run`: picks and starts the data plane, serves, and exits the way the
+//! data plane allows (XDP keeps forwarding unless told to detach).
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result};
+use log::{info, warn};
+use tokio::sync::mpsc;
+
+use super::{daemon::Daemon, host};
+use crate::{
+    config::{Config, DataplaneKind},
+    dataplane::{
+        proxy::{ProxyDataplane, Settings},
+        xdp::{self, Sizes, XdpDataplane},
+        Dataplane, Planes,
+    },
+    model::AdoptedIds,
+    telemetry::{admin, notify},
+};
+
+/// Loads (or adopts) the XDP program, after checking what it needs.
+fn load_xdp(cfg: &Config, detach_on_exit: bool) -> Result<XdpDataplane> {
+    let g = &cfg.gateway;
+    if g.interfaces.is_empty() {
+        anyhow::bail!("gateway.interfaces is empty: no interface to attach XDP to");
+    }
+    host::check_host(cfg)?;
+    host::check_privileges()?;
+    let sizes = Sizes::from_config(cfg);
+    info!(
+        "map memory about {:.1} MiB (ring {} x {} slots, conntrack {} entries, snat {} entries)",
+        sizes.memory() as f64 / (1 << 20) as f64,
+        sizes.max_vips * lb_common::RINGS_PER_VIP,
+        sizes.ring_size,
+        sizes.conntrack,
+        sizes.snat
+    );
+    let mut dp = XdpDataplane::load_pinned(sizes, Some(&g.pin_path))?;
+    if dp.adopted {
+        info!(
+            "adopted the pinned maps in {} (tracked flows and counters carry on)",
+            g.pin_path.display()
+        );
+    }
+    dp.interfaces = g.interfaces.clone();
+    dp.kind = g.dataplane;
+    dp.detach_on_exit = detach_on_exit;
+    Ok(dp)
+}
+
+/// An XDP failure under `auto` that the operator can fix: stop with it.
+fn fixable(e: anyhow::Error) -> anyhow::Error {
+    e.context(
+        "XDP failed for a reason that can be fixed (see below), so dataplane = \"auto\" does not \
+         fall back; fix it, or set gateway.dataplane = \"proxy\" to run without XDP",
+    )
+}
+
+fn proxy(cfg: &Config) -> Box<dyn Dataplane> {
+    let g = &cfg.gateway;
+    Box::new(ProxyDataplane::new(Settings {
+        connect_timeout: g.proxy_connect_timeout,
+        tcp_idle: g.tcp_idle_timeout,
+        udp_idle: g.udp_idle_timeout,
+        max_udp_sessions: g.proxy_udp_sessions as usize,
+        max_vips: g.max_vips,
+        max_targets: g.max_targets,
+    }))
+}
+
+/// The data planes to run: under `auto` native XDP, then generic XDP (in
+/// attach), then the proxy only where XDP cannot run at all; every step
+/// that fails says why. Returns them, what pinned maps held, and the
+/// fallback's reason.
+type Chosen = (Planes, AdoptedIds, Option<(&'static str, String)>);
+
+fn choose(cfg: &Config, detach_on_exit: bool) -> Result<Chosen> {
+    let kind = cfg.gateway.dataplane;
+    if kind == DataplaneKind::Proxy {
+        info!("data plane: proxy (gateway.dataplane = \"proxy\")");
+        return Ok((Planes(vec![proxy(cfg)]), AdoptedIds::default(), None));
+    }
+    match load_xdp(cfg, detach_on_exit) {
+        Ok(mut x) => {
+            x.count_flows_every(Duration::from_secs(5))?;
+            let adopted = x.adopted_ids().clone();
+            Ok((Planes(vec![Box::new(x)]), adopted, None))
+        }
+        Err(e) if kind == DataplaneKind::Auto => match xdp::unavailable(&e) {
+            Some(why) => {
+                warn!(
+                    "XDP is not available ({}); falling back to the proxy data plane",
+                    why.1
+                );
+                Ok((Planes(vec![proxy(cfg)]), AdoptedIds::default(), Some(why)))
+            }
+            None => Err(fixable(e)),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Programs the planes and starts them. A start that fails takes down what
+/// it set up (an earlier run's pinned state stays as it was), and the
+/// operator is told what to fix.
+fn start_planes(d: &mut Daemon) -> Result<()> {
+    d.sync().context("programming the data plane")?;
+    if let Err(e) = d.planes.start() {
+        d.planes.undo_start();
+        return Err(if d.cfg.gateway.dataplane == DataplaneKind::Auto {
+            fixable(e)
+        } else {
+            e
+        });
+    }
+    Ok(())
+}
+
+pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
+    let cfg = Config::load(&config_path)?;
+    // One daemon per pinned state: a second would fight over the maps.
+    let _lock = host::lock_instance(&cfg.gateway.pin_path)?;
+    let (planes, adopted, fallback) = choose(&cfg, detach_on_exit)?;
+    let (tx, mut rx) = mpsc::channel(1024);
+    let mut d = Daemon::new(cfg, planes, adopted, tx);
+    d.fallback = fallback;
+    // The device is made now, so a clash stops the start before anything
+    // is attached; routes come once the data plane forwards.
+    d.update_announcer().await?;
+    d.first_round(&mut rx).await;
+    start_planes(&mut d)?;
+    let healthy = d.targets.in_service();
+    info!(
+        "serving {} listener keys, {} targets ({healthy} healthy), zone {:?}",
+        d.model.vips.len(),
+        d.model.backends.len(),
+        d.model.zone
+    );
+    let mode = d
+        .planes
+        .modes()
+        .first()
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
+    let _ = notify::notify(&format!(
+        "READY=1\nSTATUS=serving {} listener keys, {healthy} healthy targets ({mode})",
+        d.model.vips.len()
+    ));
+    let (admin_tx, mut admin_rx) = mpsc::channel(16);
+    let g = &d.cfg.gateway;
+    if !g.metrics_address.is_empty() {
+        let addr = g
+            .metrics_address
+            .parse()
+            .context("gateway.metrics_address")?;
+        admin::serve_metrics(addr, admin_tx.clone()).await?;
+    }
+    admin::serve_status(&g.admin_socket, admin_tx).await?;
+    d.start_serving();
+    d.take_sample();
+    d.serve(&config_path, &mut rx, &mut admin_rx).await?;
+    shutdown(d).await
+}
+
+/// Withdrawn first: upstream routers move the traffic to other gateways
+/// while this one still forwards what arrives meanwhile. XDP stays attached
+/// after the exit; the proxy (or XDP with --detach-on-exit) keeps serving
+/// for `withdraw_grace` so that nothing is refused while the routers
+/// converge.
+async fn shutdown(mut d: Daemon) -> Result<()> {
+    let _ = notify::notify("STOPPING=1");
+    if let Some(a) = d.announcer.take() {
+        let grace = a.cfg.withdraw_grace;
+        a.shutdown().await;
+        if d.planes.ends_with_process() && !grace.is_zero() {
+            info!("announce: serving {grace:?} more while routers move the traffic (announce.withdraw_grace)");
+            tokio::time::sleep(grace).await;
+        }
+    }
+    let _ = std::fs::remove_file(&d.cfg.gateway.admin_socket);
+    for m in d.planes.exit()? {
+        info!("{m}");
+    }
+    Ok(())
+}

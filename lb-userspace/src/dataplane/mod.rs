@@ -1,0 +1,176 @@
+//! The data planes: XDP (native or generic) and the userspace proxy. Each
+//! is programmed with the same `Desired` state and reports through the same
+//! trait, so the daemon, health checks, metric names and `lb status` are the
+//! same for both, and more than one can run at once (`Planes`).
+
+pub mod proxy;
+pub mod xdp;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use anyhow::Result;
+use lb_common::{Counters, REASON_COUNT};
+
+use crate::model::Desired;
+
+/// Which counters: a listener key's (by vip_id) or a target's (by backend id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stats {
+    Vip,
+    Backend,
+}
+
+/// Live flows in total and per backend id.
+#[derive(Debug, Clone, Default)]
+pub struct Flows {
+    pub total: u64,
+    pub per_backend: HashMap<u32, u64>,
+}
+
+pub trait Dataplane {
+    /// Programs the plane: VIPs, rings, targets; ends flows to targets that
+    /// are no longer valid (where the plane must).
+    fn apply(&mut self, d: &Desired) -> Result<()>;
+
+    /// Starts forwarding once programmed (XDP: attaches to the interfaces).
+    fn start(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// A start that failed: takes down what `start` set up, keeping an
+    /// earlier run's state.
+    fn undo_start(&mut self) {}
+
+    fn counters(&self, kind: Stats, id: u32) -> Counters;
+
+    /// Live flows: conntrack entries fresh by their timeout and not closed
+    /// (XDP), or open connections and UDP sessions (proxy).
+    fn flows(&self) -> Flows;
+
+    /// Ends the flows to `backend` (its drain is over); returns how many
+    /// live ones.
+    fn purge(&mut self, backend: u32) -> usize;
+
+    /// (interface, mode) pairs for `lb_dataplane_info` and `lb status`.
+    fn modes(&self) -> Vec<(String, String)>;
+
+    /// XDP pass/drop reasons.
+    fn reasons(&self) -> Option<[u64; REASON_COUNT as usize]> {
+        None
+    }
+
+    /// BPF map memory.
+    fn memory(&self) -> Option<u64> {
+        None
+    }
+
+    /// VIP addresses this plane actually serves, when not every VIP of the
+    /// last `apply` (the proxy: those with an open listener).
+    fn served_addresses(&self) -> Option<BTreeSet<IpAddr>> {
+        None
+    }
+
+    /// Proxy events by name.
+    fn events(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
+    /// Forwarding ends with the process (the proxy; XDP detached on exit).
+    fn ends_with_process(&self) -> bool;
+
+    /// The process exits; returns what to log.
+    fn exit(&mut self) -> Result<Vec<String>>;
+}
+
+/// The planes that run, as one.
+#[derive(Default)]
+pub struct Planes(pub Vec<Box<dyn Dataplane>>);
+
+impl Dataplane for Planes {
+    fn apply(&mut self, d: &Desired) -> Result<()> {
+        let errs: Vec<String> = self
+            .0
+            .iter_mut()
+            .filter_map(|p| p.apply(d).err().map(|e| format!("{e:#}")))
+            .collect();
+        match errs.is_empty() {
+            true => Ok(()),
+            false => anyhow::bail!("{}", errs.join("; ")),
+        }
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.0.iter_mut().try_for_each(|p| p.start())
+    }
+
+    fn undo_start(&mut self) {
+        self.0.iter_mut().for_each(|p| p.undo_start());
+    }
+
+    fn counters(&self, kind: Stats, id: u32) -> Counters {
+        let mut c = Counters::default();
+        for p in &self.0 {
+            let x = p.counters(kind, id);
+            c.packets += x.packets;
+            c.bytes += x.bytes;
+            c.new_flows += x.new_flows;
+        }
+        c
+    }
+
+    fn flows(&self) -> Flows {
+        let mut f = Flows::default();
+        for p in &self.0 {
+            let x = p.flows();
+            f.total += x.total;
+            for (id, n) in x.per_backend {
+                *f.per_backend.entry(id).or_default() += n;
+            }
+        }
+        f
+    }
+
+    fn purge(&mut self, backend: u32) -> usize {
+        self.0.iter_mut().map(|p| p.purge(backend)).sum()
+    }
+
+    fn modes(&self) -> Vec<(String, String)> {
+        self.0.iter().flat_map(|p| p.modes()).collect()
+    }
+
+    fn reasons(&self) -> Option<[u64; REASON_COUNT as usize]> {
+        self.0.iter().find_map(|p| p.reasons())
+    }
+
+    fn memory(&self) -> Option<u64> {
+        self.0
+            .iter()
+            .filter_map(|p| p.memory())
+            .reduce(|a, b| a + b)
+    }
+
+    fn served_addresses(&self) -> Option<BTreeSet<IpAddr>> {
+        // One plane serving all its VIPs makes the set unbounded.
+        let sets: Option<Vec<_>> = self.0.iter().map(|p| p.served_addresses()).collect();
+        sets.map(|s| s.into_iter().flatten().collect())
+    }
+
+    fn events(&self) -> Vec<(&'static str, u64)> {
+        self.0.iter().flat_map(|p| p.events()).collect()
+    }
+
+    fn ends_with_process(&self) -> bool {
+        self.0.iter().any(|p| p.ends_with_process())
+    }
+
+    fn exit(&mut self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for p in &mut self.0 {
+            out.extend(p.exit()?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,248 @@
+//! The XDP data plane: loads the program, sizes its maps from the config,
+//! attaches it, and keeps the maps in sync with the desired state
+//! (double-buffered rings).
+
+pub mod ctwalk;
+mod loader;
+pub mod maps;
+pub mod pins;
+mod ring;
+mod sync;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Result;
+use aya::{
+    maps::{MapData, ProgramArray},
+    Ebpf,
+};
+use lb_common::{Counters, VipKey, REASON_COUNT};
+
+use super::{Dataplane, Flows, Stats};
+use crate::{
+    config::DataplaneKind,
+    model::{AdoptedIds, Desired, ReverseKeyOrd},
+};
+pub use loader::{unavailable, Unavailable};
+pub use maps::{Maps, Sizes};
+use ring::RingMmap;
+
+/// The XDP object built by build.rs (empty when built without a BPF toolchain).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
+
+pub const PROG_LB: &str = "lb_xdp";
+pub const PROG_PASS: &str = "xdp_pass";
+pub const PROG_ICMP: &str = "lb_icmp";
+
+/// Where the program ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    Native,
+    Generic,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+pub struct XdpDataplane {
+    pub ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    /// The maps came from pins (a restart).
+    pub adopted: bool,
+    /// What the adopted maps held (empty when not adopted).
+    found: AdoptedIds,
+    ring_mem: RingMmap,
+    pub maps: Maps,
+    /// Holds the tail-call table (its slots live as long as the map).
+    _jump: ProgramArray<MapData>,
+    pub sizes: Sizes,
+    /// Active (zone ring id, all ring id) and their content, per vip_id.
+    rings: HashMap<u32, RingState>,
+    vips: HashMap<VipKey, u32>,
+    reverse: BTreeSet<ReverseKeyOrd>,
+    backends: BTreeSet<u32>,
+    /// The `PORTS` bitmap as last written.
+    port_bits: Vec<u8>,
+    pub attached: Vec<(String, AttachMode)>,
+    /// Links this run attached and pinned (not taken over from pins): what
+    /// a failed start must take down again.
+    new_links: Vec<PathBuf>,
+    /// Where `start` attaches, and how.
+    pub interfaces: Vec<String>,
+    pub kind: DataplaneKind,
+    /// Detach and remove the pinned state when the daemon exits.
+    pub detach_on_exit: bool,
+    /// The conntrack walker's counts, once `count_flows_every` started it.
+    live: Option<Arc<ctwalk::Shared>>,
+}
+
+/// A VIP's active ring slots and the tables last written there (`None`:
+/// unknown, e.g. adopted after a restart: written on the next sync).
+struct RingState {
+    zone_id: u32,
+    all_id: u32,
+    zone: Option<Arc<Vec<u32>>>,
+    all: Option<Arc<Vec<u32>>>,
+}
+
+impl XdpDataplane {
+    /// A copy of the conntrack map's fd, for counting off the main loop.
+    pub fn conntrack_fd(&self) -> Result<std::os::fd::OwnedFd> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        Ok(self
+            .maps
+            .conntrack
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()?)
+    }
+
+    /// Deletes the conntrack entries that point at `backend_id` (a target
+    /// whose draining ended). Returns how many.
+    pub fn purge_backend(&mut self, backend_id: u32) -> usize {
+        // Removes every entry of the target (and walks in batches), but
+        // counts only the live flows: those a client notices.
+        let g = self.maps.globals.get(&0, 0).ok();
+        let Ok(fd) = self.conntrack_fd() else {
+            return 0;
+        };
+        let now = ctwalk::coarse_now_ns();
+        let mut doomed = Vec::new();
+        let _ = ctwalk::for_each(&fd, |k, st| {
+            if st.backend_id == backend_id {
+                let live = g.as_ref().is_some_and(|g| {
+                    lb_common::flow::live(g, k.proto, st.flags, now.saturating_sub(st.last_seen_ns))
+                });
+                doomed.push((*k, live));
+            }
+        });
+        doomed
+            .iter()
+            .filter(|(k, live)| self.maps.conntrack.remove(k).is_ok() && *live)
+            .count()
+    }
+
+    /// Per-reason counters summed over CPUs.
+    pub fn read_reasons(&self) -> Result<[u64; REASON_COUNT as usize]> {
+        let arr = &self.maps.reasons;
+        let mut out = [0u64; REASON_COUNT as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = arr.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Counters of a VIP or a backend, summed over CPUs.
+    pub fn read_counters(&self, kind: Stats, index: u32) -> Result<Counters> {
+        let arr = if kind == Stats::Backend {
+            &self.maps.backend_stats
+        } else {
+            &self.maps.vip_stats
+        };
+        let mut c = Counters::default();
+        for v in arr.get(&index, 0)?.iter() {
+            c.packets += v.packets;
+            c.bytes += v.bytes;
+            c.new_flows += v.new_flows;
+        }
+        Ok(c)
+    }
+
+    /// Counts live flows every `every` on a thread of its own; `flows()`
+    /// then reports its last count instead of walking the table.
+    pub fn count_flows_every(&mut self, every: Duration) -> Result<()> {
+        let shared = Arc::new(ctwalk::Shared::default());
+        *shared.globals.lock().unwrap() = self.maps.globals.get(&0, 0).ok();
+        ctwalk::spawn(self.conntrack_fd()?, shared.clone(), every);
+        self.live = Some(shared);
+        Ok(())
+    }
+}
+
+impl Dataplane for XdpDataplane {
+    fn apply(&mut self, d: &Desired) -> Result<()> {
+        self.sync(d)
+    }
+
+    fn start(&mut self) -> Result<()> {
+        for iface in self.interfaces.clone() {
+            self.attach(&iface, self.kind)?;
+        }
+        for iface in self.detach_unconfigured(&self.interfaces.clone()) {
+            log::info!("{iface}: no longer in gateway.interfaces: XDP detached");
+        }
+        Ok(())
+    }
+
+    fn undo_start(&mut self) {
+        self.undo_attach();
+    }
+
+    fn counters(&self, kind: Stats, id: u32) -> Counters {
+        self.read_counters(kind, id).unwrap_or_default()
+    }
+
+    fn flows(&self) -> Flows {
+        let counted = match &self.live {
+            Some(l) => Some(l.last.lock().unwrap().clone()),
+            // The same count, taken on the spot.
+            None => self
+                .maps
+                .globals
+                .get(&0, 0)
+                .ok()
+                .and_then(|g| ctwalk::count(&self.conntrack_fd().ok()?, &g).ok()),
+        };
+        counted.map_or_else(Flows::default, |c| Flows {
+            total: c.total,
+            per_backend: c.per_backend,
+        })
+    }
+
+    fn purge(&mut self, backend: u32) -> usize {
+        self.purge_backend(backend)
+    }
+
+    fn modes(&self) -> Vec<(String, String)> {
+        self.attached
+            .iter()
+            .map(|(i, m)| (i.clone(), format!("xdp-{}", m.as_str())))
+            .collect()
+    }
+
+    fn reasons(&self) -> Option<[u64; REASON_COUNT as usize]> {
+        self.read_reasons().ok()
+    }
+
+    fn memory(&self) -> Option<u64> {
+        Some(self.sizes.memory())
+    }
+
+    fn ends_with_process(&self) -> bool {
+        self.detach_on_exit
+    }
+
+    fn exit(&mut self) -> Result<Vec<String>> {
+        match (&self.pin_dir, self.detach_on_exit) {
+            (Some(dir), true) => pins::stop(dir),
+            (Some(dir), false) => Ok(vec![format!(
+                "exiting; XDP stays attached and keeps forwarding with the last state (pins in {}); `lb stop` detaches",
+                dir.display()
+            )]),
+            (None, _) => Ok(Vec::new()),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The pin directory: pinned maps (adopted by a restart) and pinned links
+//! (which keep XDP attached while no daemon runs), and `lb stop`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+use lb_common::{
+    names, Backend, FlowState, Globals, Passthrough, ReverseVal, SnatVal, VipMeta, VipSlot,
+};
+
+use super::maps::Sizes;
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+pub fn prepare_pin_dir(dir: &Path) -> Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let c = std::ffi::CString::new(parent.as_os_str().as_encoded_bytes())?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != BPF_FS_MAGIC {
+        bail!(
+            "gateway.pin_path {}: {} is not a bpf filesystem (mount it: `mount -t bpf bpf /sys/fs/bpf`)",
+            dir.display(),
+            parent.display()
+        );
+    }
+    std::fs::create_dir_all(dir.join("maps"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("links"))?;
+    Ok(())
+}
+
+/// Pinned maps made for other sizes cannot be adopted: say so instead of
+/// running the program against them.
+pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
+    use std::mem::size_of;
+    let want: [(&str, u32, usize); 9] = [
+        (names::GLOBALS, 1, size_of::<Globals>()),
+        (
+            names::NAT_REVERSE,
+            s.max_targets.max(1) * 2,
+            size_of::<ReverseVal>(),
+        ),
+        (names::PASSTHROUGH, s.passthrough, size_of::<Passthrough>()),
+        (names::RING, s.ring_entries(), 4),
+        (names::VIPS, s.max_vips, size_of::<VipMeta>()),
+        (names::BACKENDS, s.max_targets + 1, size_of::<Backend>()),
+        (names::CONNTRACK, s.conntrack, size_of::<FlowState>()),
+        (names::SNAT, s.snat, size_of::<SnatVal>()),
+        (names::VIP_SLOTS, s.max_vips, size_of::<VipSlot>()),
+    ];
+    for (name, entries, value) in want {
+        let path = dir.join("maps").join(name);
+        if !path.exists() {
+            // Added by a newer version: created fresh and pinned.
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .with_context(|| format!("reading pinned map {}", path.display()))?;
+        if info.max_entries() != entries || info.value_size() as usize != value {
+            bail!(
+                "pinned map {} has {} entries of {} bytes, this config and build need {entries} of {value}: \
+                 restart with the sizes it was made with, or run `lb stop` first (drops tracked flows)",
+                path.display(),
+                info.max_entries(),
+                info.value_size()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `lb stop`: detaches the pinned links and removes the pinned maps.
+pub fn stop(dir: &Path) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir.join("links")) {
+        for e in rd.flatten() {
+            let link = aya::programs::links::PinnedLink::from_pin(e.path())
+                .with_context(|| format!("opening pinned link {}", e.path().display()))?;
+            // Unpinned and dropped: the last reference goes, XDP detaches.
+            drop(link.unpin()?);
+            done.push(format!("detached from {}", e.file_name().to_string_lossy()));
+        }
+    }
+    if dir.join("maps").exists() {
+        std::fs::remove_dir_all(dir.join("maps"))?;
+        done.push("removed pinned maps".into());
+    }
+    let _ = std::fs::remove_dir(dir.join("links"));
+    let _ = std::fs::remove_dir(dir);
+    Ok(done)
+}

@@ -1,0 +1,8 @@
+//! Target health: NLB's state machine (`tracker`) fed by active TCP and
+//! HTTP checks (`probe`).
+
+pub mod probe;
+pub mod tracker;
+
+pub use probe::{CheckResult, CheckSpec, ProbeError, ProbeTask};
+pub use tracker::{Health, Tracker};
