@@ -8,7 +8,7 @@
 //! what limited a flood.
 
 use std::{
-    collections::HashMap,
+    collections::{hash_map::Entry, HashMap},
     io::IoSliceMut,
     net::SocketAddr,
     ops::Range,
@@ -24,7 +24,7 @@ use lb_common::PROTO_UDP;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use tokio::{io::Interest, net::UdpSocket};
 
-use super::{bind_socket, warn_once, Event, Shared};
+use super::{bind_socket, warn_once, Event, Shared, Snapshot, VipView};
 
 /// Receive buffer of the VIP socket: absorbs bursts while a batch is sent.
 const VIP_RCVBUF: usize = 4 << 20;
@@ -251,6 +251,70 @@ fn upstream(target: SocketAddr) -> std::io::Result<Sock> {
     Sock::new(UdpSocket::from_std(s)?)
 }
 
+/// What opening a session needs.
+struct Ctx {
+    sock: Arc<Sock>,
+    local: SocketAddr,
+    sessions: Sessions,
+    epoch: Instant,
+    shared: Arc<Shared>,
+}
+
+impl Ctx {
+    /// A new session for `peer`: its target picked, an upstream socket
+    /// connected, the reply task started. `None` (counted) when the table
+    /// is full, no target is healthy or the socket fails.
+    fn open(
+        &self,
+        snap: &Snapshot,
+        vip: &VipView,
+        peer: SocketAddr,
+        now: u64,
+        open: usize,
+    ) -> Option<Session> {
+        let shared = &self.shared;
+        if open >= shared.settings.max_udp_sessions {
+            shared.event(Event::UdpSessionsFull);
+            return None;
+        }
+        let Some(&backend) = shared
+            .candidates(snap, vip, peer, self.local, PROTO_UDP)
+            .first()
+        else {
+            shared.event(Event::NoBackend);
+            return None;
+        };
+        let target = snap.backends[&backend].addr;
+        let up = match upstream(target) {
+            Ok(u) => Arc::new(u),
+            Err(e) => {
+                shared.event(Event::SocketError);
+                warn_once("udp upstream socket", &e);
+                return None;
+            }
+        };
+        let last = Arc::new(AtomicU64::new(now));
+        shared.count(vip.vip_id, backend, 0, 0, 1);
+        tokio::spawn(replies(
+            self.sock.clone(),
+            up.clone(),
+            peer,
+            backend,
+            vip.vip_id,
+            last.clone(),
+            self.epoch,
+            self.sessions.clone(),
+            shared.clone(),
+        ));
+        Some(Session {
+            up,
+            target,
+            backend,
+            last,
+        })
+    }
+}
+
 pub async fn serve(sock: UdpSocket, local: SocketAddr, shared: Arc<Shared>) {
     let sock = match Sock::new(sock) {
         Ok(s) => Arc::new(s),
@@ -262,6 +326,13 @@ pub async fn serve(sock: UdpSocket, local: SocketAddr, shared: Arc<Shared>) {
     };
     let sessions: Sessions = Arc::new(Mutex::new(HashMap::new()));
     let epoch = Instant::now();
+    let ctx = Ctx {
+        sock: sock.clone(),
+        local,
+        sessions: sessions.clone(),
+        epoch,
+        shared: shared.clone(),
+    };
     let (mut bufs, mut meta) = slots(BATCH_SIZE);
     let mut scratch = Vec::with_capacity(SLOT);
     loop {
@@ -289,48 +360,14 @@ pub async fn serve(sock: UdpSocket, local: SocketAddr, shared: Arc<Shared>) {
                 let w = match index.get(&peer) {
                     Some(&w) => w,
                     None => {
-                        let s = match table.get(&peer) {
-                            Some(s) => s,
-                            None => {
-                                if table.len() >= shared.settings.max_udp_sessions {
-                                    shared.event(Event::UdpSessionsFull);
-                                    continue;
-                                }
-                                let Some(&backend) = shared
-                                    .candidates(&snap, &vip, peer, local, PROTO_UDP)
-                                    .first()
-                                else {
-                                    shared.event(Event::NoBackend);
+                        let open = table.len();
+                        let s = match table.entry(peer) {
+                            Entry::Occupied(e) => e.into_mut(),
+                            Entry::Vacant(e) => {
+                                let Some(s) = ctx.open(&snap, &vip, peer, now, open) else {
                                     continue;
                                 };
-                                let target = snap.backends[&backend].addr;
-                                let up = match upstream(target) {
-                                    Ok(u) => Arc::new(u),
-                                    Err(e) => {
-                                        shared.event(Event::SocketError);
-                                        warn_once("udp upstream socket", &e);
-                                        continue;
-                                    }
-                                };
-                                let last = Arc::new(AtomicU64::new(now));
-                                shared.count(vip.vip_id, backend, 0, 0, 1);
-                                tokio::spawn(replies(
-                                    sock.clone(),
-                                    up.clone(),
-                                    peer,
-                                    backend,
-                                    vip.vip_id,
-                                    last.clone(),
-                                    epoch,
-                                    sessions.clone(),
-                                    shared.clone(),
-                                ));
-                                table.entry(peer).or_insert(Session {
-                                    up,
-                                    target,
-                                    backend,
-                                    last,
-                                })
+                                e.insert(s)
                             }
                         };
                         s.last.store(now, Ordering::Relaxed);
