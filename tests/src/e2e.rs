@@ -314,6 +314,15 @@ impl Conn {
     }
 }
 
+/// The three-backend topology with `lb-testsrv` (TCP and UDP on 8080)
+/// on every backend. Root only.
+pub fn served_topology() -> crate::topo::Topology {
+    crate::netns::require_root();
+    let mut topo = crate::topo::Topology::build(3).expect("topology");
+    serve_backends(&mut topo, 8080).expect("servers");
+    topo
+}
+
 /// Starts `lb-testsrv` (TCP and UDP on `port`) on every backend of the
 /// topology, each named after its backend.
 pub fn serve_backends(topo: &mut crate::topo::Topology, port: u16) -> Result<()> {

@@ -5,7 +5,6 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use tests::{
     e2e::{self, tcp_exchange, Conn, Daemon, TempDir, FAST_HC},
-    netns::require_root,
     topo::{Topology, VIP_V4},
 };
 
@@ -14,9 +13,7 @@ fn vip() -> SocketAddr {
 }
 
 fn setup(tag: &str, extra: &str, edit: impl Fn(String) -> String) -> (Topology, TempDir, Daemon) {
-    require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let topo = e2e::served_topology();
     let dir = TempDir::new(tag);
     let cfg = edit(topo.config(extra));
     let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
@@ -385,9 +382,7 @@ fn sigterm_keeps_forwarding_and_lb_stop_detaches() {
 /// WATCHDOG=1 every WatchdogSec/2 when systemd asks for it.
 #[test]
 fn daemon_notifies_systemd() {
-    require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let topo = e2e::served_topology();
     let dir = TempDir::new("notify");
     let path = dir.0.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();

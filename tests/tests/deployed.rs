@@ -92,8 +92,7 @@ fn prepare(dir: &std::path::Path, pin: &str) {
 /// The topology with servers, the unit's directories, and a config whose
 /// admin socket is in the service user's runtime directory.
 fn unit_setup(tag: &str) -> (Topology, TempDir, String) {
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let topo = e2e::served_topology();
     let dir = TempDir::new(tag);
     prepare(&dir.0, &topo.pin_path());
     let cfg = topo.config(FAST_HC).replace(
@@ -180,9 +179,7 @@ fn run_failing(ns: &tests::netns::Netns, dir: &std::path::Path, config: &str) ->
 /// pinned; on a running one the earlier pinned state keeps forwarding.
 #[test]
 fn auto_fails_loud_and_leaves_no_state_behind() {
-    require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let topo = e2e::served_topology();
     let dir = TempDir::new("loud");
     let good = topo.config(FAST_HC);
     let typo = good.replace("\"eth3\"]", "\"eth3\", \"eht0\"]");
@@ -387,9 +384,7 @@ fn stays_within_the_units_syscall_and_socket_filters() {
 #[test]
 fn admin_endpoints_are_bounded() {
     use std::io::{Read, Write};
-    require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let topo = e2e::served_topology();
     let dir = TempDir::new("admin");
     let d = Daemon::start(&topo.gw, &dir.0, &topo.config(FAST_HC)).expect("lb run");
     // Another user, even with the socket's mode open to it.
@@ -452,9 +447,7 @@ fn admin_endpoints_are_bounded() {
 /// traffic); SNAT ports inside ip_local_port_range are warned about.
 #[test]
 fn config_is_checked_against_the_host() {
-    require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let topo = e2e::served_topology();
     let dir = TempDir::new("hostcheck");
     let good = topo.config(FAST_HC);
     let text = run_failing(

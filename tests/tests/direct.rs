@@ -6,8 +6,7 @@ use std::collections::HashMap;
 
 use tests::{
     e2e::{self, sock, tcp_exchange, udp_exchange, Daemon, TempDir},
-    netns::require_root,
-    topo::{Topology, VIP_V4, VIP_V6},
+    topo::{VIP_V4, VIP_V6},
 };
 
 /// Every target port serves a `nat` listener (port 80) and a `snat` one
@@ -19,9 +18,7 @@ use tests::{
 #[test]
 fn targets_stay_reachable_directly_beside_vip_traffic() {
     const ROUNDS: usize = 60;
-    require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let topo = e2e::served_topology();
     let mut cfg = topo.config("");
     for (fam, vip, snat) in [(4, VIP_V4, "10.0.0.1"), (6, VIP_V6, "fd00::1")] {
         cfg += &format!("[[listener]]\nname = \"s{fam}\"\naddress = \"{vip}\"\nport = 81\nprotocol = \"tcp_udp\"\ntarget_group = \"s{fam}\"\n\n");

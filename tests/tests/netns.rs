@@ -14,17 +14,14 @@ use lb_userspace::{
 };
 use tests::{
     e2e::{self, sock, tcp_exchange, udp_exchange, Daemon, TempDir},
-    netns::require_root,
-    topo::{Topology, VIP_V4, VIP_V6},
+    topo::{VIP_V4, VIP_V6},
 };
 
 /// The program attached natively on the gateway sees the client's packets
 /// (map counters move) while ordinary traffic to the gateway still flows.
 #[test]
 fn native_xdp_on_gateway_counts_client_packets() {
-    require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let mut topo = e2e::served_topology();
     let srv = e2e::bin("lb-testsrv");
     topo.gw
         .spawn(&[srv.to_str().unwrap(), "--name", "gw", "--tcp", "9000"])
@@ -96,9 +93,7 @@ fn native_xdp_on_gateway_counts_client_packets() {
 #[test]
 fn daemon_balances_tcp_and_udp_fairly() {
     const N: usize = 1200;
-    require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let topo = e2e::served_topology();
     let dir = TempDir::new("fair");
     let d = Daemon::start(&topo.gw, &dir.0, &topo.config("")).expect("lb run");
     assert!(d.log_text().contains("native mode"), "{}", d.log_text());
@@ -150,9 +145,7 @@ fn daemon_balances_tcp_and_udp_fairly() {
 /// source-NAT listener get shares within 20% of their weight's.
 #[test]
 fn daemon_snat_honours_weights() {
-    require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let topo = e2e::served_topology();
     let mut cfg = topo.config("");
     cfg += "[[listener]]\nname = \"weighted\"\naddress = \"10.100.0.1\"\nport = 81\nprotocol = \"tcp\"\ntarget_group = \"w\"\n\n";
     cfg += "[[target_group]]\nname = \"w\"\nmode = \"snat\"\nsnat_address = \"10.0.0.1\"\ncross_zone = true\n";

@@ -5,16 +5,13 @@ use std::{collections::HashMap, time::Duration};
 
 use tests::{
     e2e::{self, sock, tcp_exchange, udp_exchange, Conn, Daemon, TempDir, FAST_HC},
-    netns::require_root,
     topo::{Topology, VIP_V4, VIP_V6},
 };
 
 /// Topology with servers; in proxy mode the VIPs are local addresses of
 /// the gateway (the proxy terminates connections).
 fn topology() -> Topology {
-    require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let topo = e2e::served_topology();
     topo.gw
         .ip(&["addr", "add", "10.100.0.1/32", "dev", "lo"])
         .unwrap();

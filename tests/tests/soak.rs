@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use tests::{
     e2e::{self, sock, tcp_exchange, udp_exchange, Daemon, TempDir},
-    netns::require_root,
-    topo::{Topology, VIP_V4},
+    topo::VIP_V4,
 };
 
 /// SNAT source ports per target: small, so the soak goes through the range
@@ -58,9 +57,7 @@ fn rates(done: &[Duration]) -> (f64, f64) {
 
 #[test]
 fn snat_sustains_short_flows() {
-    require_root();
-    let mut topo = Topology::build(3).expect("topology");
-    e2e::serve_backends(&mut topo, 8080).expect("servers");
+    let topo = e2e::served_topology();
     // The client closes first: its TIME_WAIT sockets would use up its own
     // ephemeral ports before the gateway's range is cycled.
     topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1").unwrap();
