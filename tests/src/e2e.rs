@@ -162,6 +162,18 @@ impl Daemon {
         })
     }
 
+    /// Asserts that the log gets `n` lines containing all of `parts` within
+    /// `timeout` (`wait_log`); a failure shows `what` (unless empty) and the log.
+    #[track_caller]
+    pub fn expect_log(&self, parts: &[&str], n: usize, timeout: Duration, what: &str) {
+        let found = self.wait_log(parts, n, timeout);
+        if what.is_empty() {
+            assert!(found, "{}", self.log_text());
+        } else {
+            assert!(found, "{what}:\n{}", self.log_text());
+        }
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }

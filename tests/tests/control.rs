@@ -44,14 +44,11 @@ fn killed_backend_leaves_and_rejoins() {
     });
     topo.backends[1].ns.kill_all();
     // interval x unhealthy_threshold + one interval = 3s (+1s slack).
-    assert!(
-        d.wait_log(
-            &["tg4/10.1.2.2:8080", "-> unhealthy"],
-            1,
-            Duration::from_secs(4)
-        ),
-        "b2 not marked unhealthy in time:\n{}",
-        d.log_text()
+    d.expect_log(
+        &["tg4/10.1.2.2:8080", "-> unhealthy"],
+        1,
+        Duration::from_secs(4),
+        "b2 not marked unhealthy in time",
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     bg.join().unwrap();
@@ -62,14 +59,11 @@ fn killed_backend_leaves_and_rejoins() {
     );
     // b2 comes back: healthy after 2 passes.
     e2e::start_server(&mut topo.backends[1].ns, "b2", 8080).unwrap();
-    assert!(
-        d.wait_log(
-            &["tg4/10.1.2.2:8080", "unhealthy -> healthy"],
-            1,
-            Duration::from_secs(5)
-        ),
-        "b2 did not rejoin:\n{}",
-        d.log_text()
+    d.expect_log(
+        &["tg4/10.1.2.2:8080", "unhealthy -> healthy"],
+        1,
+        Duration::from_secs(5),
+        "b2 did not rejoin",
     );
     let per = spread(&topo, &d, 300);
     assert!(
@@ -91,11 +85,7 @@ fn zone_fails_over_and_back() {
     topo.backends[0].ns.kill_all();
     topo.backends[1].ns.kill_all();
     for t in ["tg4/10.1.1.2:8080", "tg4/10.1.2.2:8080"] {
-        assert!(
-            d.wait_log(&[t, "-> unhealthy"], 1, Duration::from_secs(4)),
-            "{t}:\n{}",
-            d.log_text()
-        );
+        d.expect_log(&[t, "-> unhealthy"], 1, Duration::from_secs(4), t);
     }
     let per = spread(&topo, &d, 100);
     assert_eq!(
@@ -106,11 +96,7 @@ fn zone_fails_over_and_back() {
     e2e::start_server(&mut topo.backends[0].ns, "b1", 8080).unwrap();
     e2e::start_server(&mut topo.backends[1].ns, "b2", 8080).unwrap();
     for t in ["tg4/10.1.1.2:8080", "tg4/10.1.2.2:8080"] {
-        assert!(
-            d.wait_log(&[t, "unhealthy -> healthy"], 1, Duration::from_secs(5)),
-            "{t}:\n{}",
-            d.log_text()
-        );
+        d.expect_log(&[t, "unhealthy -> healthy"], 1, Duration::from_secs(5), t);
     }
     let per = spread(&topo, &d, 100);
     assert!(
@@ -157,10 +143,11 @@ fn deregistered_target_drains() {
             i += 1;
         }
     }
-    assert!(
-        d.wait_log(&["tg4/10.1.1.2:8080", "drained"], 1, Duration::from_secs(5)),
-        "{}",
-        d.log_text()
+    d.expect_log(
+        &["tg4/10.1.1.2:8080", "drained"],
+        1,
+        Duration::from_secs(5),
+        "",
     );
     // Only the one open connection counts (the others on b1 were closed
     // before the drain began).
@@ -190,11 +177,12 @@ fn draining_target_survives_a_restart() {
     let mut conn = conn_on_b1(&topo);
     let without_b1 = without_b1(&d);
     d.reload(&without_b1).unwrap();
-    assert!(d.wait_log(
+    d.expect_log(
         &["tg4/10.1.1.2:8080", "draining for"],
         1,
-        Duration::from_secs(5)
-    ));
+        Duration::from_secs(5),
+        "",
+    );
     d.kill9();
     // Restart without b1 and with a new target that takes the lowest free
     // backend id: b1's, unless the drain is adopted.
@@ -211,14 +199,11 @@ fn draining_target_survives_a_restart() {
         "{}",
         d.log_text()
     );
-    assert!(
-        d.wait_log(
-            &["tg4/10.1.2.2:8081", "initial -> healthy"],
-            1,
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.log_text()
+    d.expect_log(
+        &["tg4/10.1.2.2:8081", "initial -> healthy"],
+        1,
+        Duration::from_secs(5),
+        "",
     );
     let _in = topo.client.enter().unwrap();
     for i in 0..10 {
@@ -252,29 +237,23 @@ fn reload_adds_a_target_without_breaking_connections() {
     let good = std::fs::read_to_string(&d.config).unwrap();
     std::fs::write(&d.config, good.replace("port = 80\n", "port = 70000\n")).unwrap();
     d.signal(libc::SIGHUP);
-    assert!(
-        d.wait_log(
-            &[
-                "reload failed, keeping the running config",
-                "listener[0].port: 70000 is out of range"
-            ],
-            1,
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.log_text()
+    d.expect_log(
+        &[
+            "reload failed, keeping the running config",
+            "listener[0].port: 70000 is out of range",
+        ],
+        1,
+        Duration::from_secs(5),
+        "",
     );
     assert_eq!(spread(&topo, &d, 30).values().sum::<u32>(), 30);
     let cfg = topo.config(FAST_HC);
     d.reload(&cfg).unwrap();
-    assert!(
-        d.wait_log(
-            &["tg4/10.1.3.2:8080", "initial -> healthy"],
-            1,
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.log_text()
+    d.expect_log(
+        &["tg4/10.1.3.2:8080", "initial -> healthy"],
+        1,
+        Duration::from_secs(5),
+        "",
     );
     let per = spread(&topo, &d, 300);
     assert!(
@@ -479,14 +458,11 @@ fn reloads_apply_whole_or_not_at_all() {
     let before = d.log_text().matches("reload refused").count();
     std::fs::write(&d.config, &replaced).unwrap();
     d.signal(libc::SIGHUP);
-    assert!(
-        d.wait_log(
-            &["reload refused", "max_targets = 8", "9 ids"],
-            before + 1,
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.log_text()
+    d.expect_log(
+        &["reload refused", "max_targets = 8", "9 ids"],
+        before + 1,
+        Duration::from_secs(5),
+        "",
     );
     // The running config is whole: both VIPs still reach every target.
     assert_eq!(
@@ -623,14 +599,11 @@ fn restart_detaches_interfaces_no_longer_configured() {
 fn config_made_health_transitions_are_logged() {
     let (mut topo, _dir, d) = setup("hcoff", FAST_HC, |c| c);
     topo.backends[1].ns.kill_all();
-    assert!(
-        d.wait_log(
-            &["tg4/10.1.2.2:8080", "-> unhealthy"],
-            1,
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.log_text()
+    d.expect_log(
+        &["tg4/10.1.2.2:8080", "-> unhealthy"],
+        1,
+        Duration::from_secs(5),
+        "",
     );
     let cfg = std::fs::read_to_string(&d.config).unwrap();
     let off = cfg.replacen(

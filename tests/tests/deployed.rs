@@ -320,10 +320,11 @@ fn stays_within_the_units_syscall_and_socket_filters() {
     )
     .unwrap();
     unsafe { libc::kill(lb_pid, libc::SIGHUP) };
-    assert!(
-        d.wait_log(&["config reloaded"], 1, std::time::Duration::from_secs(10)),
-        "{}",
-        d.log_text()
+    d.expect_log(
+        &["config reloaded"],
+        1,
+        std::time::Duration::from_secs(10),
+        "",
     );
     unsafe { libc::kill(lb_pid, libc::SIGTERM) };
     tests::netns::wait_until(std::time::Duration::from_secs(10), || {

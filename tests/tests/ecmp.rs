@@ -174,14 +174,11 @@ fn announcement_follows_health_and_the_daemons_life() {
         (["link", "del", "dev", "lb-vips"], "is gone"),
     ] {
         t.gws[0].ns.ip(&how).unwrap();
-        assert!(
-            lb1.wait_log(
-                &["announce: device lb-vips", log],
-                1,
-                Duration::from_secs(5)
-            ),
-            "{}",
-            lb1.log_text()
+        lb1.expect_log(
+            &["announce: device lb-vips", log],
+            1,
+            Duration::from_secs(5),
+            "",
         );
         t.wait_routed_via(&[1, 2], Duration::from_secs(5)).unwrap();
     }

@@ -141,14 +141,11 @@ fn proxy_takes_a_killed_backend_out() {
             .collect()
     };
     topo.backends[1].ns.kill_all();
-    assert!(
-        d.wait_log(
-            &["tg4/10.1.2.2:8080", "-> unhealthy"],
-            1,
-            Duration::from_secs(4)
-        ),
-        "{}",
-        d.log_text()
+    d.expect_log(
+        &["tg4/10.1.2.2:8080", "-> unhealthy"],
+        1,
+        Duration::from_secs(4),
+        "",
     );
     let per = spread(&topo, &d, VIP_V4, 200);
     assert!(!per.contains_key("b2"), "no new connection to b2: {per:?}");
@@ -331,14 +328,11 @@ fn stopping_proxy_withdraws_then_serves_through_the_grace() {
         d.log_text()
     );
     d.signal(libc::SIGTERM);
-    assert!(
-        d.wait_log(
-            &["announce: withdrew 2 VIP address(es)"],
-            1,
-            Duration::from_secs(5)
-        ),
-        "{}",
-        d.log_text()
+    d.expect_log(
+        &["announce: withdrew 2 VIP address(es)"],
+        1,
+        Duration::from_secs(5),
+        "",
     );
     assert!(!routes().contains("10.100.0.1"), "{}", routes());
     // Withdrawn, yet still serving.
@@ -350,9 +344,10 @@ fn stopping_proxy_withdraws_then_serves_through_the_grace() {
         }
     }
     assert!(d.child.id() > 0 && d.log_text().contains("serving 3s more"));
-    assert!(
-        d.wait_log(&["exiting (proxy data plane"], 1, Duration::from_secs(6)),
-        "{}",
-        d.log_text()
+    d.expect_log(
+        &["exiting (proxy data plane"],
+        1,
+        Duration::from_secs(6),
+        "",
     );
 }
