@@ -148,14 +148,23 @@ impl Topology {
         }
         for fam in [4, 6] {
             s += &format!("[[target_group]]\nname = \"tg{fam}\"\ncross_zone = true\n{extra_tg}\n");
-            for b in &self.backends {
-                let a = if fam == 4 { &b.v4 } else { &b.v6 };
-                s += &format!(
-                    "[[target_group.targets]]\naddress = \"{a}\"\nport = 8080\nzone = \"{}\"\n\n",
-                    b.zone
-                );
-            }
+            s += &self.targets(fam == 6, 8080);
         }
         s
+    }
+
+    /// Every backend as a `[[target_group.targets]]` (its IPv4 or IPv6
+    /// address, `port`, its zone), to follow a `[[target_group]]`.
+    pub fn targets(&self, v6: bool, port: u16) -> String {
+        self.backends
+            .iter()
+            .map(|b| {
+                let a = if v6 { &b.v6 } else { &b.v4 };
+                format!(
+                    "[[target_group.targets]]\naddress = \"{a}\"\nport = {port}\nzone = \"{}\"\n\n",
+                    b.zone
+                )
+            })
+            .collect()
     }
 }

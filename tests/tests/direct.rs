@@ -23,13 +23,7 @@ fn targets_stay_reachable_directly_beside_vip_traffic() {
     for (fam, vip, snat) in [(4, VIP_V4, "10.0.0.1"), (6, VIP_V6, "fd00::1")] {
         cfg += &format!("[[listener]]\nname = \"s{fam}\"\naddress = \"{vip}\"\nport = 81\nprotocol = \"tcp_udp\"\ntarget_group = \"s{fam}\"\n\n");
         cfg += &format!("[[target_group]]\nname = \"s{fam}\"\nmode = \"snat\"\nsnat_address = \"{snat}\"\ncross_zone = true\n");
-        for b in &topo.backends {
-            let a = if fam == 4 { &b.v4 } else { &b.v6 };
-            cfg += &format!(
-                "[[target_group.targets]]\naddress = \"{a}\"\nport = 8080\nzone = \"{}\"\n\n",
-                b.zone
-            );
-        }
+        cfg += &topo.targets(fam == 6, 8080);
     }
     let dir = TempDir::new("direct");
     let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");

@@ -100,12 +100,7 @@ fn proxy_protocol_v2_gives_targets_the_client_address() {
     let mut cfg = proxy_config(&topo);
     cfg += "[[listener]]\nname = \"pp\"\naddress = \"10.100.0.1\"\nport = 82\nprotocol = \"tcp\"\ntarget_group = \"pp\"\n\n";
     cfg += "[[target_group]]\nname = \"pp\"\ncross_zone = true\nproxy_protocol_v2 = true\n";
-    for b in &topo.backends {
-        cfg += &format!(
-            "[[target_group.targets]]\naddress = \"{}\"\nport = 9000\nzone = \"{}\"\n",
-            b.v4, b.zone
-        );
-    }
+    cfg += &topo.targets(false, 9000);
     let dir = TempDir::new("ppv2");
     let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
     let _in = topo.client.enter().unwrap();

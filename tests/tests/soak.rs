@@ -70,12 +70,7 @@ fn snat_sustains_short_flows() {
     );
     cfg += "[[listener]]\nname = \"s4\"\naddress = \"10.100.0.1\"\nport = 81\nprotocol = \"tcp_udp\"\ntarget_group = \"s4\"\n\n";
     cfg += "[[target_group]]\nname = \"s4\"\nmode = \"snat\"\nsnat_address = \"10.0.0.1\"\ncross_zone = true\n";
-    for b in &topo.backends {
-        cfg += &format!(
-            "[[target_group.targets]]\naddress = \"{}\"\nport = 8080\nzone = \"{}\"\n\n",
-            b.v4, b.zone
-        );
-    }
+    cfg += &topo.targets(false, 8080);
     let dir = TempDir::new("soak");
     let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
     assert!(d.log_text().contains("native mode"), "{}", d.log_text());
