@@ -74,6 +74,31 @@ pub struct Fixture {
     pub reason: Option<Reason>,
 }
 
+impl Fixture {
+    /// A target's reply `r` that must leave, translated, for the client
+    /// `c:cport` from `vip:80` (out of the client-side interface), counted
+    /// as `reason`.
+    pub fn reply(
+        desc: impl Into<String>,
+        r: &Spec,
+        vip: &str,
+        c: &str,
+        cport: u16,
+        reason: Reason,
+    ) -> Fixture {
+        Fixture {
+            desc: desc.into(),
+            input: r.build(),
+            action: XDP_REDIRECT,
+            output: Some(
+                r.forwarded(vip, 80, c, cport, GW_CL_MAC, CLIENT_MAC)
+                    .build(),
+            ),
+            reason: Some(reason),
+        }
+    }
+}
+
 /// A loaded program in a namespace with the fixture routes.
 pub struct Env {
     pub ns: Netns,

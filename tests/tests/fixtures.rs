@@ -83,16 +83,14 @@ fn nat_new_flow_and_reply() {
                     if l4 == L4::Udp { L4::Udp } else { ACK },
                 )
                 .macs(backend_mac(last_byte(&t)), GW_BK_MAC);
-                let want = r.forwarded(vip, 80, c, sport, GW_CL_MAC, CLIENT_MAC);
-                env.check(&Fixture {
-                    desc: format!(
-                        "reply {t}:{tport} -> {c}:{sport} is translated to come from {vip}:80"
-                    ),
-                    input: r.build(),
-                    action: XDP_REDIRECT,
-                    output: Some(want.build()),
-                    reason: Some(Reason::FwdToClient),
-                });
+                env.check(&Fixture::reply(
+                    format!("reply {t}:{tport} -> {c}:{sport} is translated to come from {vip}:80"),
+                    &r,
+                    vip,
+                    c,
+                    sport,
+                    Reason::FwdToClient,
+                ));
             }
         }
     }
@@ -234,16 +232,16 @@ fn snat_allocates_a_port_and_reverses() {
                 if l4 == L4::Udp { L4::Udp } else { ACK },
             )
             .macs(backend_mac(last_byte(&t)), GW_BK_MAC);
-            let want = r.forwarded(vip, 80, c, 45000, GW_CL_MAC, CLIENT_MAC);
-            env.check(&Fixture {
-                desc: format!(
+            env.check(&Fixture::reply(
+                format!(
                     "snat reply {t}:{tport} -> {snat}:{port} goes back to {c}:45000 from {vip}:80"
                 ),
-                input: r.build(),
-                action: XDP_REDIRECT,
-                output: Some(want.build()),
-                reason: Some(Reason::FwdToClient),
-            });
+                &r,
+                vip,
+                c,
+                45000,
+                Reason::FwdToClient,
+            ));
         }
     }
     // Another client flow gets another port.
@@ -867,16 +865,14 @@ fn snat_reply_wins_over_nat_on_a_shared_target_port() {
     let (_, out) = env.run(&p.build()).unwrap();
     let port = u16::from_be_bytes([out[off::V4_L4], out[off::V4_L4 + 1]]);
     let r = Spec::new(&t, 8080, "10.1.0.1", port, ACK).macs(backend_mac(last_byte(&t)), GW_BK_MAC);
-    env.check(&Fixture {
-        desc: "reply to the snat address goes back through the SNAT table".into(),
-        input: r.build(),
-        action: XDP_REDIRECT,
-        output: Some(
-            r.forwarded("10.100.0.2", 80, "10.0.0.2", 45500, GW_CL_MAC, CLIENT_MAC)
-                .build(),
-        ),
-        reason: Some(Reason::FwdToClient),
-    });
+    env.check(&Fixture::reply(
+        "reply to the snat address goes back through the SNAT table",
+        &r,
+        "10.100.0.2",
+        "10.0.0.2",
+        45500,
+        Reason::FwdToClient,
+    ));
 }
 
 /// Two gateways with the same config (targets declared in another order)

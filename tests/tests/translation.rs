@@ -106,18 +106,16 @@ fn direct_flows_to_targets_pass_both_ways() {
             // when the ring picks this target for the tuple, else not ours.
             let other = port_for(&env, c, vip, l4, &t, sport + 1);
             let r = Spec::new(&t, 8080, c, other, reply_l4(l4)).macs(tmac, GW_BK_MAC);
-            env.check(&Fixture {
-                desc: format!(
+            env.check(&Fixture::reply(
+                format!(
                     "reply {t}:8080 -> {c}:{other}, no local flow, ring picks {t}: from the VIP"
                 ),
-                input: r.build(),
-                action: XDP_REDIRECT,
-                output: Some(
-                    r.forwarded(vip, 80, c, other, GW_CL_MAC, CLIENT_MAC)
-                        .build(),
-                ),
-                reason: Some(Reason::ReplyStateless),
-            });
+                &r,
+                vip,
+                c,
+                other,
+                Reason::ReplyStateless,
+            ));
             let elsewhere = port_not_for(&env, c, vip, l4, &t, 40000);
             env.check(&Fixture {
                 desc: format!(
@@ -148,16 +146,14 @@ fn tracked_replies_follow_conntrack_not_the_ring() {
     env.sync().unwrap();
     let before = env.reasons();
     let r = Spec::new(t, 8080, c, sport, ACK).macs(backend_mac(11), GW_BK_MAC);
-    env.check(&Fixture {
-        desc: "reply of a tracked flow whose target left the ring".into(),
-        input: r.build(),
-        action: XDP_REDIRECT,
-        output: Some(
-            r.forwarded(vip, 80, c, sport, GW_CL_MAC, CLIENT_MAC)
-                .build(),
-        ),
-        reason: Some(Reason::FwdToClient),
-    });
+    env.check(&Fixture::reply(
+        "reply of a tracked flow whose target left the ring",
+        &r,
+        vip,
+        c,
+        sport,
+        Reason::FwdToClient,
+    ));
     let i = Reason::ReplyStateless as usize;
     assert_eq!(
         env.reasons()[i],
@@ -182,16 +178,14 @@ fn a_target_serves_two_nat_listeners() {
         let (a, _) = env.run(&Spec::new(c, sport, vip, 80, SYN).build()).unwrap();
         assert_eq!(action_name(a), "XDP_REDIRECT");
         let r = Spec::new(t, 8080, c, sport, SYN_ACK).macs(backend_mac(11), GW_BK_MAC);
-        env.check(&Fixture {
-            desc: format!("reply of {c}:{sport} -> {vip}:80 comes from {vip}"),
-            input: r.build(),
-            action: XDP_REDIRECT,
-            output: Some(
-                r.forwarded(vip, 80, c, sport, GW_CL_MAC, CLIENT_MAC)
-                    .build(),
-            ),
-            reason: Some(Reason::FwdToClient),
-        });
+        env.check(&Fixture::reply(
+            format!("reply of {c}:{sport} -> {vip}:80 comes from {vip}"),
+            &r,
+            vip,
+            c,
+            sport,
+            Reason::FwdToClient,
+        ));
     }
 }
 
@@ -310,13 +304,14 @@ fn snat_port_is_released_by_close() {
     );
     assert_eq!(v.gen, 1, "taken over by compare-and-swap");
     let r = Spec::new(&t, 9090, "10.1.0.1", 20000, ACK).macs(backend_mac(last_byte(&t)), GW_BK_MAC);
-    env.check(&Fixture {
-        desc: "the reply reaches the new flow's client".into(),
-        input: r.build(),
-        action: XDP_REDIRECT,
-        output: Some(r.forwarded(vip, 80, c, b, GW_CL_MAC, CLIENT_MAC).build()),
-        reason: Some(Reason::FwdToClient),
-    });
+    env.check(&Fixture::reply(
+        "the reply reaches the new flow's client",
+        &r,
+        vip,
+        c,
+        b,
+        Reason::FwdToClient,
+    ));
 }
 
 /// A conntrack hit keeps its SNAT entry: an evicted entry is put back; an
