@@ -283,6 +283,15 @@ fn iperf(client: &Netns, host: &str, args: &[&str]) -> Result<serde_json::Value>
     serde_json::from_slice(&out.stdout).context("iperf3 json")
 }
 
+/// iperf3 over TCP with `streams` parallel streams: Gbit/s received.
+fn iperf_tcp_gbits(client: &Netns, host: &str, streams: &str) -> Result<f64> {
+    let v = iperf(client, host, &["-P", streams])?;
+    Ok(v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9)
+}
+
 /// wrk: (requests/s, p50 ms, p99 ms).
 fn wrk(client: &Netns, url: &str, conns: u32, close: bool) -> Result<[f64; 3]> {
     let (c, d) = (conns.to_string(), format!("{}s", secs()));
@@ -411,28 +420,12 @@ fn main() -> Result<()> {
                 (
                     "tcp1",
                     vec![("TCP 1 stream (iperf3)", "Gbit/s", true)],
-                    Box::new(|| {
-                        Ok(vec![
-                            iperf(&topo.client, &host, &["-P", "1"])?["end"]["sum_received"]
-                                ["bits_per_second"]
-                                .as_f64()
-                                .unwrap_or(0.0)
-                                / 1e9,
-                        ])
-                    }),
+                    Box::new(|| Ok(vec![iperf_tcp_gbits(&topo.client, &host, "1")?])),
                 ),
                 (
                     "tcp8",
                     vec![("TCP 8 streams (iperf3)", "Gbit/s", true)],
-                    Box::new(|| {
-                        Ok(vec![
-                            iperf(&topo.client, &host, &["-P", "8"])?["end"]["sum_received"]
-                                ["bits_per_second"]
-                                .as_f64()
-                                .unwrap_or(0.0)
-                                / 1e9,
-                        ])
-                    }),
+                    Box::new(|| Ok(vec![iperf_tcp_gbits(&topo.client, &host, "8")?])),
                 ),
                 (
                     "ka",
