@@ -12,66 +12,58 @@ use std::{
     thread,
 };
 
-fn tcp(name: String, port: u16) {
-    let l = TcpListener::bind(("::", port)).expect("bind tcp");
+/// Accepts connections on [::]:`port` and serves each, in a thread of its
+/// own, with `conn` (given the server's name).
+fn serve(name: String, port: u16, what: &str, conn: fn(&str, TcpStream)) {
+    let l = TcpListener::bind(("::", port)).unwrap_or_else(|e| panic!("bind {what}: {e:?}"));
     for s in l.incoming().flatten() {
         let name = name.clone();
-        thread::spawn(move || {
-            let mut s = s;
-            if s.write_all(format!("{name}\n").as_bytes()).is_err() {
-                return;
-            }
-            let mut buf = [0u8; 16384];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
+        thread::spawn(move || conn(&name, s));
     }
+}
+
+/// Echoes what arrives until EOF or an error.
+fn echo(s: &mut TcpStream) {
+    let mut buf = [0u8; 16384];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 || s.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+fn tcp(name: String, port: u16) {
+    serve(name, port, "tcp", |name, mut s| {
+        if s.write_all(format!("{name}\n").as_bytes()).is_ok() {
+            echo(&mut s);
+        }
+    });
 }
 
 /// Expects a PROXY protocol v2 header, then answers "NAME client=ADDR\n"
 /// (the address from the header) and echoes like `tcp`.
 fn ppv2(name: String, port: u16) {
-    let l = TcpListener::bind(("::", port)).expect("bind ppv2");
-    for s in l.incoming().flatten() {
-        let name = name.clone();
-        thread::spawn(move || {
-            let mut s = s;
-            let mut head = [0u8; 52];
-            // v4 headers are 28 bytes, v6 52: read the fixed part first.
-            if s.read_exact(&mut head[..16]).is_err() {
-                return;
-            }
-            let len = u16::from_be_bytes([head[14], head[15]]) as usize;
-            if len > 36 || s.read_exact(&mut head[16..16 + len]).is_err() {
-                return;
-            }
-            let Some((client, _, _)) =
-                lb_userspace::dataplane::proxy::ppv2::parse(&head[..16 + len])
-            else {
-                let _ = s.write_all(b"no proxy header\n");
-                return;
-            };
-            if s.write_all(format!("{name} client={client}\n").as_bytes())
-                .is_err()
-            {
-                return;
-            }
-            let mut buf = [0u8; 16384];
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 || s.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        });
-    }
+    serve(name, port, "ppv2", |name, mut s| {
+        let mut head = [0u8; 52];
+        // v4 headers are 28 bytes, v6 52: read the fixed part first.
+        if s.read_exact(&mut head[..16]).is_err() {
+            return;
+        }
+        let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+        if len > 36 || s.read_exact(&mut head[16..16 + len]).is_err() {
+            return;
+        }
+        let Some((client, _, _)) = lb_userspace::dataplane::proxy::ppv2::parse(&head[..16 + len])
+        else {
+            let _ = s.write_all(b"no proxy header\n");
+            return;
+        };
+        if s.write_all(format!("{name} client={client}\n").as_bytes())
+            .is_ok()
+        {
+            echo(&mut s);
+        }
+    });
 }
 
 fn udp(name: String, port: u16) {
@@ -121,13 +113,9 @@ fn http_conn(name: &str, s: TcpStream) -> std::io::Result<()> {
 }
 
 fn http(name: String, port: u16) {
-    let l = TcpListener::bind(("::", port)).expect("bind http");
-    for s in l.incoming().flatten() {
-        let name = name.clone();
-        thread::spawn(move || {
-            let _ = http_conn(&name, s);
-        });
-    }
+    serve(name, port, "http", |name, s| {
+        let _ = http_conn(name, s);
+    });
 }
 
 fn main() {
