@@ -73,31 +73,39 @@ pub fn ensure_test_bpffs() -> Result<()> {
     Ok(())
 }
 
+/// Links `ns` to `hub` with a veth (`hub_dev` in `hub`, `eth0` in `ns`):
+/// `{v4}.1/24` and `{v6}:1/64` on the hub's end, `{v4}.2/24` and
+/// `{v6}:2/64` on the other, whose default routes go to the hub. `v4` is
+/// a /24 prefix such as "10.1.2", `v6` a /64 one such as "fd01:2:".
+pub fn link_to_hub(hub: &Netns, hub_dev: &str, ns: &Netns, v4: &str, v6: &str) -> Result<()> {
+    veth(hub, hub_dev, ns, "eth0")?;
+    hub.addrs(hub_dev, &[&format!("{v4}.1/24"), &format!("{v6}:1/64")])?;
+    ns.addrs("eth0", &[&format!("{v4}.2/24"), &format!("{v6}:2/64")])?;
+    ns.default_via(&[&format!("{v4}.1"), &format!("{v6}:1")])
+}
+
 impl Topology {
     pub fn build(n_backends: usize) -> Result<Topology> {
         ensure_test_bpffs()?;
         let client = Netns::new("client")?;
         let gw = Netns::new("gw")?;
-        veth(&client, "eth0", &gw, "eth0")?;
-        client.addrs("eth0", &["10.0.0.2/24", "fd00::2/64"])?;
-        client.default_via(&[GW_V4, GW_V6])?;
+        link_to_hub(&gw, "eth0", &client, "10.0.0", "fd00:")?;
         prepare_host_dev(&client, "eth0")?;
-        gw.addrs("eth0", &["10.0.0.1/24", "fd00::1/64"])?;
         gw.sysctl("net.ipv4.ip_forward", "1")?;
         gw.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         let mut backends = Vec::new();
         for i in 1..=n_backends {
             let ns = Netns::new(&format!("b{i}"))?;
             let gw_dev = format!("eth{i}");
-            veth(&gw, &gw_dev, &ns, "eth0")?;
-            gw.addrs(
+            link_to_hub(
+                &gw,
                 &gw_dev,
-                &[&format!("10.1.{i}.1/24"), &format!("fd01:{i}::1/64")],
+                &ns,
+                &format!("10.1.{i}"),
+                &format!("fd01:{i}:"),
             )?;
-            let (v4, v6) = (format!("10.1.{i}.2"), format!("fd01:{i}::2"));
-            ns.addrs("eth0", &[&format!("{v4}/24"), &format!("{v6}/64")])?;
-            ns.default_via(&[&format!("10.1.{i}.1"), &format!("fd01:{i}::1")])?;
             prepare_host_dev(&ns, "eth0")?;
+            let (v4, v6) = (format!("10.1.{i}.2"), format!("fd01:{i}::2"));
             backends.push(Backend {
                 ns,
                 name: format!("b{i}"),

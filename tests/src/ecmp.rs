@@ -24,7 +24,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::{
     e2e::{self, Daemon},
     netns::{veth, wait_until, Netns},
-    topo::{prepare_host_dev, TEST_BPFFS, VIP_V4, VIP_V6},
+    topo::{link_to_hub, prepare_host_dev, TEST_BPFFS, VIP_V4, VIP_V6},
 };
 
 pub const GATEWAY_BIRD: &str = include_str!("../../dist/bird/gateway.conf");
@@ -89,11 +89,8 @@ impl EcmpTopology {
         let dir = e2e::TempDir::new("ecmp");
         let client = Netns::new("client")?;
         let mut router = Netns::new("router")?;
-        veth(&client, "eth0", &router, "eth0")?;
-        client.addrs("eth0", &["10.0.0.2/24", "fd00::2/64"])?;
-        client.default_via(&["10.0.0.1", "fd00::1"])?;
+        link_to_hub(&router, "eth0", &client, "10.0.0", "fd00:")?;
         prepare_host_dev(&client, "eth0")?;
-        router.addrs("eth0", &["10.0.0.1/24", "fd00::1/64"])?;
         for (k, v) in [
             ("net.ipv4.ip_forward", "1"),
             ("net.ipv6.conf.all.forwarding", "1"),
@@ -107,18 +104,15 @@ impl EcmpTopology {
         for k in 1..=2 {
             let ns = Netns::new(&format!("gw{k}"))?;
             let dev = format!("g{k}");
-            veth(&router, &dev, &ns, "eth0")?;
-            router.addrs(
+            link_to_hub(
+                &router,
                 &dev,
-                &[&format!("10.2.{k}.1/24"), &format!("fd02:{k}::1/64")],
+                &ns,
+                &format!("10.2.{k}"),
+                &format!("fd02:{k}:"),
             )?;
             // Frames a gateway redirects (XDP) towards the client land here.
             prepare_host_dev(&router, &dev)?;
-            ns.addrs(
-                "eth0",
-                &[&format!("10.2.{k}.2/24"), &format!("fd02:{k}::2/64")],
-            )?;
-            ns.default_via(&[&format!("10.2.{k}.1"), &format!("fd02:{k}::1")])?;
             ns.sysctl("net.ipv4.ip_forward", "1")?;
             ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
             gws.push(Gateway {
