@@ -1,13 +1,15 @@
 //! The `lb` command line (a library function, so that tests run the very
 //! same code as the shipped binary).
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    config::Config,
+    config::{Config, Gateway},
     control,
-    dataplane::xdp::{pins, Sizes},
+    dataplane::xdp::Sizes,
+    telemetry::admin,
 };
 
 #[derive(Parser)]
@@ -15,11 +17,29 @@ use crate::{
     name = "lb",
     version,
     about = "L4 TCP/UDP load balancer with an XDP data plane (and a proxy fallback)",
-    after_help = "Quick start:\n  lb check /etc/lb/lb.toml      # validate (errors name field and line)\n  lb run -c /etc/lb/lb.toml     # serve; SIGHUP reloads\n  lb status                     # listeners and targets\n  lb stop                       # detach XDP, remove pinned state\n\nSee README.md for the config reference and deployment notes."
+    after_help = "Quick start:\n  lb check -c /etc/lb/lb.toml   # validate (errors name field and line)\n  lb run -c /etc/lb/lb.toml     # serve\n  lb reload                     # validate, reload, report (as SIGHUP)\n  lb status [--json]            # listeners, targets, last reload\n  lb stop [--detach]            # stop the daemon; XDP keeps forwarding\n  lb detach                     # take XDP down, remove pinned state\n\nSee README.md for the config reference and deployment notes."
 )]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+/// Where a running daemon is found: from the config, or given directly
+/// (when the file cannot be read).
+#[derive(clap::Args)]
+struct DaemonArgs {
+    #[command(flatten)]
+    cfg: ConfigArg,
+    /// The daemon's socket (default: the config's gateway.admin_socket).
+    #[arg(long)]
+    socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -30,99 +50,210 @@ enum Cmd {
     ///
     /// The program and its state are pinned under gateway.pin_path, so a
     /// restarted or upgraded `lb run` takes them over without dropping a
-    /// packet. On SIGTERM/SIGINT forwarding goes on with the last state
-    /// (hitless upgrades); `lb stop` or --detach-on-exit detaches.
+    /// packet. On SIGTERM/SIGINT (and `lb stop`) forwarding goes on with the
+    /// last state (hitless upgrades); `lb detach` or --detach-on-exit takes
+    /// the data plane down.
     Run {
-        #[arg(long, short, default_value = "/etc/lb/lb.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        cfg: ConfigArg,
         /// Detach XDP and remove the pinned state when exiting.
         #[arg(long)]
         detach_on_exit: bool,
     },
     /// Show listeners and targets (zone, health, weight, active flows,
-    /// packet and byte rates) from the running daemon.
+    /// packet and byte rates) and the last reload from the running daemon.
     ///
-    /// Example: lb status
+    /// Example: lb status --json
     Status {
-        #[arg(long, short, default_value = "/etc/lb/lb.toml")]
-        config: PathBuf,
-        /// The daemon's socket, when the config cannot be read.
+        #[command(flatten)]
+        at: DaemonArgs,
+        /// Print JSON instead of the table.
         #[arg(long)]
-        socket: Option<PathBuf>,
+        json: bool,
     },
-    /// Print a shell completion script.
+    /// Validate the config file, then have the running daemon reload it,
+    /// and report how that went (as SIGHUP does, with the answer).
     ///
-    /// Example: lb completions bash > /etc/bash_completion.d/lb
-    Completions { shell: clap_complete::Shell },
-    /// Detach the XDP program and remove its pinned maps (tracked flows are
-    /// dropped). Run it after stopping `lb run`.
+    /// Example: lb reload -c /etc/lb/lb.toml
+    Reload {
+        #[command(flatten)]
+        at: DaemonArgs,
+    },
+    /// Stop the running daemon (SIGTERM, waiting for it to exit). XDP
+    /// keeps forwarding with the last state unless --detach is given.
     ///
-    /// Example: lb stop --config /etc/lb/lb.toml
+    /// Example: lb stop --detach
     Stop {
-        #[arg(long, short, default_value = "/etc/lb/lb.toml")]
-        config: PathBuf,
-        /// Pin directory, when the config cannot be read.
+        #[command(flatten)]
+        at: DaemonArgs,
+        /// Pin directory (default: the config's gateway.pin_path).
+        #[arg(long)]
+        pin_path: Option<PathBuf>,
+        /// Then detach XDP and remove the pinned state (tracked flows are
+        /// dropped).
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Detach the XDP program and remove its pinned maps (tracked flows are
+    /// dropped). Refused while `lb run` serves them: `lb stop --detach`.
+    ///
+    /// Example: lb detach -c /etc/lb/lb.toml
+    Detach {
+        #[command(flatten)]
+        at: DaemonArgs,
+        /// Pin directory (default: the config's gateway.pin_path).
         #[arg(long)]
         pin_path: Option<PathBuf>,
     },
     /// Validate a config file and explain every error by field and line.
     ///
-    /// Example: lb check /etc/lb/lb.toml
-    Check { config: PathBuf },
+    /// Example: lb check -c /etc/lb/lb.toml
+    Check {
+        /// The config file (or -c FILE).
+        file: Option<PathBuf>,
+        #[arg(long, short, conflicts_with = "file")]
+        config: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Example: lb completions bash > /etc/bash_completion.d/lb
+    Completions { shell: clap_complete::Shell },
 }
 
-pub fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    let res = match cli.cmd {
+const DEFAULT_CONFIG: &str = "/etc/lb/lb.toml";
+
+/// The gateway settings that locate a daemon: from the config, or (a file
+/// that does not validate, e.g. after a failed reload) from its raw TOML,
+/// or the defaults; the operator is told which.
+fn gateway_of(path: &Path) -> Gateway {
+    match Config::load(path) {
+        Ok(c) => c.gateway,
+        Err(e) => {
+            let first = format!("{e:#}");
+            let first = first.lines().take(2).collect::<Vec<_>>().join(" ");
+            let raw = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.parse::<toml::Table>().ok());
+            let get = |k: &str| {
+                raw.as_ref()?
+                    .get("gateway")?
+                    .get(k)?
+                    .as_str()
+                    .map(PathBuf::from)
+            };
+            let mut g = Gateway::default();
+            if let Some(p) = get("admin_socket") {
+                g.admin_socket = p;
+            }
+            if let Some(p) = get("pin_path") {
+                g.pin_path = p;
+            }
+            eprintln!(
+                "note: {first}; using gateway.admin_socket {} and gateway.pin_path {}",
+                g.admin_socket.display(),
+                g.pin_path.display()
+            );
+            g
+        }
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+fn socket_of(at: &DaemonArgs) -> PathBuf {
+    at.socket
+        .clone()
+        .unwrap_or_else(|| gateway_of(&at.cfg.config).admin_socket)
+}
+
+fn print_lines(done: Vec<String>) {
+    for m in done {
+        println!("{m}");
+    }
+}
+
+/// `lb reload`: a config that does not validate is not sent.
+fn reload(at: &DaemonArgs) -> Result<()> {
+    Config::load(&at.cfg.config).context("not reloaded: the daemon keeps its running config")?;
+    let answer = block_on(admin::request(&socket_of(at), "reload"))?;
+    print!("{answer}");
+    if answer.starts_with("error") {
+        anyhow::bail!("the daemon did not apply the config (see above)");
+    }
+    Ok(())
+}
+
+fn check(path: &Path) -> Result<()> {
+    let cfg = Config::load(path)?;
+    let s = Sizes::from_config(&cfg);
+    println!(
+        "{}: ok ({} listeners, {} target groups); map memory about {:.1} MiB",
+        path.display(),
+        cfg.listeners.len(),
+        cfg.target_groups.len(),
+        s.memory() as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
         Cmd::Run {
-            config,
+            cfg,
             detach_on_exit,
         } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(control::run(config, detach_on_exit))),
-        Cmd::Status { config, socket } => socket
-            .map(Ok)
-            .unwrap_or_else(|| Config::load(&config).map(|c| c.gateway.admin_socket))
-            .and_then(|sock| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-                    .block_on(crate::telemetry::admin::status_client(&sock))
-            })
-            .map(|text| print!("{text}")),
+            .build()?
+            .block_on(control::run(cfg.config, detach_on_exit)),
+        Cmd::Status { at, json } => {
+            let req = if json { "status json" } else { "status" };
+            let text = block_on(admin::request(&socket_of(&at), req))?;
+            print!("{text}");
+            Ok(())
+        }
+        Cmd::Reload { at } => reload(&at),
+        Cmd::Stop {
+            at,
+            pin_path,
+            detach,
+        } => {
+            let g = gateway_of(&at.cfg.config);
+            let socket = at.socket.unwrap_or(g.admin_socket);
+            let pin = pin_path.unwrap_or(g.pin_path);
+            print_lines(control::stop::stop(&socket, &pin, detach)?);
+            Ok(())
+        }
+        Cmd::Detach { at, pin_path } => {
+            let g = gateway_of(&at.cfg.config);
+            let socket = at.socket.unwrap_or(g.admin_socket);
+            let pin = pin_path.unwrap_or(g.pin_path);
+            let done = control::stop::detach(&socket, &pin)?;
+            if done.is_empty() {
+                println!("nothing pinned");
+            }
+            print_lines(done);
+            Ok(())
+        }
+        Cmd::Check { file, config } => {
+            check(&file.or(config).unwrap_or_else(|| DEFAULT_CONFIG.into()))
+        }
         Cmd::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(shell, &mut Cli::command(), "lb", &mut std::io::stdout());
             Ok(())
         }
-        Cmd::Stop { config, pin_path } => pin_path
-            .map(Ok)
-            .unwrap_or_else(|| Config::load(&config).map(|c| c.gateway.pin_path))
-            .and_then(|p| pins::stop(&p))
-            .map(|done| {
-                if done.is_empty() {
-                    println!("nothing pinned");
-                }
-                for m in done {
-                    println!("{m}");
-                }
-            }),
-        Cmd::Check { config } => Config::load(&config).map(|cfg| {
-            let s = Sizes::from_config(&cfg);
-            println!(
-                "{}: ok ({} listeners, {} target groups); map memory about {:.1} MiB",
-                config.display(),
-                cfg.listeners.len(),
-                cfg.target_groups.len(),
-                s.memory() as f64 / (1 << 20) as f64
-            );
-        }),
-    };
-    match res {
+    }
+}
+
+pub fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match dispatch(Cli::parse().cmd) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

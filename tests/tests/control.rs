@@ -332,8 +332,19 @@ fn daemon_restart_is_hitless() {
     conn.exchange(b"after restart").unwrap();
 }
 
+/// `lb` with these arguments, outside the namespaces (pins and the
+/// instance lock are the host's); (success, stdout, stderr).
+fn lb(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(e2e::lb_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
 #[test]
-fn sigterm_keeps_forwarding_and_lb_stop_detaches() {
+fn sigterm_keeps_forwarding_and_lb_detach_takes_it_down() {
     let (topo, _dir, d) = setup("stop", FAST_HC, |c| c);
     let pin = e2e::pin_path_of(&std::fs::read_to_string(&d.config).unwrap()).unwrap();
     let xdp_on = || topo.gw.xdp_attached("eth0");
@@ -343,18 +354,132 @@ fn sigterm_keeps_forwarding_and_lb_stop_detaches() {
         .contains("keeps forwarding")));
     assert!(xdp_on(), "SIGTERM keeps XDP attached");
     assert!(!spread(&topo, &d, 20).is_empty(), "and forwarding");
-    let out = std::process::Command::new(e2e::lb_bin())
-        .args(["stop", "--pin-path", pin.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let (ok, out, err) = lb(&["detach", "--pin-path", pin.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("detached from eth0"), "{out}");
+    assert!(!xdp_on(), "lb detach detaches");
+    assert!(!pin.exists(), "lb detach removes the pins");
+}
+
+/// `lb detach` never pulls the data plane from under a running daemon;
+/// `lb stop` stops the daemon and XDP keeps forwarding; then `lb detach`.
+#[test]
+fn lb_stop_stops_the_daemon_and_lb_detach_refuses_under_one() {
+    let (topo, _dir, mut d) = setup("stop2", FAST_HC, |c| c);
+    let cfg = d.config.to_str().unwrap().to_string();
+    let pin = e2e::pin_path_of(&std::fs::read_to_string(&d.config).unwrap()).unwrap();
+    let xdp_on = || topo.gw.xdp_attached("eth0");
+    let pid = d.child.id();
+    let (ok, _, err) = lb(&["detach", "-c", &cfg]);
+    assert!(!ok, "detach under a running daemon must fail");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains(&format!(
+            "`lb run` (pid {pid}) is serving gateway.pin_path {}",
+            pin.display()
+        )),
+        "{err}"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("detached from eth0"));
-    assert!(!xdp_on(), "lb stop detaches");
-    assert!(!pin.exists(), "lb stop removes the pins");
+    assert!(xdp_on() && pin.exists(), "nothing was detached");
+    assert_eq!(spread(&topo, &d, 10).values().sum::<u32>(), 10);
+    let (ok, out, err) = lb(&["stop", "-c", &cfg]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("stopped lb run (pid {pid})")),
+        "{out}"
+    );
+    assert!(out.contains("XDP stays attached"), "{out}");
+    assert!(d.child.try_wait().unwrap().is_some(), "the daemon exited");
+    assert!(xdp_on(), "XDP keeps forwarding");
+    assert_eq!(spread(&topo, &d, 10).values().sum::<u32>(), 10);
+    let (ok, out, _) = lb(&["stop", "-c", &cfg]);
+    assert!(ok && out.contains("no lb run serves"), "{out}");
+    let (ok, out, err) = lb(&["detach", "-c", &cfg]);
+    assert!(ok, "{err}");
+    assert!(out.contains("detached from eth0"), "{out}");
+    assert!(!xdp_on() && !pin.exists());
+}
+
+/// `lb stop --detach`: the daemon exits, then the data plane goes.
+#[test]
+fn lb_stop_detach_stops_and_takes_the_data_plane_down() {
+    let (topo, _dir, mut d) = setup("stop3", FAST_HC, |c| c);
+    let cfg = d.config.to_str().unwrap().to_string();
+    let pin = e2e::pin_path_of(&std::fs::read_to_string(&d.config).unwrap()).unwrap();
+    let (ok, out, err) = lb(&["stop", "--detach", "-c", &cfg]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("stopped lb run") && out.contains("detached from eth0"),
+        "{out}"
+    );
+    assert!(d.child.try_wait().unwrap().is_some(), "the daemon exited");
+    assert!(!topo.gw.xdp_attached("eth0") && !pin.exists());
+}
+
+/// `lb reload` validates before it asks; `lb status` works while the file
+/// is invalid and says the last reload failed (and why); `--json` carries
+/// the same; `-c` is accepted by every subcommand.
+#[test]
+fn reload_and_status_report_on_the_running_config() {
+    let (topo, _dir, d) = setup("reload", FAST_HC, |c| c);
+    let cfg = d.config.to_str().unwrap().to_string();
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    let (ok, out, err) = lb(&["check", "-c", &cfg]);
+    assert!(ok && out.contains(": ok ("), "{out}{err}");
+    // Not sent: the daemon never sees it.
+    let bad = good.replacen("port = 80", "port = \"80\"", 1);
+    assert_ne!(bad, good);
+    std::fs::write(&d.config, &bad).unwrap();
+    let (ok, _, err) = lb(&["reload", "-c", &cfg]);
+    assert!(!ok);
+    assert!(
+        err.contains("not reloaded: the daemon keeps its running config"),
+        "{err}"
+    );
+    assert!(!d.log_text().contains("reload failed"));
+    // systemctl reload (SIGHUP) with that file: refused by the daemon.
+    d.signal(libc::SIGHUP);
+    d.expect_log(
+        &["reload failed, keeping the running config"],
+        1,
+        Duration::from_secs(5),
+        "a failed reload",
+    );
+    let (ok, out, err) = lb(&["status", "-c", &cfg]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("note:") && err.contains("using gateway.admin_socket"),
+        "{err}"
+    );
+    assert!(
+        out.contains("last reload: FAILED") && out.contains("invalid type"),
+        "{out}"
+    );
+    assert!(out.contains("web4"), "the running listeners: {out}");
+    let (ok, out, err) = lb(&["status", "--json", "-c", &cfg]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(j["last_reload"]["ok"], false, "{j}");
+    assert_eq!(j["reloads"]["error"], 1, "{j}");
+    let healthy = j["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "healthy")
+        .count();
+    assert_eq!(healthy, 6, "three v4 and three v6 targets: {j}");
+    assert!(j["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["name"] == "web4"));
+    // A valid file: applied, and the answer says so.
+    std::fs::write(&d.config, &good).unwrap();
+    let (ok, out, err) = lb(&["reload", "-c", &cfg]);
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("ok: config reloaded:"), "{out}");
+    let (_, out, _) = lb(&["status", "-c", &cfg]);
+    assert!(out.contains("last reload: ok"), "{out}");
+    assert_eq!(spread(&topo, &d, 10).values().sum::<u32>(), 10);
 }
 
 /// `Type=notify`: READY=1 once serving; RELOADING=1 then READY=1 on SIGHUP;

@@ -20,7 +20,7 @@ use crate::{
     dataplane::{Dataplane, Planes},
     health::CheckResult,
     model::{AdoptedIds, Desired, Ids, ListenerKey, Model, RingCache, TargetKey},
-    telemetry::{admin::AdminReq, metrics, notify, sampler::Sampler, status, View},
+    telemetry::{admin::AdminReq, metrics, notify, sampler::Sampler, status, LastReload, View},
 };
 
 pub struct Daemon {
@@ -33,6 +33,8 @@ pub struct Daemon {
     pub sampler: Sampler,
     /// Config reloads: (ok, failed).
     pub reloads: (u64, u64),
+    /// The last reload's result.
+    pub last_reload: Option<LastReload>,
     /// Route announcement (`[announce]`).
     pub announcer: Option<Announcer>,
     /// The data plane forwards: VIPs may be announced.
@@ -66,6 +68,7 @@ impl Daemon {
             planes,
             sampler: Sampler::default(),
             reloads: (0, 0),
+            last_reload: None,
             announcer: None,
             serving: false,
             fallback: None,
@@ -240,17 +243,33 @@ impl Daemon {
         }
     }
 
-    fn reload(&mut self, path: &Path) {
-        let mut new = match Config::load(path) {
-            Ok(new) => new,
-            Err(e) => {
-                self.reloads.1 += 1;
-                // One log line per event, whatever the number of errors.
-                let msg = format!("{e:#}").replace("\n    ", " ").replace('\n', "; ");
-                error!("reload failed, keeping the running config: {msg}");
-                return;
+    /// Re-reads the config file: applied whole, or not at all. Logs and
+    /// records the result, and returns it as a line for `lb reload`.
+    fn reload(&mut self, path: &Path) -> Result<String, String> {
+        let res = self.try_reload(path);
+        match &res {
+            Ok(m) => {
+                self.reloads.0 += 1;
+                info!("{m}");
             }
-        };
+            Err(m) => {
+                self.reloads.1 += 1;
+                error!("{m}");
+            }
+        }
+        self.last_reload = Some(LastReload {
+            at: std::time::SystemTime::now(),
+            result: res.clone(),
+        });
+        res
+    }
+
+    fn try_reload(&mut self, path: &Path) -> Result<String, String> {
+        let mut new = Config::load(path).map_err(|e| {
+            // One log line per event, whatever the number of errors.
+            let msg = format!("{e:#}").replace("\n    ", " ").replace('\n', "; ");
+            format!("reload failed, keeping the running config: {msg}")
+        })?;
         let kept = new.gateway.keep_restart_only(&self.cfg.gateway);
         if !kept.is_empty() {
             warn!(
@@ -266,28 +285,32 @@ impl Daemon {
         }
         let max = self.cfg.gateway.max_targets as usize;
         if ids.len() > max {
-            self.reloads.1 += 1;
-            error!(
+            return Err(format!(
                 "reload refused, keeping the running config: gateway.max_targets = {max}, but the new config's targets and those draining (or starting to drain) need {} ids; wait for the drains to end, lower deregistration_delay, or raise max_targets (a restart)",
                 ids.len()
-            );
-            return;
+            ));
         }
         self.apply_config(new);
-        match self.sync() {
-            Ok(()) => {
-                self.reloads.0 += 1;
-                info!(
-                    "config reloaded: {} listener keys, {} targets",
-                    self.model.vips.len(),
-                    self.model.backends.len()
-                );
-            }
-            Err(e) => {
-                self.reloads.1 += 1;
-                error!("config reload applied, but programming the data plane failed: {e:#}");
-            }
-        }
+        self.sync().map_err(|e| {
+            format!("config reload applied, but programming the data plane failed: {e:#}")
+        })?;
+        Ok(format!(
+            "config reloaded: {} listener keys, {} targets",
+            self.model.vips.len(),
+            self.model.backends.len()
+        ))
+    }
+
+    /// SIGHUP or `lb reload`: reload, then (re)start the announcer as the
+    /// new config says.
+    async fn reload_all(&mut self, path: &Path) -> Result<String, String> {
+        let _ = notify::notify("RELOADING=1");
+        let res = self.reload(path);
+        // A new config is tried at once, even while retrying.
+        self.announce_retry = None;
+        self.reconcile_announcer().await;
+        let _ = notify::notify("READY=1");
+        res
     }
 
     /// What metrics and status read.
@@ -299,6 +322,7 @@ impl Daemon {
             sampler: &self.sampler,
             flows: self.planes.flows(),
             reloads: self.reloads,
+            last_reload: self.last_reload.as_ref(),
             announced: self
                 .announcer
                 .as_ref()
@@ -312,13 +336,23 @@ impl Daemon {
         self.sampler.take(&self.model, &self.planes);
     }
 
-    fn answer(&self, req: AdminReq) {
+    async fn answer(&mut self, req: AdminReq, config_path: &Path) {
         match req {
             AdminReq::Metrics(tx) => {
                 let _ = tx.send(metrics::render(&self.view()));
             }
-            AdminReq::Status(tx) => {
+            AdminReq::Status { json: false, tx } => {
                 let _ = tx.send(status::render(&self.view()));
+            }
+            AdminReq::Status { json: true, tx } => {
+                let _ = tx.send(status::render_json(&self.view()));
+            }
+            AdminReq::Reload(tx) => {
+                let line = match self.reload_all(config_path).await {
+                    Ok(m) => format!("ok: {m}\n"),
+                    Err(m) => format!("error: {m}\n"),
+                };
+                let _ = tx.send(line);
             }
         }
     }
@@ -345,14 +379,7 @@ impl Daemon {
             tokio::select! {
                 _ = term.recv() => { info!("SIGTERM"); break; }
                 _ = int.recv() => { info!("SIGINT"); break; }
-                _ = hup.recv() => {
-                    let _ = notify::notify("RELOADING=1");
-                    self.reload(config_path);
-                    // A new config is tried at once, even while retrying.
-                    self.announce_retry = None;
-                    self.reconcile_announcer().await;
-                    let _ = notify::notify("READY=1");
-                }
+                _ = hup.recv() => { let _ = self.reload_all(config_path).await; }
                 _ = tick.tick() => {
                     self.expire_drains();
                     self.reconcile_announcer().await;
@@ -361,7 +388,7 @@ impl Daemon {
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = notify::notify("WATCHDOG=1");
                 }
-                Some(req) = admin_rx.recv() => self.answer(req),
+                Some(req) = admin_rx.recv() => self.answer(req, config_path).await,
                 Some(r) = rx.recv() => {
                     let mut msgs: Vec<_> = self.targets.on_result(r).into_iter().collect();
                     while let Ok(r) = rx.try_recv() {

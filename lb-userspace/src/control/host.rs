@@ -1,40 +1,10 @@
-//! Checks of the host before anything is attached: the instance lock,
-//! capabilities, and the config against the host's own addresses.
+//! Checks of the host before anything is attached: capabilities, and the
+//! config against the host's own addresses.
 
-use std::path::Path;
-
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use log::warn;
 
 use crate::{config::Config, dataplane::xdp::Unavailable};
-
-/// Takes an exclusive lock named after `pin_path` (held until exit; the
-/// kernel releases it if the process dies).
-pub fn lock_instance(pin: &Path) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd as _;
-    let dir = Path::new("/run/lock");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = pin.to_string_lossy().replace('/', "_");
-    let path = dir.join(format!("lb{name}.lock"));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let holder = std::fs::read_to_string(&path).unwrap_or_default();
-        bail!(
-            "another `lb run` (pid {}) already serves gateway.pin_path {} (lock {})",
-            holder.trim(),
-            pin.display(),
-            path.display()
-        );
-    }
-    let _ = f.set_len(0);
-    let _ = std::io::Write::write_all(&mut &f, std::process::id().to_string().as_bytes());
-    Ok(f)
-}
 
 /// Addresses of the interfaces named in `ifaces` (getifaddrs).
 fn interface_addresses(ifaces: &[String]) -> Vec<(String, std::net::IpAddr)> {

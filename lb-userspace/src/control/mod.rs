@@ -5,7 +5,9 @@
 pub mod announce;
 pub mod daemon;
 pub mod host;
+pub mod instance;
 pub mod start;
+pub mod stop;
 pub mod targets;
 
 pub use daemon::Daemon;

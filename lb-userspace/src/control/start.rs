@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use log::{info, warn};
 use tokio::sync::mpsc;
 
-use super::{daemon::Daemon, host};
+use super::{daemon::Daemon, host, instance};
 use crate::{
     config::{Config, DataplaneKind},
     dataplane::{
@@ -120,7 +120,7 @@ fn start_planes(d: &mut Daemon) -> Result<()> {
 pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     let cfg = Config::load(&config_path)?;
     // One daemon per pinned state: a second would fight over the maps.
-    let _lock = host::lock_instance(&cfg.gateway.pin_path)?;
+    let _lock = instance::lock(&cfg.gateway.admin_socket, &cfg.gateway.pin_path)?;
     let (planes, adopted, fallback) = choose(&cfg, detach_on_exit)?;
     let (tx, mut rx) = mpsc::channel(1024);
     let mut d = Daemon::new(cfg, planes, adopted, tx);

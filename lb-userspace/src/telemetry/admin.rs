@@ -4,7 +4,7 @@
 
 use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use log::{info, warn};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -27,9 +27,26 @@ async fn accept_failed(what: &str, e: &std::io::Error, count: &mut u64) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// What a client asks the main loop for; the answer is the text to send.
 pub enum AdminReq {
     Metrics(oneshot::Sender<String>),
-    Status(oneshot::Sender<String>),
+    /// `lb status` (`json`: `lb status --json`).
+    Status {
+        json: bool,
+        tx: oneshot::Sender<String>,
+    },
+    /// `lb reload`: re-read the config file, answer how it went.
+    Reload(oneshot::Sender<String>),
+}
+
+/// A request line on the admin socket, as `lb` sends it.
+pub fn parse_request(line: &str) -> Option<fn(oneshot::Sender<String>) -> AdminReq> {
+    match line.trim() {
+        "status" => Some(|tx| AdminReq::Status { json: false, tx }),
+        "status json" => Some(|tx| AdminReq::Status { json: true, tx }),
+        "reload" => Some(AdminReq::Reload),
+        _ => None,
+    }
 }
 
 async fn ask(
@@ -166,17 +183,37 @@ async fn metrics_client(mut s: TcpStream, tx: mpsc::Sender<AdminReq>) {
     .await;
 }
 
+/// Creates `dir` (0700) when missing; refuses one that other users may
+/// write (they could take or replace the lock and the socket).
+pub fn private_dir(dir: &Path, key: &str) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let md = std::fs::symlink_metadata(dir).with_context(|| format!("{key}: {}", dir.display()))?;
+    if !md.is_dir() {
+        bail!(
+            "{key}: {} is not a directory (a symbolic link is not followed)",
+            dir.display()
+        );
+    }
+    if md.mode() & 0o022 != 0 {
+        bail!(
+            "{key}: {} is writable by other users (mode {:o}); put the daemon's socket and lock in a directory only its user writes, such as /run/lb (systemd's RuntimeDirectory=lb)",
+            dir.display(),
+            md.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
 /// Serves the status table on a Unix socket, to root and the daemon's own
 /// user only (checked with SO_PEERCRED; the directory is created 0700 when
 /// missing).
 pub async fn serve_status(path: &Path, tx: mpsc::Sender<AdminReq>) -> Result<()> {
     if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir)?;
-            let mut perm = std::fs::metadata(dir)?.permissions();
-            std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o700);
-            std::fs::set_permissions(dir, perm)?;
-        }
+        private_dir(dir, "gateway.admin_socket")?;
     }
     // A socket left by a killed daemon.
     let _ = std::fs::remove_file(path);
@@ -196,31 +233,52 @@ pub async fn serve_status(path: &Path, tx: mpsc::Sender<AdminReq>) -> Result<()>
         l,
         b"busy: too many clients\n",
         admit,
-        move |mut s| {
-            let tx = tx.clone();
-            async move {
-                let body = ask(&tx, AdminReq::Status).await;
-                let _ = tokio::time::timeout(CLIENT_TIME, s.write_all(body.as_bytes())).await;
-            }
-        },
+        move |s| admin_client(s, tx.clone()),
     );
     Ok(())
 }
 
-/// `lb status`: prints what the daemon's socket answers.
-pub async fn status_client(path: &Path) -> Result<String> {
+/// One request line (256 bytes at most, CLIENT_TIME in all), one answer.
+async fn admin_client(mut s: UnixStream, tx: mpsc::Sender<AdminReq>) {
+    let deadline = tokio::time::Instant::now() + CLIENT_TIME;
+    let mut buf = [0u8; 256];
+    let mut n = 0;
+    while !buf[..n].contains(&b'\n') && n < buf.len() {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf[n..])).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(m)) => n += m,
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
+    let line = String::from_utf8_lossy(&buf[..n]);
+    let body = match parse_request(&line) {
+        Some(make) => ask(&tx, make).await,
+        None => format!(
+            "error: unknown request {:?} (status, status json, reload)\n",
+            line.trim()
+        ),
+    };
+    let _ = tokio::time::timeout(CLIENT_TIME, s.write_all(body.as_bytes())).await;
+}
+
+/// Sends `request` to the daemon's socket; returns its answer.
+pub async fn request(path: &Path, request: &str) -> Result<String> {
     let mut s = UnixStream::connect(path).await.with_context(|| {
         format!(
             "connecting to {} (is `lb run` running? see gateway.admin_socket)",
             path.display()
         )
     })?;
+    // A refusal (permission, busy) may come before the request is read:
+    // a failed write still leaves the answer to read.
+    let _ = s.write_all(format!("{request}\n").as_bytes()).await;
     let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+    // A reload may take a while (health checks are not waited for).
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
         .await
         .context("no answer from the daemon")??;
     if out.is_empty() {
-        warn!("empty status");
+        bail!("the daemon closed the socket without an answer");
     }
     Ok(out)
 }

@@ -30,6 +30,13 @@ pub struct TargetView {
     pub last_check: String,
 }
 
+/// When the last reload was, and how it went (its log line).
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    pub at: std::time::SystemTime,
+    pub result: Result<String, String>,
+}
+
 /// Everything metrics and status read, at one moment.
 pub struct View<'a> {
     pub model: &'a Model,
@@ -39,6 +46,7 @@ pub struct View<'a> {
     pub flows: Flows,
     /// Config reloads: (ok, failed).
     pub reloads: (u64, u64),
+    pub last_reload: Option<&'a LastReload>,
     /// The announcement settings and the addresses read back from the
     /// kernel, when announcing is on.
     pub announced: Option<(&'a Announce, BTreeSet<IpAddr>)>,

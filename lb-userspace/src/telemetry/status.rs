@@ -1,6 +1,8 @@
 //! The `lb status` table.
 
-use std::{fmt::Write as _, net::SocketAddr};
+use std::{fmt::Write as _, net::SocketAddr, time::UNIX_EPOCH};
+
+use serde_json::{json, Value};
 
 use super::View;
 use crate::{config::proto_name, dataplane::Stats};
@@ -86,6 +88,16 @@ fn header(v: &View, o: &mut String) {
         v.model.zone,
         v.flows.total
     );
+    if let Some(r) = v.last_reload {
+        let ago = r.at.elapsed().unwrap_or_default().as_secs();
+        let _ = match &r.result {
+            Ok(m) => writeln!(o, "last reload: ok {ago}s ago ({m})"),
+            Err(m) => writeln!(
+                o,
+                "last reload: FAILED {ago}s ago, the running config is the one before: {m}"
+            ),
+        };
+    }
     if let Some((a, set)) = &v.announced {
         let list: Vec<String> = set.iter().map(|a| a.to_string()).collect();
         let _ = writeln!(
@@ -100,4 +112,72 @@ fn header(v: &View, o: &mut String) {
             a.device
         );
     }
+}
+
+/// `lb status --json`: the same facts, for scripts.
+pub fn render_json(v: &View) -> String {
+    let listeners: Vec<Value> = v
+        .model
+        .vips
+        .iter()
+        .map(|vip| {
+            let (p, b, f) = v.sampler.rate(Stats::Vip, vip.vip_id);
+            json!({
+                "name": vip.listener,
+                "address": vip.lkey.address,
+                "port": vip.lkey.port,
+                "protocol": proto_name(vip.lkey.proto),
+                "target_group": vip.target_group,
+                "packets_per_s": p,
+                "bytes_per_s": b,
+                "flows_per_s": f,
+            })
+        })
+        .collect();
+    let targets: Vec<Value> = v
+        .model
+        .backends
+        .values()
+        .map(|t| {
+            let (p, b, _) = v.sampler.rate(Stats::Backend, t.id);
+            json!({
+                "target_group": t.key.target_group,
+                "address": t.key.address,
+                "port": t.key.port,
+                "zone": t.zone,
+                "weight": t.weight,
+                "state": v.state(&t.key),
+                "active_flows": v.flows.per_backend.get(&t.id).copied().unwrap_or(0),
+                "packets_per_s": p,
+                "bytes_per_s": b,
+                "last_check": v.targets.get(&t.key).map(|x| x.last_check.as_str()),
+            })
+        })
+        .collect();
+    let planes: Vec<Value> = v
+        .planes
+        .modes()
+        .into_iter()
+        .map(|(i, m)| json!({"interface": i, "mode": m}))
+        .collect();
+    let last_reload = v.last_reload.map(|r| {
+        json!({
+            "at_unix_s": r.at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+            "ok": r.result.is_ok(),
+            "message": match &r.result { Ok(m) | Err(m) => m },
+        })
+    });
+    let out = json!({
+        "data_plane": planes,
+        "fallback": v.fallback.map(|(_, why)| why),
+        "zone": v.model.zone,
+        "map_memory_bytes": v.planes.memory(),
+        "active_flows": v.flows.total,
+        "announced": v.announced.as_ref().map(|(_, set)| set),
+        "reloads": {"ok": v.reloads.0, "error": v.reloads.1},
+        "last_reload": last_reload,
+        "listeners": listeners,
+        "targets": targets,
+    });
+    format!("{out:#}\n")
 }

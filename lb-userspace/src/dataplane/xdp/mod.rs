@@ -239,7 +239,7 @@ impl Dataplane for XdpDataplane {
         match (&self.pin_dir, self.detach_on_exit) {
             (Some(dir), true) => pins::stop(dir),
             (Some(dir), false) => Ok(vec![format!(
-                "exiting; XDP stays attached and keeps forwarding with the last state (pins in {}); `lb stop` detaches",
+                "exiting; XDP stays attached and keeps forwarding with the last state (pins in {}); `lb detach` takes it down",
                 dir.display()
             )]),
             (None, _) => Ok(Vec::new()),

@@ -1,5 +1,5 @@
 //! The pin directory: pinned maps (adopted by a restart) and pinned links
-//! (which keep XDP attached while no daemon runs), and `lb stop`.
+//! (which keep XDP attached while no daemon runs), and `lb detach`.
 
 use std::path::Path;
 
@@ -59,7 +59,7 @@ pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
         if info.max_entries() != entries || info.value_size() as usize != value {
             bail!(
                 "pinned map {} has {} entries of {} bytes, this config and build need {entries} of {value}: \
-                 restart with the sizes it was made with, or run `lb stop` first (drops tracked flows)",
+                 restart with the sizes it was made with, or run `lb detach` first (drops tracked flows)",
                 path.display(),
                 info.max_entries(),
                 info.value_size()
@@ -69,7 +69,7 @@ pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
     Ok(())
 }
 
-/// `lb stop`: detaches the pinned links and removes the pinned maps.
+/// `lb detach`: detaches the pinned links and removes the pinned maps.
 pub fn stop(dir: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir.join("links")) {
