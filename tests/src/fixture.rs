@@ -310,6 +310,7 @@ pub fn diff(want: &[u8], got: &[u8]) -> String {
 /// UDP, a sticky one; zone "a" with one target of the nat groups in "b".
 pub const CONFIG: &str = r#"
 [gateway]
+interfaces = ["cl", "bk"]
 zone = "a"
 ring_size = 251
 max_vips = 16

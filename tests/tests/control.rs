@@ -451,7 +451,8 @@ fn reload_and_status_report_on_the_running_config() {
         "{err}"
     );
     assert!(
-        out.contains("last reload: FAILED") && out.contains("invalid type"),
+        out.contains("last reload: FAILED")
+            && out.contains("listener[0].port: expected a number, got \"80\""),
         "{out}"
     );
     assert!(out.contains("web4"), "the running listeners: {out}");

@@ -3,6 +3,7 @@
 //! field path (and `locate` finds its line) so an operator can find it.
 
 mod locate;
+mod syntax;
 mod validate;
 
 use std::{
@@ -65,6 +66,18 @@ pub enum DataplaneKind {
     Xdp,
     XdpGeneric,
     Proxy,
+}
+
+impl DataplaneKind {
+    /// As written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataplaneKind::Auto => "auto",
+            DataplaneKind::Xdp => "xdp",
+            DataplaneKind::XdpGeneric => "xdp-generic",
+            DataplaneKind::Proxy => "proxy",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,8 +304,9 @@ pub struct HealthCheck {
     pub matcher: String,
     #[serde(deserialize_with = "duration")]
     pub interval: Duration,
-    #[serde(deserialize_with = "duration")]
-    pub timeout: Duration,
+    /// As written; `timeout()` applies the default.
+    #[serde(deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
 }
@@ -307,11 +321,31 @@ impl Default for HealthCheck {
             path: "/".into(),
             matcher: "200-399".into(),
             interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(10),
+            timeout: None,
             healthy_threshold: 5,
             unhealthy_threshold: 2,
         }
     }
+}
+
+impl HealthCheck {
+    /// The timeout: as written, or NLB's default for the protocol (HTTP 6 s,
+    /// TCP 10 s) but never above the interval.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+            .unwrap_or_else(|| self.default_timeout().min(self.interval))
+    }
+
+    pub fn default_timeout(&self) -> Duration {
+        match self.protocol {
+            HealthProtocol::Http => Duration::from_secs(6),
+            HealthProtocol::Tcp => Duration::from_secs(10),
+        }
+    }
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -357,14 +391,7 @@ impl fmt::Display for ConfigErrors {
 impl Config {
     /// Parses and validates.
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
-            ConfigErrors(vec![ConfigError {
-                path: "config".into(),
-                message: e.message().to_string(),
-                line,
-            }])
-        })?;
+        let cfg: Config = syntax::from_str(text).map_err(|e| ConfigErrors(vec![e]))?;
         let mut errs = validate::validate(&cfg);
         for e in &mut errs {
             e.line = e.line.or_else(|| locate::locate(text, &e.path));
@@ -381,12 +408,26 @@ impl Config {
         use anyhow::Context as _;
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Config::parse(&text)
-            .map_err(|e| anyhow::anyhow!("{}: invalid config:\n{e}", path.display()))
+        let cfg = Config::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{}: invalid config:\n{e}", path.display()))?;
+        for w in cfg.warnings(&text) {
+            log::warn!("{}: {w}", path.display());
+        }
+        Ok(cfg)
     }
 
     pub fn validate(&self) -> Vec<ConfigError> {
         validate::validate(self)
+    }
+
+    /// Settings that are accepted but have no effect where they are, with
+    /// their lines.
+    pub fn warnings(&self, text: &str) -> Vec<ConfigError> {
+        let mut w = validate::warnings(self);
+        for e in &mut w {
+            e.line = e.line.or_else(|| locate::locate(text, &e.path));
+        }
+        w
     }
 
     pub fn snat_port_range(&self) -> Option<(u16, u16)> {

@@ -39,7 +39,7 @@ fn base_is_valid_with_nlb_defaults() {
     assert!(!tg.cross_zone);
     let hc = &tg.health_check;
     assert_eq!(
-        (hc.interval, hc.timeout),
+        (hc.interval, hc.timeout()),
         (Duration::from_secs(30), Duration::from_secs(10))
     );
     assert_eq!((hc.healthy_threshold, hc.unhealthy_threshold), (5, 2));
@@ -131,10 +131,9 @@ fn health_check_ranges() {
     let hc = |extra: &str| format!("{BASE}\n[target_group.health_check]\n{extra}\n");
     assert!(error(&hc("healthy_threshold = 11"))
         .starts_with("target_group[0].health_check.healthy_threshold: 11 is out of range (2-10)"));
-    assert!(
-        error(&hc("interval = \"5s\"\ntimeout = \"6s\"")).starts_with(
-            "target_group[0].health_check.timeout: must be above 0 and at most the interval"
-        )
+    assert_eq!(
+        error(&hc("interval = \"5s\"\ntimeout = \"6s\"")),
+        "target_group[0].health_check.timeout: 6s > interval 5s: must be above 0 and at most the interval at line 21"
     );
     assert!(
         error(&hc("matcher = \"200-600\"")).starts_with("target_group[0].health_check.matcher:")
@@ -145,19 +144,39 @@ fn health_check_ranges() {
 #[test]
 fn bad_values_are_parse_errors_with_lines() {
     let e = error(&BASE.replace("protocol = \"tcp\"", "protocol = \"sctp\""));
-    assert!(
-        e.starts_with("config: unknown variant `sctp`") && e.ends_with("at line 9"),
-        "{e}"
+    assert_eq!(
+        e,
+        "listener[0].protocol: unknown variant `sctp`, expected one of `tcp`, `udp`, `tcp_udp` at line 9"
     );
     let e = error(&BASE.replace(
         "name = \"web\"\n[[target_group.targets]]",
         "name = \"web\"\nderegistration_delay = \"five\"\n[[target_group.targets]]",
     ));
-    assert!(e.contains("bad duration \"five\""), "{e}");
+    assert!(
+        e.starts_with("target_group[0].deregistration_delay: bad duration \"five\""),
+        "{e}"
+    );
     let e = error(&BASE.replace("zone = \"a\"\n\n", "zone = \"a\"\ncolour = \"blue\"\n\n"));
     assert!(
-        e.contains("unknown field `colour`") && e.ends_with("at line 4"),
+        e.starts_with("gateway.colour: unknown field `colour`") && e.ends_with("at line 4"),
         "{e}"
+    );
+}
+
+/// Type and syntax errors name the field path and the value written.
+#[test]
+fn type_errors_name_field_and_value() {
+    assert_eq!(
+        error(&BASE.replace("port = 80\n", "port = \"80\"\n")),
+        "listener[0].port: expected a number, got \"80\" at line 8"
+    );
+    assert_eq!(
+        error(&BASE.replace("\"10.1.0.1\"", "\"10.1.0.300\"")),
+        "target_group[0].targets[0].address: \"10.1.0.300\" is not an IP address at line 15"
+    );
+    assert_eq!(
+        error(&BASE.replace("zone = \"a\"\n\n", "zone = 7\n\n")),
+        "gateway.zone: expected a string, got 7 at line 3"
     );
 }
 
@@ -290,4 +309,100 @@ fn snat_table_must_cover_conntrack() {
     assert!(
         error(&text).starts_with("gateway.snat_table_size: 4096 is smaller than conntrack_size")
     );
+}
+
+/// NLB's minimum interval without a timeout: the default timeout fits it
+/// (the README's example, which failed before).
+#[test]
+fn default_timeout_fits_the_interval() {
+    let hc = |extra: &str| {
+        let c = Config::parse(&format!("{BASE}\n[target_group.health_check]\n{extra}\n")).unwrap();
+        c.target_groups[0].health_check.timeout()
+    };
+    assert_eq!(hc("interval = \"5s\""), Duration::from_secs(5));
+    assert_eq!(
+        hc("interval = \"30s\"\nprotocol = \"http\""),
+        Duration::from_secs(6)
+    );
+    assert_eq!(
+        hc("interval = \"2s\"\ntimeout = \"1s\""),
+        Duration::from_secs(1)
+    );
+}
+
+/// An error about one target points at that target's own lines.
+#[test]
+fn target_errors_point_at_the_target() {
+    let text = format!("{BASE}[[target_group.targets]]\naddress = \"10.1.0.1\"\nport = 8080\n");
+    assert_eq!(
+        error(&text),
+        "target_group[0].targets[1]: duplicate target 10.1.0.1:8080 at line 18"
+    );
+    let text = format!(
+        "{BASE}[[target_group.targets]]\naddress = \"10.1.0.2\"\nport = 8080\nweight = 1001\n"
+    );
+    assert_eq!(
+        error(&text),
+        "target_group[0].targets[1].weight: 1001 is out of range (0-1000) at line 21"
+    );
+}
+
+/// Configs that parse but would not do what they say are refused (or, for
+/// settings that are ignored, warned about).
+#[test]
+fn accepted_but_wrong_configs() {
+    let empty = Config::parse("").unwrap_err().to_string();
+    assert!(
+        empty.starts_with(
+            "config: no [[listener]]: a config serves at least one listener (and its [[target_group]])\n"
+        ),
+        "{empty}"
+    );
+    assert_eq!(
+        error(&BASE.replace("interfaces = [\"eth0\"]\n", "")),
+        "gateway.interfaces: is empty, but dataplane = \"auto\" attaches XDP to these interfaces: name them (e.g. interfaces = [\"eth0\"]), or set dataplane = \"proxy\" at line 1"
+    );
+    assert!(
+        Config::parse(&BASE.replace("interfaces = [\"eth0\"]\n", "dataplane = \"proxy\"\n"))
+            .is_ok()
+    );
+    let many = format!(
+        "{}{}",
+        BASE.replace("zone = \"a\"\n\n", "zone = \"a\"\nring_size = 3\n\n"),
+        (2..=4)
+            .map(|n| format!("[[target_group.targets]]\naddress = \"10.1.0.{n}\"\nport = 8080\n"))
+            .collect::<String>()
+    );
+    assert_eq!(
+        error(&many),
+        "gateway.ring_size: 3 is smaller than target_group[0]'s 4 targets: every target needs ring slots (about 100 per target keeps the split even; the default is 65537) at line 4"
+    );
+    assert_eq!(
+        error(&BASE.replace("name = \"web\"\naddress", "name = \"we\\\"b\"\naddress")),
+        "listener[0].name: \"we\\\"b\" is not a name: 1-64 printable characters, no quotes or backslashes at line 6"
+    );
+    let udp = BASE.replace("protocol = \"tcp\"", "protocol = \"udp\"");
+    assert_eq!(
+        error(&udp),
+        "target_group[0].health_check.port: is needed: the group serves only UDP listeners, and a TCP check of the UDP traffic port fails on every target; name a TCP (or HTTP) port the targets answer on, or set enabled = false at line 12"
+    );
+    assert!(Config::parse(&format!("{udp}[target_group.health_check]\nport = 8081\n")).is_ok());
+}
+
+#[test]
+fn ignored_settings_are_warned_about() {
+    let text = BASE.replace(
+        "name = \"web\"\n[[target_group.targets]]",
+        "name = \"web\"\nsnat_address = \"10.1.0.254\"\n[[target_group.targets]]",
+    ) + "[target_group.health_check]\npath = \"/health\"\n";
+    let c = Config::parse(&text).unwrap();
+    let w: Vec<String> = c.warnings(&text).iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        w,
+        [
+            "target_group[0].snat_address: is ignored: the group's mode is \"nat\" (client addresses are kept); it is used by mode = \"snat\" at line 14",
+            "target_group[0].health_check.path: is ignored: the check's protocol is \"tcp\" (a connect); it is used by protocol = \"http\" at line 20",
+        ]
+    );
+    assert!(Config::parse(BASE).unwrap().warnings(BASE).is_empty());
 }

@@ -47,9 +47,17 @@ impl Errors {
 
 pub fn validate(cfg: &Config) -> Vec<ConfigError> {
     let mut errs = Errors::default();
+    if cfg.listeners.is_empty() {
+        errs.push(
+            "config",
+            "no [[listener]]: a config serves at least one listener (and its [[target_group]])",
+        );
+    }
     gateway(cfg, &mut errs);
+    names(cfg, &mut errs);
     announce(cfg, &mut errs);
     let tg_index = target_groups(cfg, &mut errs);
+    udp_checks(cfg, &mut errs);
     let keys = listeners(cfg, &tg_index, &mut errs);
     capacity(cfg, keys, &mut errs);
     errs.0
@@ -81,6 +89,15 @@ fn gateway(cfg: &Config, errs: &mut Errors) {
         errs.push(
             "gateway.max_targets",
             format!("{} is out of range (1-1048576)", g.max_targets),
+        );
+    }
+    if g.interfaces.is_empty() && g.dataplane != DataplaneKind::Proxy {
+        errs.push(
+            "gateway.interfaces",
+            format!(
+                "is empty, but dataplane = {:?} attaches XDP to these interfaces: name them (e.g. interfaces = [\"eth0\"]), or set dataplane = \"proxy\"",
+                g.dataplane.name()
+            ),
         );
     }
     tables(cfg, errs);
@@ -273,10 +290,15 @@ fn health_check(hc: &HealthCheck, p: &str, errs: &mut Errors) {
         Duration::from_secs(300),
         "100ms-300s",
     );
-    if hc.timeout.is_zero() || hc.timeout > hc.interval {
+    let t = hc.timeout();
+    if t.is_zero() || t > hc.interval {
         errs.push(
             format!("{p}.timeout"),
-            "must be above 0 and at most the interval",
+            format!(
+                "{} > interval {}: must be above 0 and at most the interval",
+                humantime::format_duration(t),
+                humantime::format_duration(hc.interval)
+            ),
         );
     }
     for (name, v) in [
@@ -436,6 +458,23 @@ fn capacity(cfg: &Config, keys: Keys, errs: &mut Errors) {
             ),
         );
     }
+    // Maglev gives each target ring_size / N slots: fewer slots than
+    // targets leaves some with none.
+    if let Some((i, tg)) = cfg
+        .target_groups
+        .iter()
+        .enumerate()
+        .find(|(_, tg)| tg.targets.len() > g.ring_size as usize)
+    {
+        errs.push(
+            "gateway.ring_size",
+            format!(
+                "{} is smaller than target_group[{i}]'s {} targets: every target needs ring slots (about 100 per target keeps the split even; the default is 65537)",
+                g.ring_size,
+                tg.targets.len()
+            ),
+        );
+    }
     let targets: usize = cfg.target_groups.iter().map(|t| t.targets.len()).sum();
     if targets > g.max_targets as usize {
         errs.push(
@@ -446,4 +485,80 @@ fn capacity(cfg: &Config, keys: Keys, errs: &mut Errors) {
             ),
         );
     }
+}
+
+/// Names end up in logs, `lb status` and metric labels: printable, no
+/// quotes or backslashes, at most 64 characters.
+fn names(cfg: &Config, errs: &mut Errors) {
+    let mut check = |path: String, v: &str| {
+        let ok = !v.is_empty()
+            && v.chars().count() <= 64
+            && v.chars().all(|c| !c.is_control() && c != '"' && c != '\\');
+        if !ok {
+            errs.push(
+                path,
+                format!("{v:?} is not a name: 1-64 printable characters, no quotes or backslashes"),
+            );
+        }
+    };
+    check("gateway.zone".into(), &cfg.gateway.zone);
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        check(format!("listener[{i}].name"), &l.name);
+    }
+    for (i, tg) in cfg.target_groups.iter().enumerate() {
+        // An empty group name has its own message (target_groups).
+        if !tg.name.is_empty() {
+            check(format!("target_group[{i}].name"), &tg.name);
+        }
+        for (j, t) in tg.targets.iter().enumerate() {
+            check(format!("target_group[{i}].targets[{j}].zone"), &t.zone);
+        }
+    }
+}
+
+/// A group only UDP listeners use, checked by a TCP connect to the traffic
+/// port: no UDP service answers that, so every target would be unhealthy
+/// and all traffic dropped. NLB requires a TCP port for it too.
+fn udp_checks(cfg: &Config, errs: &mut Errors) {
+    for (i, tg) in cfg.target_groups.iter().enumerate() {
+        let mut users = cfg.listeners.iter().filter(|l| l.target_group == tg.name);
+        let udp_only =
+            users.clone().next().is_some() && users.all(|l| l.protocol == super::Protocol::Udp);
+        let hc = &tg.health_check;
+        if udp_only && hc.enabled && hc.port.is_none() {
+            errs.push(
+                format!("target_group[{i}].health_check.port"),
+                "is needed: the group serves only UDP listeners, and a TCP check of the UDP traffic port fails on every target; name a TCP (or HTTP) port the targets answer on, or set enabled = false",
+            );
+        }
+    }
+}
+
+/// Settings that are accepted but do nothing where they are.
+pub fn warnings(cfg: &Config) -> Vec<ConfigError> {
+    let mut w = Errors::default();
+    for (i, tg) in cfg.target_groups.iter().enumerate() {
+        if tg.mode == Mode::Nat && tg.snat_address.is_some() {
+            w.push(
+                format!("target_group[{i}].snat_address"),
+                "is ignored: the group's mode is \"nat\" (client addresses are kept); it is used by mode = \"snat\"",
+            );
+        }
+        let hc = &tg.health_check;
+        let default = HealthCheck::default();
+        if hc.protocol == super::HealthProtocol::Tcp {
+            for (key, set) in [
+                ("path", hc.path != default.path),
+                ("matcher", hc.matcher != default.matcher),
+            ] {
+                if set {
+                    w.push(
+                        format!("target_group[{i}].health_check.{key}"),
+                        "is ignored: the check's protocol is \"tcp\" (a connect); it is used by protocol = \"http\"",
+                    );
+                }
+            }
+        }
+    }
+    w.0
 }

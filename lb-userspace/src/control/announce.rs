@@ -405,6 +405,7 @@ mod tests {
     use crate::{config::Config, model::Ids};
 
     const CFG: &str = r#"[gateway]
+interfaces = ["eth0"]
 zone = "a"
 [[listener]]
 name = "web"
@@ -435,6 +436,8 @@ port = 8080
 weight = 0
 [[target_group]]
 name = "dns"
+[target_group.health_check]
+port = 8053
 [[target_group.targets]]
 address = "10.1.0.3"
 port = 53

@@ -227,7 +227,7 @@ impl Daemon {
             .target_groups
             .iter()
             .filter(|tg| tg.health_check.enabled)
-            .map(|tg| tg.health_check.timeout)
+            .map(|tg| tg.health_check.timeout())
             .max()
             .unwrap_or_default();
         let deadline = Instant::now() + longest + Duration::from_millis(500);

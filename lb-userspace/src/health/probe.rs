@@ -51,7 +51,7 @@ impl CheckSpec {
             addr,
             probe,
             interval: hc.interval,
-            timeout: hc.timeout,
+            timeout: hc.timeout(),
         }
     }
 }

@@ -13,7 +13,9 @@ use crate::{
 
 /// A label value, escaped as the exposition format wants.
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {

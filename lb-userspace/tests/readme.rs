@@ -1,0 +1,101 @@
+//! The README's config examples and its lists of defaults are what the code
+//! does: each `toml` block passes `lb check` without warnings, and every
+//! gateway and `[announce]` key is listed with its real default.
+
+use lb_userspace::config::{Announce, Config, Gateway};
+
+fn readme() -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    std::fs::read_to_string(p).expect("README.md")
+}
+
+/// The ```toml blocks.
+fn toml_blocks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        match (&mut cur, line.trim()) {
+            (None, "```toml") => cur = Some(String::new()),
+            (Some(_), "```") => out.push(cur.take().unwrap()),
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The `key = value` spans of the paragraph that starts with `start`.
+fn listed(text: &str, start: &str) -> Vec<(String, String)> {
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("{start:?} in README"));
+    let para = &text[from..from + text[from..].find("\n\n").unwrap()];
+    para.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|s| s.split_once(" = "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Field names of a struct's `Debug` output (`Name { a: .., b: .. }`).
+fn fields(debug: &str) -> Vec<String> {
+    let inner = &debug[debug.find('{').unwrap() + 1..debug.rfind('}').unwrap()];
+    inner
+        .split(", ")
+        .filter_map(|f| f.split_once(": ").map(|(k, _)| k.trim().to_string()))
+        .filter(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .collect()
+}
+
+#[test]
+fn config_examples_pass_lb_check() {
+    let text = readme();
+    let blocks = toml_blocks(&text);
+    assert!(!blocks.is_empty(), "no toml example in the README");
+    for b in blocks {
+        let cfg = Config::parse(&b).unwrap_or_else(|e| panic!("README example:\n{b}\n{e}"));
+        let w = cfg.warnings(&b);
+        assert!(w.is_empty(), "README example warns: {w:?}");
+    }
+}
+
+#[test]
+fn gateway_defaults_are_as_listed() {
+    let text = readme();
+    let keys = listed(&text, "Gateway keys and their defaults");
+    let want = format!("{:?}", Gateway::default());
+    for (k, v) in &keys {
+        let g: Gateway = toml::from_str(&format!("{k} = {v}"))
+            .unwrap_or_else(|e| panic!("README gateway.{k} = {v}: {e}"));
+        assert_eq!(format!("{g:?}"), want, "README says gateway.{k} = {v}");
+    }
+    let named: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+    for f in fields(&want) {
+        assert!(
+            named.contains(&f.as_str()),
+            "README does not list gateway.{f}"
+        );
+    }
+}
+
+#[test]
+fn announce_defaults_are_as_listed() {
+    let text = readme();
+    let keys = listed(&text, "`[announce]` (absent by default)");
+    let want = format!("{:?}", Announce::default());
+    for (k, v) in &keys {
+        let a: Announce = toml::from_str(&format!("{k} = {v}")).unwrap();
+        assert_eq!(format!("{a:?}"), want, "README says announce.{k} = {v}");
+    }
+    let named: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+    for f in fields(&want) {
+        assert!(
+            named.contains(&f.as_str()),
+            "README does not list announce.{f}"
+        );
+    }
+}
