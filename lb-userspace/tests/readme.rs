@@ -99,3 +99,42 @@ fn announce_defaults_are_as_listed() {
         );
     }
 }
+
+/// The README's list of restart-only gateway keys is the code's.
+#[test]
+fn restart_only_keys_are_as_listed() {
+    use std::time::Duration;
+    let text = readme();
+    let from = text
+        .find("What needs a\n   restart")
+        .expect("restart list in README");
+    let para = &text[from..from + text[from..].find("`systemctl restart lb`").unwrap()];
+    let mut listed: Vec<&str> = para.split('`').skip(1).step_by(2).collect();
+    listed.sort();
+    let s = Duration::from_secs(1);
+    // Every field differs from the default (a new field must be added here).
+    let mut all = Gateway {
+        interfaces: vec!["x".into()],
+        zone: "z".into(),
+        dataplane: lb_userspace::config::DataplaneKind::Proxy,
+        pin_path: "/x".into(),
+        metrics_address: String::new(),
+        admin_socket: "/y".into(),
+        ring_size: 3,
+        max_vips: 1,
+        max_targets: 1,
+        conntrack_size: 1,
+        snat_table_size: 1,
+        passthrough_table_size: 1,
+        snat_ports: "1-2".into(),
+        tcp_idle_timeout: s,
+        udp_idle_timeout: s,
+        proxy_connect_timeout: s,
+        proxy_udp_sessions: 1,
+        tcp_closing_timeout: s,
+        fib_cache: s,
+    };
+    let mut kept = all.keep_restart_only(&Gateway::default());
+    kept.sort();
+    assert_eq!(listed, kept);
+}
