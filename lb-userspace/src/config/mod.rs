@@ -190,6 +190,28 @@ impl Default for Gateway {
     }
 }
 
+/// A TCP or UDP port, 1-65535 (0 is refused where it is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Port, D::Error> {
+        let v = i64::deserialize(d)?;
+        match u16::try_from(v) {
+            Ok(p) if p > 0 => Ok(Port(p)),
+            _ => Err(serde::de::Error::custom(format!(
+                "{v} is out of range (1-65535)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
@@ -214,7 +236,7 @@ impl Protocol {
 pub struct Listener {
     pub name: String,
     pub address: IpAddr,
-    pub port: u32,
+    pub port: Port,
     pub protocol: Protocol,
     pub target_group: String,
 }
@@ -270,7 +292,7 @@ fn default_dereg() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub address: IpAddr,
-    pub port: u32,
+    pub port: Port,
     #[serde(default = "default_zone")]
     pub zone: String,
     #[serde(default = "default_weight")]
@@ -298,7 +320,7 @@ pub struct HealthCheck {
     pub enabled: bool,
     pub protocol: HealthProtocol,
     /// Defaults to the target's port ("traffic-port").
-    pub port: Option<u32>,
+    pub port: Option<Port>,
     pub path: String,
     /// Status codes that count as healthy, e.g. "200-399" or "200,204".
     pub matcher: String,

@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use super::{
     parse_matcher, proto_name, Config, ConfigError, DataplaneKind, Gateway, HealthCheck, Mode,
-    TargetGroup, MAX_TABLE,
+    Port, TargetGroup, MAX_TABLE,
 };
 
 /// The errors found so far.
@@ -35,12 +35,6 @@ impl Errors {
                 path,
                 format!("{} is out of range ({what})", humantime::format_duration(v)),
             );
-        }
-    }
-
-    fn port(&mut self, path: String, port: u32) {
-        if !(1..=65535).contains(&port) {
-            self.push(path, format!("{port} is out of range (1-65535)"));
         }
     }
 }
@@ -253,7 +247,6 @@ fn targets(tg: &TargetGroup, p: &str, errs: &mut Errors) {
     let mut seen = HashMap::new();
     for (j, t) in tg.targets.iter().enumerate() {
         let tp = format!("{p}.targets[{j}]");
-        errs.port(format!("{tp}.port"), t.port);
         if t.weight > 1000 {
             errs.push(
                 format!("{tp}.weight"),
@@ -278,9 +271,6 @@ fn targets(tg: &TargetGroup, p: &str, errs: &mut Errors) {
 }
 
 fn health_check(hc: &HealthCheck, p: &str, errs: &mut Errors) {
-    if let Some(port) = hc.port {
-        errs.port(format!("{p}.port"), port);
-    }
     // NLB allows 5s-300s; shorter intervals are allowed here (the data path
     // reacts faster than NLB's fastest check).
     errs.duration_range(
@@ -328,12 +318,12 @@ fn health_check(hc: &HealthCheck, p: &str, errs: &mut Errors) {
 }
 
 /// Listener keys (address, port, IP protocol) -> listener index.
-type Keys = HashMap<(IpAddr, u32, u8), usize>;
+type Keys = HashMap<(IpAddr, Port, u8), usize>;
 
 fn listeners(cfg: &Config, tg_index: &HashMap<&str, usize>, errs: &mut Errors) -> Keys {
     let mut names = HashMap::new();
     let mut keys = Keys::new();
-    let mut reverse: HashMap<(IpAddr, u32, u8), Vec<usize>> = HashMap::new();
+    let mut reverse: HashMap<(IpAddr, Port, u8), Vec<usize>> = HashMap::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
         let p = format!("listener[{i}]");
         if names.insert(l.name.as_str(), i).is_some() {
@@ -342,7 +332,6 @@ fn listeners(cfg: &Config, tg_index: &HashMap<&str, usize>, errs: &mut Errors) -
                 format!("duplicate listener name {:?}", l.name),
             );
         }
-        errs.port(format!("{p}.port"), l.port);
         listener_address(cfg, i, errs);
         for &proto in l.protocol.ip_protos() {
             if let Some(j) = keys.insert((l.address, l.port, proto), i) {
@@ -406,7 +395,7 @@ fn listener_targets(
     cfg: &Config,
     i: usize,
     ti: usize,
-    reverse: &mut HashMap<(IpAddr, u32, u8), Vec<usize>>,
+    reverse: &mut HashMap<(IpAddr, Port, u8), Vec<usize>>,
     errs: &mut Errors,
 ) {
     let (l, tg) = (&cfg.listeners[i], &cfg.target_groups[ti]);

@@ -99,7 +99,7 @@ impl Targets {
             let configured = tg
                 .targets
                 .iter()
-                .any(|t| t.address == addr.ip() && t.port as u16 == addr.port());
+                .any(|t| t.address == addr.ip() && t.port.0 == addr.port());
             if configured {
                 self.ids.adopt(key.clone(), *id);
                 if valid {
@@ -149,7 +149,7 @@ impl Targets {
             match self.map.get_mut(k) {
                 Some(rt) => update(k, rt, tg, t),
                 None => {
-                    let addr = SocketAddr::new(t.address, t.port as u16);
+                    let addr = SocketAddr::new(t.address, t.port.0);
                     let (spec, tracker) = check_of(tg, addr, self.was_valid.remove(k));
                     self.map.insert(
                         k.clone(),
@@ -324,7 +324,7 @@ fn update(k: &TargetKey, rt: &mut TargetRt, tg: &TargetGroup, t: &Target) {
     }
     let spec = hc
         .enabled
-        .then(|| CheckSpec::new(hc, SocketAddr::new(t.address, t.port as u16)));
+        .then(|| CheckSpec::new(hc, SocketAddr::new(t.address, t.port.0)));
     if rt.spec == spec {
         return;
     }

@@ -35,10 +35,7 @@ pub struct CheckSpec {
 
 impl CheckSpec {
     pub fn new(hc: &HealthCheck, target: SocketAddr) -> CheckSpec {
-        let addr = SocketAddr::new(
-            target.ip(),
-            hc.port.map(|p| p as u16).unwrap_or(target.port()),
-        );
+        let addr = SocketAddr::new(target.ip(), hc.port.map_or(target.port(), |p| p.0));
         let probe = match hc.protocol {
             HealthProtocol::Tcp => Probe::Tcp,
             HealthProtocol::Http => Probe::Http {

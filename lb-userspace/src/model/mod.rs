@@ -71,7 +71,7 @@ impl TargetKey {
         TargetKey {
             target_group: tg.name.clone(),
             address: t.address,
-            port: t.port as u16,
+            port: t.port.0,
         }
     }
 }
@@ -138,7 +138,7 @@ impl Model {
             .flat_map(|l| {
                 l.protocol.ip_protos().iter().map(|&proto| ListenerKey {
                     address: l.address,
-                    port: l.port as u16,
+                    port: l.port.0,
                     proto,
                 })
             })
@@ -157,7 +157,7 @@ impl Model {
             for &proto in l.protocol.ip_protos() {
                 let lkey = ListenerKey {
                     address: l.address,
-                    port: l.port as u16,
+                    port: l.port.0,
                     proto,
                 };
                 let vip_id = vip_ids.get(&lkey).expect("assigned");
