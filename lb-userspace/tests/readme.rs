@@ -63,41 +63,38 @@ fn config_examples_pass_lb_check() {
     }
 }
 
-#[test]
-fn gateway_defaults_are_as_listed() {
+/// Each `key = value` listed after `start` deserializes to `T`'s default
+/// (so the README states the real default), and every field of `T` is
+/// listed.
+fn defaults_listed<T>(start: &str, what: &str)
+where
+    T: serde::de::DeserializeOwned + std::fmt::Debug + Default,
+{
     let text = readme();
-    let keys = listed(&text, "Gateway keys and their defaults");
-    let want = format!("{:?}", Gateway::default());
+    let keys = listed(&text, start);
+    let want = format!("{:?}", T::default());
     for (k, v) in &keys {
-        let g: Gateway = toml::from_str(&format!("{k} = {v}"))
-            .unwrap_or_else(|e| panic!("README gateway.{k} = {v}: {e}"));
-        assert_eq!(format!("{g:?}"), want, "README says gateway.{k} = {v}");
+        let got: T = toml::from_str(&format!("{k} = {v}"))
+            .unwrap_or_else(|e| panic!("README {what}.{k} = {v}: {e}"));
+        assert_eq!(format!("{got:?}"), want, "README says {what}.{k} = {v}");
     }
     let named: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
     for f in fields(&want) {
         assert!(
             named.contains(&f.as_str()),
-            "README does not list gateway.{f}"
+            "README does not list {what}.{f}"
         );
     }
 }
 
 #[test]
+fn gateway_defaults_are_as_listed() {
+    defaults_listed::<Gateway>("Gateway keys and their defaults", "gateway");
+}
+
+#[test]
 fn announce_defaults_are_as_listed() {
-    let text = readme();
-    let keys = listed(&text, "`[announce]` (absent by default)");
-    let want = format!("{:?}", Announce::default());
-    for (k, v) in &keys {
-        let a: Announce = toml::from_str(&format!("{k} = {v}")).unwrap();
-        assert_eq!(format!("{a:?}"), want, "README says announce.{k} = {v}");
-    }
-    let named: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
-    for f in fields(&want) {
-        assert!(
-            named.contains(&f.as_str()),
-            "README does not list announce.{f}"
-        );
-    }
+    defaults_listed::<Announce>("`[announce]` (absent by default)", "announce");
 }
 
 /// The README's list of restart-only gateway keys is the code's.

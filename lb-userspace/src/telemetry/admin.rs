@@ -150,18 +150,11 @@ pub async fn serve_metrics(addr: SocketAddr, tx: mpsc::Sender<AdminReq>) -> Resu
 
 /// One HTTP request: `/metrics`, or 404.
 async fn metrics_client(mut s: TcpStream, tx: mpsc::Sender<AdminReq>) {
-    // The request head may arrive in pieces: read to its end (2 KiB at
-    // most, CLIENT_TIME in all).
-    let deadline = tokio::time::Instant::now() + CLIENT_TIME;
-    let mut buf = [0u8; 2048];
-    let mut n = 0;
-    while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf[n..])).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-            Ok(Ok(m)) => n += m,
-        }
-    }
-    let req = String::from_utf8_lossy(&buf[..n]);
+    // The request head may arrive in pieces: read to its end.
+    let Some(req) = read_request::<2048>(&mut s, |b| b.windows(4).any(|w| w == b"\r\n\r\n")).await
+    else {
+        return;
+    };
     let path = req.split_whitespace().nth(1).unwrap_or("");
     let (status, ctype, body) = if path == "/metrics" {
         (
@@ -238,19 +231,31 @@ pub async fn serve_status(path: &Path, tx: mpsc::Sender<AdminReq>) -> Result<()>
     Ok(())
 }
 
-/// One request line (256 bytes at most, CLIENT_TIME in all), one answer.
-async fn admin_client(mut s: UnixStream, tx: mpsc::Sender<AdminReq>) {
+/// Reads until `done` says the request is complete, N bytes at most and
+/// CLIENT_TIME in all. `None`: the client went away or was too slow. A
+/// client that closes its side has sent all it will.
+async fn read_request<const N: usize>(
+    s: &mut (impl AsyncReadExt + Unpin),
+    done: impl Fn(&[u8]) -> bool,
+) -> Option<String> {
     let deadline = tokio::time::Instant::now() + CLIENT_TIME;
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; N];
     let mut n = 0;
-    while !buf[..n].contains(&b'\n') && n < buf.len() {
+    while !done(&buf[..n]) && n < N {
         match tokio::time::timeout_at(deadline, s.read(&mut buf[n..])).await {
             Ok(Ok(0)) => break,
             Ok(Ok(m)) => n += m,
-            Ok(Err(_)) | Err(_) => return,
+            Ok(Err(_)) | Err(_) => return None,
         }
     }
-    let line = String::from_utf8_lossy(&buf[..n]);
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// One request line, one answer.
+async fn admin_client(mut s: UnixStream, tx: mpsc::Sender<AdminReq>) {
+    let Some(line) = read_request::<256>(&mut s, |b| b.contains(&b'\n')).await else {
+        return;
+    };
     let body = match parse_request(&line) {
         Some(make) => ask(&tx, make).await,
         None => format!(
