@@ -118,7 +118,9 @@ fn accept_loop<L, F, Fut>(
                 continue;
             }
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                L::refuse(&s, busy);
+                if !busy.is_empty() {
+                    L::refuse(&s, busy);
+                }
                 continue;
             };
             let task = serve(s);
@@ -136,8 +138,8 @@ pub async fn serve_metrics(addr: SocketAddr, tx: mpsc::Sender<AdminReq>) -> Resu
         .await
         .with_context(|| format!("binding gateway.metrics_address {addr}"))?;
     info!("metrics on http://{addr}/metrics");
-    let busy =
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    // Beyond the limit a client is closed: it retries, as after any reset.
+    let busy = b"";
     accept_loop(
         "metrics endpoint",
         l,
@@ -277,13 +279,21 @@ pub async fn request(path: &Path, request: &str) -> Result<String> {
     // A refusal (permission, busy) may come before the request is read:
     // a failed write still leaves the answer to read.
     let _ = s.write_all(format!("{request}\n").as_bytes()).await;
-    let mut out = String::new();
+    let mut out = Vec::new();
     // A reload may take a while (health checks are not waited for).
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
+    let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
         .await
-        .context("no answer from the daemon")??;
+        .context("no answer from the daemon")?;
+    // A refusal closes without reading the request: the kernel then resets
+    // the connection after the refusal's text, which has been read.
+    match read {
+        Err(e) if out.is_empty() || e.kind() != std::io::ErrorKind::ConnectionReset => {
+            return Err(e).context("reading the daemon's answer")
+        }
+        _ => {}
+    }
     if out.is_empty() {
         bail!("the daemon closed the socket without an answer");
     }
-    Ok(out)
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
