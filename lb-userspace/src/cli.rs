@@ -2,7 +2,7 @@
 //! same code as the shipped binary).
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::{
@@ -71,8 +71,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Validate the config file, then have the running daemon reload it,
-    /// and report how that went (as SIGHUP does, with the answer).
+    /// Have the running daemon reload its config file, and report how that
+    /// went (as SIGHUP does, with the answer; exit status 1 when refused).
     ///
     /// Example: lb reload -c /etc/lb/lb.toml
     Reload {
@@ -177,15 +177,26 @@ fn print_lines(done: Vec<String>) {
     }
 }
 
-/// `lb reload`: a config that does not validate is not sent.
+/// `lb reload`: the daemon re-reads its config file (as on SIGHUP), counts
+/// and records the result, and answers with it.
 fn reload(at: &DaemonArgs) -> Result<()> {
-    Config::load(&at.cfg.config).context("not reloaded: the daemon keeps its running config")?;
     let answer = block_on(admin::request(&socket_of(at), "reload"))?;
     print!("{answer}");
     if answer.starts_with("error") {
-        anyhow::bail!("the daemon did not apply the config (see above)");
+        anyhow::bail!("the daemon did not apply the config (see above); it keeps the running one");
     }
     Ok(())
+}
+
+/// The daemon's socket and pin directory: as given, else from the config.
+fn daemon_paths(at: DaemonArgs, pin_path: Option<PathBuf>) -> (PathBuf, PathBuf) {
+    match (at.socket, pin_path) {
+        (Some(s), Some(p)) => (s, p),
+        (s, p) => {
+            let g = gateway_of(&at.cfg.config);
+            (s.unwrap_or(g.admin_socket), p.unwrap_or(g.pin_path))
+        }
+    }
 }
 
 fn check(path: &Path) -> Result<()> {
@@ -223,16 +234,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             pin_path,
             detach,
         } => {
-            let g = gateway_of(&at.cfg.config);
-            let socket = at.socket.unwrap_or(g.admin_socket);
-            let pin = pin_path.unwrap_or(g.pin_path);
+            let (socket, pin) = daemon_paths(at, pin_path);
             print_lines(control::stop::stop(&socket, &pin, detach)?);
             Ok(())
         }
         Cmd::Detach { at, pin_path } => {
-            let g = gateway_of(&at.cfg.config);
-            let socket = at.socket.unwrap_or(g.admin_socket);
-            let pin = pin_path.unwrap_or(g.pin_path);
+            let (socket, pin) = daemon_paths(at, pin_path);
             let done = control::stop::detach(&socket, &pin)?;
             if done.is_empty() {
                 println!("nothing pinned");

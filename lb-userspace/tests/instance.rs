@@ -3,7 +3,7 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::PathBuf};
 
-use lb_userspace::control::instance::{holder, lock, lock_path};
+use lb_userspace::control::instance::{holder, lock, lock_path, Holder};
 
 /// A fresh directory under the target dir, removed on drop.
 struct Dir(PathBuf);
@@ -37,7 +37,7 @@ fn lock_is_private_exclusive_and_names_its_holder() {
     assert_eq!(path.parent(), Some(run.as_path()));
     assert_eq!(mode(&path), 0o600);
     let me = std::process::id();
-    assert_eq!(holder(&sock, PIN.as_ref()), Some(me));
+    assert_eq!(holder(&sock, PIN.as_ref()).unwrap(), Holder::Held(Some(me)));
     let err = format!("{:#}", lock(&sock, PIN.as_ref()).unwrap_err());
     assert!(
         err.contains(&format!(
@@ -46,7 +46,7 @@ fn lock_is_private_exclusive_and_names_its_holder() {
         "{err}"
     );
     drop(f);
-    assert_eq!(holder(&sock, PIN.as_ref()), None);
+    assert_eq!(holder(&sock, PIN.as_ref()).unwrap(), Holder::Free);
     lock(&sock, PIN.as_ref()).expect("free again");
 }
 
@@ -80,4 +80,27 @@ fn a_link_in_place_of_the_lock_is_not_followed() {
     let err = format!("{:#}", lock(&sock, PIN.as_ref()).unwrap_err());
     assert!(err.contains("a symbolic link there is refused"), "{err}");
     assert!(!elsewhere.exists(), "nothing was created through the link");
+}
+
+#[test]
+fn a_directory_of_another_user_is_refused() {
+    // Mode 0755, but another user could create and hold the lock in it.
+    let dir = Dir::new("owner");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let c = std::ffi::CString::new(dir.0.to_str().unwrap()).unwrap();
+    if unsafe { libc::chown(c.as_ptr(), 12345, 12345) } != 0 {
+        eprintln!("chown needs root: skipped");
+        return;
+    }
+    let err = format!(
+        "{:#}",
+        lock(&dir.0.join("lb.sock"), PIN.as_ref()).unwrap_err()
+    );
+    assert!(
+        err.contains(&format!(
+            "gateway.admin_socket: {} belongs to uid 12345",
+            dir.0.display()
+        )),
+        "{err}"
+    );
 }

@@ -409,9 +409,11 @@ pub fn choices(gw: &Gateway) -> Result<Choices> {
     use lb_common::{Backend, VipKey, VipMeta};
     let dir = EcmpTopology::pin_path(gw).join("maps");
     let open = |name: &str| MapData::from_pin(dir.join(name)).with_context(|| name.to_string());
-    let ring: Array<_, u32> = Array::try_from(Map::Array(open("RING")?))?;
-    let vips: HashMap<_, VipKey, VipMeta> = HashMap::try_from(Map::HashMap(open("VIPS")?))?;
-    let backends: Array<_, Backend> = Array::try_from(Map::Array(open("BACKENDS")?))?;
+    let ring: Array<_, u32> = Array::try_from(Map::Array(open(lb_common::names::RING)?))?;
+    let vips: HashMap<_, VipKey, VipMeta> =
+        HashMap::try_from(Map::HashMap(open(lb_common::names::VIPS)?))?;
+    let backends: Array<_, Backend> =
+        Array::try_from(Map::Array(open(lb_common::names::BACKENDS)?))?;
     let m = lb_common::DEFAULT_RING_SIZE;
     let mut out = Vec::new();
     for kv in vips.iter() {

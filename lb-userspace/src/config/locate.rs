@@ -35,10 +35,12 @@ pub fn locate(text: &str, path: &str) -> Option<usize> {
         prefix = format!("{prefix}.{sub}");
         let want = [format!("[[{prefix}]]"), format!("[{prefix}]")];
         // A block not written (defaults): the enclosing one's line.
+        // Within this table's block: up to the next `[[table]]`.
         let Some(found) = lines
             .iter()
             .enumerate()
             .skip(from + 1)
+            .take_while(|(_, l)| l.trim() != header)
             .filter(|(_, l)| want.iter().any(|w| l.trim() == w))
             .nth(si)
             .map(|(n, _)| n)

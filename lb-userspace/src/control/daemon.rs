@@ -246,7 +246,8 @@ impl Daemon {
     /// Re-reads the config file: applied whole, or not at all. Logs and
     /// records the result, and returns it as a line for `lb reload`.
     fn reload(&mut self, path: &Path) -> Result<String, String> {
-        let res = self.try_reload(path);
+        let mut applied = false;
+        let res = self.try_reload(path, &mut applied);
         match &res {
             Ok(m) => {
                 self.reloads.0 += 1;
@@ -260,23 +261,29 @@ impl Daemon {
         self.last_reload = Some(LastReload {
             at: std::time::SystemTime::now(),
             result: res.clone(),
+            applied,
         });
         res
     }
 
-    fn try_reload(&mut self, path: &Path) -> Result<String, String> {
+    /// `applied`: the new config was taken (even if programming failed).
+    fn try_reload(&mut self, path: &Path, applied: &mut bool) -> Result<String, String> {
         let mut new = Config::load(path).map_err(|e| {
             // One log line per event, whatever the number of errors.
             let msg = format!("{e:#}").replace("\n    ", " ").replace('\n', "; ");
             format!("reload failed, keeping the running config: {msg}")
         })?;
         let kept = new.gateway.keep_restart_only(&self.cfg.gateway);
-        if !kept.is_empty() {
-            warn!(
+        let kept = if kept.is_empty() {
+            String::new()
+        } else {
+            let w = format!(
                 "gateway.{} changed: restart-only, the running values stay until a restart",
                 kept.join(", gateway.")
             );
-        }
+            warn!("{w}");
+            format!("; {w}")
+        };
         // Draining targets keep their ids: the new config must fit beside
         // them, or nothing of it is applied.
         let mut ids: BTreeSet<TargetKey> = self.targets.map.keys().cloned().collect();
@@ -291,11 +298,12 @@ impl Daemon {
             ));
         }
         self.apply_config(new);
+        *applied = true;
         self.sync().map_err(|e| {
             format!("config reload applied, but programming the data plane failed: {e:#}")
         })?;
         Ok(format!(
-            "config reloaded: {} listener keys, {} targets",
+            "config reloaded: {} listener keys, {} targets{kept}",
             self.model.vips.len(),
             self.model.backends.len()
         ))

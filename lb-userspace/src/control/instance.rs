@@ -14,7 +14,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::telemetry::admin::private_dir;
+pub use crate::dataplane::xdp::pins::Holder;
+use crate::{dataplane::xdp::pins, telemetry::admin::private_dir};
 
 /// The lock of the daemon serving `pin` whose admin socket is `socket`.
 pub fn lock_path(socket: &Path, pin: &Path) -> PathBuf {
@@ -38,7 +39,8 @@ fn try_flock(f: &File, op: libc::c_int) -> bool {
     unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) == 0 }
 }
 
-/// Takes the lock for `lb run` (held while the returned file is open).
+/// Takes the lock for `lb run` (held while the returned file is open). A
+/// brief probe by `lb stop` or `lb detach` is waited out.
 pub fn lock(socket: &Path, pin: &Path) -> Result<File> {
     if let Some(dir) = socket.parent() {
         private_dir(dir, "gateway.admin_socket")?;
@@ -50,7 +52,12 @@ pub fn lock(socket: &Path, pin: &Path) -> Result<File> {
             path.display()
         )
     })?;
-    if !try_flock(&f, libc::LOCK_EX) {
+    if !(0..10).any(|_| {
+        try_flock(&f, libc::LOCK_EX) || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            false
+        }
+    }) {
         let holder = std::fs::read_to_string(&path).unwrap_or_default();
         bail!(
             "another `lb run` (pid {}) already serves gateway.pin_path {} (lock {})",
@@ -64,13 +71,39 @@ pub fn lock(socket: &Path, pin: &Path) -> Result<File> {
     Ok(f)
 }
 
-/// The pid of the `lb run` that holds the lock, if one does.
-pub fn holder(socket: &Path, pin: &Path) -> Option<u32> {
+/// Whether an `lb run` serves `pin`: the pin directory's lock (any spelling
+/// of the path, whatever the config says now), then the lock file of the
+/// runtime directory (a daemon without XDP pins). An error (no permission
+/// to look) is not taken for "none".
+pub fn holder(socket: &Path, pin: &Path) -> Result<Holder> {
+    let held = pins::dir_holder(pin).with_context(|| {
+        format!(
+            "checking gateway.pin_path {} for a running lb run",
+            pin.display()
+        )
+    })?;
+    if held != Holder::Free {
+        return Ok(held);
+    }
     let path = lock_path(socket, pin);
-    let f = open(&path, false).ok()?;
+    let f = match open(&path, false) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Holder::Free),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "opening the instance lock {} (root or the daemon's user may)",
+                    path.display()
+                )
+            })
+        }
+        Ok(f) => f,
+    };
     if try_flock(&f, libc::LOCK_SH) {
         // Nobody holds it (ours goes with `f`).
-        return None;
+        return Ok(Holder::Free);
     }
-    std::fs::read_to_string(&path).ok()?.trim().parse().ok()
+    let pid = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    Ok(Holder::Held(pid))
 }

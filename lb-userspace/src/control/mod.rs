@@ -1,6 +1,7 @@
 //! The daemon: its state and event loop (`daemon`), the registered and
 //! draining targets (`targets`), route announcement (`announce`), the host
-//! checks before a start (`host`) and `lb run` itself (`start`).
+//! checks before a start (`host`), the instance lock (`instance`), `lb run`
+//! itself (`start`), and `lb stop` / `lb detach` (`stop`).
 
 pub mod announce;
 pub mod daemon;

@@ -83,7 +83,9 @@ fn choose(cfg: &Config, detach_on_exit: bool) -> Result<Chosen> {
     }
     match load_xdp(cfg, detach_on_exit) {
         Ok(mut x) => {
-            x.count_flows_every(Duration::from_secs(5))?;
+            if let Err(e) = x.count_flows_every(Duration::from_secs(5)) {
+                warn!("live flows are counted on request only: {e:#}");
+            }
             let adopted = x.adopted_ids().clone();
             Ok((Planes(vec![Box::new(x)]), adopted, None))
         }
@@ -101,20 +103,17 @@ fn choose(cfg: &Config, detach_on_exit: bool) -> Result<Chosen> {
     }
 }
 
-/// Programs the planes and starts them. A start that fails takes down what
-/// it set up (an earlier run's pinned state stays as it was), and the
-/// operator is told what to fix.
+/// Programs the planes and starts them; under `auto`, a failure is one to
+/// fix, and says so.
 fn start_planes(d: &mut Daemon) -> Result<()> {
     d.sync().context("programming the data plane")?;
-    if let Err(e) = d.planes.start() {
-        d.planes.undo_start();
-        return Err(if d.cfg.gateway.dataplane == DataplaneKind::Auto {
+    d.planes.start().map_err(|e| {
+        if d.cfg.gateway.dataplane == DataplaneKind::Auto {
             fixable(e)
         } else {
             e
-        });
-    }
-    Ok(())
+        }
+    })
 }
 
 pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
@@ -125,11 +124,13 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     let (tx, mut rx) = mpsc::channel(1024);
     let mut d = Daemon::new(cfg, planes, adopted, tx);
     d.fallback = fallback;
-    // The device is made now, so a clash stops the start before anything
-    // is attached; routes come once the data plane forwards.
-    d.update_announcer().await?;
-    d.first_round(&mut rx).await;
-    start_planes(&mut d)?;
+    let (admin_tx, mut admin_rx) = mpsc::channel(16);
+    // Whatever fails before serving takes down what this start set up (an
+    // earlier run's pinned state stays as it was).
+    if let Err(e) = start(&mut d, &mut rx, admin_tx).await {
+        d.planes.undo_start();
+        return Err(e);
+    }
     let healthy = d.targets.in_service();
     info!(
         "serving {} listener keys, {} targets ({healthy} healthy), zone {:?}",
@@ -147,7 +148,22 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
         "READY=1\nSTATUS=serving {} listener keys, {healthy} healthy targets ({mode})",
         d.model.vips.len()
     ));
-    let (admin_tx, mut admin_rx) = mpsc::channel(16);
+    d.start_serving();
+    d.take_sample();
+    d.serve(&config_path, &mut rx, &mut admin_rx).await?;
+    shutdown(d).await
+}
+
+/// The announcer's device (a clash stops the start before anything is
+/// attached; routes come once the data plane forwards), the first health
+/// results, the admin endpoints, then the data planes.
+async fn start(
+    d: &mut Daemon,
+    rx: &mut mpsc::Receiver<crate::health::CheckResult>,
+    admin_tx: mpsc::Sender<admin::AdminReq>,
+) -> Result<()> {
+    d.update_announcer().await?;
+    d.first_round(rx).await;
     let g = &d.cfg.gateway;
     if !g.metrics_address.is_empty() {
         let addr = g
@@ -157,10 +173,7 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
         admin::serve_metrics(addr, admin_tx.clone()).await?;
     }
     admin::serve_status(&g.admin_socket, admin_tx).await?;
-    d.start_serving();
-    d.take_sample();
-    d.serve(&config_path, &mut rx, &mut admin_rx).await?;
-    shutdown(d).await
+    start_planes(d)
 }
 
 /// Withdrawn first: upstream routers move the traffic to other gateways

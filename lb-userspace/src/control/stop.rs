@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 
 use anyhow::{bail, Result};
 
-use super::instance;
+use super::instance::{self, Holder};
 use crate::dataplane::xdp::pins;
 
 /// How long `lb stop` waits for the daemon to exit: its shutdown may wait
@@ -18,8 +18,12 @@ const EXIT_WAIT: Duration = Duration::from_secs(75);
 /// what it did.
 pub fn stop(socket: &Path, pin: &Path, detach: bool) -> Result<Vec<String>> {
     let mut done = Vec::new();
-    match instance::holder(socket, pin) {
-        Some(pid) => {
+    match instance::holder(socket, pin)? {
+        Holder::Held(None) => bail!(
+            "an `lb run` serves gateway.pin_path {}, but its pid is unknown (it holds the pin directory's lock, and no lock file names it): stop it with its service manager",
+            pin.display()
+        ),
+        Holder::Held(Some(pid)) => {
             if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } != 0 {
                 bail!(
                     "signalling `lb run` (pid {pid}): {}",
@@ -27,7 +31,7 @@ pub fn stop(socket: &Path, pin: &Path, detach: bool) -> Result<Vec<String>> {
                 );
             }
             let deadline = std::time::Instant::now() + EXIT_WAIT;
-            while instance::holder(socket, pin).is_some() {
+            while instance::holder(socket, pin)? != Holder::Free {
                 if std::time::Instant::now() > deadline {
                     bail!("`lb run` (pid {pid}) did not exit within {EXIT_WAIT:?} of SIGTERM");
                 }
@@ -35,13 +39,13 @@ pub fn stop(socket: &Path, pin: &Path, detach: bool) -> Result<Vec<String>> {
             }
             done.push(format!("stopped lb run (pid {pid})"));
         }
-        None => done.push(format!(
+        Holder::Free => done.push(format!(
             "no lb run serves gateway.pin_path {}",
             pin.display()
         )),
     }
     if detach {
-        done.extend(pins::stop(pin)?);
+        done.extend(pins::detach(pin)?);
     } else if pin.join("links").exists() {
         done.push(
             "XDP stays attached and forwards with the last state; `lb detach` takes it down".into(),
@@ -52,11 +56,12 @@ pub fn stop(socket: &Path, pin: &Path, detach: bool) -> Result<Vec<String>> {
 
 /// Detaches XDP and removes the pinned state, unless a daemon serves it.
 pub fn detach(socket: &Path, pin: &Path) -> Result<Vec<String>> {
-    if let Some(pid) = instance::holder(socket, pin) {
+    if let Holder::Held(pid) = instance::holder(socket, pin)? {
+        let pid = pid.map_or("pid unknown".into(), |p| format!("pid {p}"));
         bail!(
-            "`lb run` (pid {pid}) is serving gateway.pin_path {}: detaching under it would leave it reporting a data plane that is gone. `lb stop --detach` stops it and detaches; `lb stop` stops it and keeps forwarding",
+            "`lb run` ({pid}) is serving gateway.pin_path {}: detaching under it would leave it reporting a data plane that is gone. `lb stop --detach` stops it and detaches; `lb stop` stops it and keeps forwarding",
             pin.display()
         );
     }
-    pins::stop(pin)
+    pins::detach(pin)
 }

@@ -1,6 +1,6 @@
 //! Health-check probes (TCP connect, HTTP GET with a status matcher) run as
 //! tokio tasks, one per target. Results go to the daemon, which owns the
-//! state machines (`health.rs`) and the data plane.
+//! state machines (`tracker`) and the data plane.
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -11,7 +11,7 @@ mod rings;
 pub use addr::{addr_words, words_addr, Family};
 pub use desired::{Desired, Rings, TargetState};
 pub use ids::{AdoptedIds, Ids};
-pub use rings::{CachedRing, RingCache};
+pub use rings::RingCache;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},

@@ -1,6 +1,6 @@
-//! Read-only views of the running daemon: the Prometheus endpoint and the
-//! `lb status` Unix socket. Both ask the main loop (which owns all state)
-//! over a channel and serve its answer; nothing here holds state.
+//! The Prometheus endpoint and the admin socket (`lb status`, `lb reload`).
+//! Both ask the main loop (which owns all state) over a channel and serve
+//! its answer; nothing here holds state.
 
 use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
@@ -191,6 +191,14 @@ pub fn private_dir(dir: &Path, key: &str) -> Result<()> {
         bail!(
             "{key}: {} is not a directory (a symbolic link is not followed)",
             dir.display()
+        );
+    }
+    let me = unsafe { libc::geteuid() };
+    if md.uid() != me && md.uid() != 0 {
+        bail!(
+            "{key}: {} belongs to uid {}, not to the daemon's user (uid {me}) or root: that user could take the lock or the socket",
+            dir.display(),
+            md.uid()
         );
     }
     if md.mode() & 0o022 != 0 {

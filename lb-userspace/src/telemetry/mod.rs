@@ -35,6 +35,9 @@ pub struct TargetView {
 pub struct LastReload {
     pub at: std::time::SystemTime,
     pub result: Result<String, String>,
+    /// The new config was taken (a failure after that was in programming
+    /// the data plane).
+    pub applied: bool,
 }
 
 /// Everything metrics and status read, at one moment.

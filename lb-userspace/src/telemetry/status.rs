@@ -90,11 +90,15 @@ fn header(v: &View, o: &mut String) {
     );
     if let Some(r) = v.last_reload {
         let ago = r.at.elapsed().unwrap_or_default().as_secs();
-        let _ = match &r.result {
-            Ok(m) => writeln!(o, "last reload: ok {ago}s ago ({m})"),
-            Err(m) => writeln!(
+        let _ = match (&r.result, r.applied) {
+            (Ok(m), _) => writeln!(o, "last reload: ok {ago}s ago ({m})"),
+            (Err(m), false) => writeln!(
                 o,
                 "last reload: FAILED {ago}s ago, the running config is the one before: {m}"
+            ),
+            (Err(m), true) => writeln!(
+                o,
+                "last reload: FAILED {ago}s ago, applied but not programmed: {m}"
             ),
         };
     }
@@ -164,6 +168,7 @@ pub fn render_json(v: &View) -> String {
         json!({
             "at_unix_s": r.at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
             "ok": r.result.is_ok(),
+            "applied": r.applied,
             "message": match &r.result { Ok(m) | Err(m) => m },
         })
     });

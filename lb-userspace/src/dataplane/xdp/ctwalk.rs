@@ -120,7 +120,7 @@ pub fn count(fd: &OwnedFd, g: &Globals) -> std::io::Result<LiveFlows> {
 }
 
 /// Starts the walking thread: a count every `every`, published in
-/// `shared.last`. It ends when the daemon drops its `Arc`.
+/// `shared.last`. It ends when the XDP plane drops its `Arc`.
 pub fn spawn(fd: OwnedFd, shared: Arc<Shared>, every: Duration) {
     let weak = Arc::downgrade(&shared);
     drop(shared);

@@ -93,8 +93,10 @@ impl XdpDataplane {
             return Err(missing_object());
         }
         let mut adopted = false;
+        let mut pin_lock = None;
         if let Some(dir) = pin_dir {
             pins::prepare_pin_dir(dir)?;
+            pin_lock = Some(pins::lock_dir(dir)?);
             adopted = dir.join("maps").join(names::GLOBALS).exists();
             if adopted {
                 pins::check_pinned_sizes(dir, &sizes)?;
@@ -150,6 +152,7 @@ impl XdpDataplane {
             attached: Vec::new(),
             new_links: Vec::new(),
             pin_dir: pin_dir.map(Path::to_path_buf),
+            _pin_lock: pin_lock,
             adopted,
             found: AdoptedIds::default(),
             interfaces: Vec::new(),

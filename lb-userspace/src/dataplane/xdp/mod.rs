@@ -58,6 +58,8 @@ impl AttachMode {
 pub struct XdpDataplane {
     pub ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
+    /// Held for the plane's life: no second daemon on these pins.
+    _pin_lock: Option<std::fs::File>,
     /// The maps came from pins (a restart).
     pub adopted: bool,
     /// What the adopted maps held (empty when not adopted).
@@ -237,7 +239,7 @@ impl Dataplane for XdpDataplane {
 
     fn exit(&mut self) -> Result<Vec<String>> {
         match (&self.pin_dir, self.detach_on_exit) {
-            (Some(dir), true) => pins::stop(dir),
+            (Some(dir), true) => pins::detach(dir),
             (Some(dir), false) => Ok(vec![format!(
                 "exiting; XDP stays attached and keeps forwarding with the last state (pins in {}); `lb detach` takes it down",
                 dir.display()

@@ -1,7 +1,7 @@
 //! The pin directory: pinned maps (adopted by a restart) and pinned links
 //! (which keep XDP attached while no daemon runs), and `lb detach`.
 
-use std::path::Path;
+use std::{fs::File, os::fd::AsRawFd as _, path::Path, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use lb_common::{
@@ -70,7 +70,7 @@ pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
 }
 
 /// `lb detach`: detaches the pinned links and removes the pinned maps.
-pub fn stop(dir: &Path) -> Result<Vec<String>> {
+pub fn detach(dir: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir.join("links")) {
         for e in rd.flatten() {
@@ -88,4 +88,74 @@ pub fn stop(dir: &Path) -> Result<Vec<String>> {
     let _ = std::fs::remove_dir(dir.join("links"));
     let _ = std::fs::remove_dir(dir);
     Ok(done)
+}
+
+/// Who holds a pin directory's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    Free,
+    /// Held by this pid (`None`: not found in /proc/locks).
+    Held(Option<u32>),
+}
+
+fn open_dir(dir: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+}
+
+fn try_flock(f: &File, op: libc::c_int) -> bool {
+    unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) == 0 }
+}
+
+/// The pid holding a flock on `f`'s inode, from /proc/locks
+/// (`1: FLOCK  ADVISORY  WRITE 4242 00:1f:1234 0 EOF`).
+fn flock_pid(f: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let md = f.metadata().ok()?;
+    let dev = md.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let want = format!("{major:02x}:{minor:02x}:{}", md.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // Waiters are listed as "N: -> FLOCK ...".
+        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()))
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Locks the pin directory for the life of the returned file: one daemon
+/// per pinned state, whatever spelling of the path each was given. A brief
+/// probe by `lb stop` or `lb detach` is waited out.
+pub fn lock_dir(dir: &Path) -> Result<File> {
+    let f = open_dir(dir).with_context(|| format!("opening gateway.pin_path {}", dir.display()))?;
+    for _ in 0..10 {
+        if try_flock(&f, libc::LOCK_EX) {
+            return Ok(f);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = flock_pid(&f).map_or("unknown".into(), |p| p.to_string());
+    bail!(
+        "another `lb run` (pid {pid}) already serves gateway.pin_path {}",
+        dir.display()
+    )
+}
+
+/// Whether a daemon holds `dir`'s lock (a missing directory is free).
+pub fn dir_holder(dir: &Path) -> std::io::Result<Holder> {
+    let f = match open_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Holder::Free),
+        r => r?,
+    };
+    if try_flock(&f, libc::LOCK_SH) {
+        // Free; the probe's lock goes with `f`.
+        return Ok(Holder::Free);
+    }
+    Ok(Holder::Held(flock_pid(&f)))
 }
