@@ -389,6 +389,36 @@ fn note_direct(pkt: &Pkt, now: u64) -> bool {
     true
 }
 
+/// The reply `pkt` belongs to a non-VIP flow this gateway forwarded to the
+/// target (`PASSTHROUGH`), live and seen after `than` (ns): refreshed, as
+/// replies keep it fresh too (a target that streams to a client).
+#[inline(always)]
+fn direct_is_newer(pkt: &Pkt, g: &Globals, than: u64, now: u64) -> bool {
+    let Some(sc) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let sc = unsafe { &mut *sc };
+    sc.flow = FlowKey {
+        src: pkt.dst,
+        dst: pkt.src,
+        sport: pkt.dport,
+        dport: pkt.sport,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    let Some(p) = PASSTHROUGH.get_ptr_mut(&sc.flow) else {
+        return false;
+    };
+    let p = unsafe { &mut *p };
+    let fresh = now.wrapping_sub(p.last_seen_ns) <= flow::timeout_ns(g, pkt.proto, false);
+    if fresh && p.last_seen_ns > than {
+        p.last_seen_ns = now;
+        return true;
+    }
+    false
+}
+
 /// Listener `i` of those a target serves (`NAT_REVERSE` value): its entry
 /// and VIP slot. `None` past the last one (entries are packed).
 #[inline(always)]
@@ -441,6 +471,12 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlo
             let age = now.wrapping_sub(st.last_seen_ns);
             if st.backend_id == e.backend_id && flow::continues(g, pkt.proto, st.flags, age, false)
             {
+                // The client may also reach this target directly from the
+                // same address and port (a reused source port, a resolver
+                // on a fixed port): the direction it used last wins.
+                if direct_is_newer(pkt, g, st.last_seen_ns, now) {
+                    return Err(Reason::DirectToTarget);
+                }
                 // Replies keep the flow fresh too (a one-way UDP stream).
                 st.flags = flow::next_flags(g, pkt.proto, st.flags, age, closing);
                 st.last_seen_ns = now;
@@ -448,22 +484,8 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlo
             }
         }
     }
-    sc.flow = FlowKey {
-        src: pkt.dst,
-        dst: pkt.src,
-        sport: pkt.dport,
-        dport: pkt.sport,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    };
-    if let Some(p) = PASSTHROUGH.get_ptr_mut(&sc.flow) {
-        let p = unsafe { &mut *p };
-        if now.wrapping_sub(p.last_seen_ns) <= flow::timeout_ns(g, pkt.proto, false) {
-            // Replies keep it fresh too (a target that streams to a client).
-            p.last_seen_ns = now;
-            return Err(Reason::DirectToTarget);
-        }
+    if direct_is_newer(pkt, g, 0, now) {
+        return Err(Reason::DirectToTarget);
     }
     let m = g.ring_size;
     if m == 0 {

@@ -132,6 +132,54 @@ fn direct_flows_to_targets_pass_both_ways() {
     }
 }
 
+/// A client that reaches a target both through the VIP and directly from
+/// the same address and port (a reused source port, a resolver on a fixed
+/// port): a reply follows the direction the client used last.
+#[test]
+fn a_reused_client_port_follows_its_latest_direction() {
+    let mut env = env();
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(30));
+    for v6 in [false, true] {
+        for l4 in [SYN, L4::Udp] {
+            let (c, vip, t) = (client_ip(v6), nat_vip(v6), target(v6, 11));
+            let tmac = backend_mac(last_byte(&t));
+            let sport = port_for(&env, c, vip, l4, &t, 43000);
+            let (a, _) = env.run(&Spec::new(c, sport, vip, 80, l4).build()).unwrap();
+            assert_eq!(action_name(a), "XDP_REDIRECT");
+            pause();
+            let (a, _) = env
+                .run(
+                    &Spec::new(c, sport, &t, 8080, l4)
+                        .macs(CLIENT_MAC, GW_CL_MAC)
+                        .build(),
+                )
+                .unwrap();
+            assert_eq!(action_name(a), "XDP_PASS", "the direct flow passes");
+            let reply = Spec::new(&t, 8080, c, sport, reply_l4(l4)).macs(tmac, GW_BK_MAC);
+            env.check(&Fixture {
+                desc: format!("{t}:8080 -> {c}:{sport} {l4:?}, direct flow newer: untranslated"),
+                input: reply.clone().build(),
+                action: XDP_PASS,
+                output: None,
+                reason: Some(Reason::DirectToTarget),
+            });
+            pause();
+            let (a, _) = env
+                .run(&Spec::new(c, sport, vip, 80, reply_l4(l4)).build())
+                .unwrap();
+            assert_eq!(action_name(a), "XDP_REDIRECT");
+            env.check(&Fixture::reply(
+                format!("{t}:8080 -> {c}:{sport} {l4:?}, VIP flow newer: from the VIP"),
+                &reply,
+                vip,
+                c,
+                sport,
+                Reason::FwdToClient,
+            ));
+        }
+    }
+}
+
 /// A flow in conntrack is translated by its state, whatever the ring says
 /// now (its target left the ring but still serves it).
 #[test]

@@ -219,3 +219,13 @@ fn dataplane_info(v: &View, o: &mut String) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
