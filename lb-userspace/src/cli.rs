@@ -180,7 +180,11 @@ fn print_lines(done: Vec<String>) {
 /// `lb reload`: the daemon re-reads its config file (as on SIGHUP), counts
 /// and records the result, and answers with it.
 fn reload(at: &DaemonArgs) -> Result<()> {
-    let answer = block_on(admin::request(&socket_of(at), "reload"))?;
+    let file = std::fs::canonicalize(&at.cfg.config).unwrap_or_else(|_| at.cfg.config.clone());
+    let answer = block_on(admin::request(
+        &socket_of(at),
+        &format!("reload {}", file.display()),
+    ))?;
     print!("{answer}");
     if answer.starts_with("error") {
         anyhow::bail!("the daemon did not apply the config (see above); it keeps the running one");
@@ -200,7 +204,10 @@ fn daemon_paths(at: DaemonArgs, pin_path: Option<PathBuf>) -> (PathBuf, PathBuf)
 }
 
 fn check(path: &Path) -> Result<()> {
-    let cfg = Config::load(path)?;
+    let (cfg, warnings) = Config::load_checked(path)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     let s = Sizes::from_config(&cfg);
     println!(
         "{}: ok ({} listeners, {} target groups); map memory about {:.1} MiB",

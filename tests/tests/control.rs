@@ -165,6 +165,43 @@ fn deregistered_target_drains() {
     assert!(broke, "the connection should end with the drain");
 }
 
+/// A drain ends as soon as its target's last live flow is gone, as NLB's
+/// does, long before `deregistration_delay`; `lb status` shows the time
+/// left meanwhile.
+#[test]
+fn drain_ends_early_when_its_last_flow_is_gone() {
+    let extra = format!("deregistration_delay = \"300s\"\n{FAST_HC}");
+    let (topo, _dir, d) = setup("drainearly", &extra, |c| {
+        c.replace("[gateway]\n", "[gateway]\ntcp_closing_timeout = \"1s\"\n")
+    });
+    let mut conn = conn_on_b1(&topo);
+    d.reload(&without_b1(&d)).unwrap();
+    // Longer than a flow count (5 s): the open connection holds the drain.
+    std::thread::sleep(Duration::from_secs(7));
+    let status = e2e::lb_status(&d.config).unwrap();
+    let row = status
+        .lines()
+        .find(|l| l.contains("10.1.1.2:8080"))
+        .unwrap_or_else(|| panic!("no b1 row: {status}"));
+    assert!(
+        row.contains("draining") && row.contains("s of the drain left"),
+        "{row}"
+    );
+    assert!(!d.log_text().contains("drained"), "{}", d.log_text());
+    {
+        let _in = topo.client.enter().unwrap();
+        conn.exchange(b"still here").unwrap();
+    }
+    drop(conn);
+    d.expect_log(
+        &["tg4/10.1.1.2:8080 drained early: no live flow left"],
+        1,
+        Duration::from_secs(15),
+        "the drain ends with its last flow",
+    );
+    assert_eq!(spread(&topo, &d, 10).values().sum::<u32>(), 10);
+}
+
 /// A restart while a target drains: the drain is adopted with the time it
 /// had left, so its backend id is not handed to a new target, and its open
 /// connection goes on (with the id reused, its packets would reach the new
@@ -490,6 +527,18 @@ fn reload_and_status_report_on_the_running_config() {
         .unwrap()
         .iter()
         .any(|l| l["name"] == "web4"));
+    // Another file than the daemon's: refused, it would not be read.
+    let elsewhere = d.config.with_file_name("elsewhere.toml");
+    std::fs::write(&elsewhere, &good).unwrap();
+    let (ok, out, _) = lb(&["reload", "-c", elsewhere.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "error: this daemon runs with {cfg}, not {}",
+            elsewhere.display()
+        )),
+        "{out}"
+    );
     // A valid file: applied, and the answer says so.
     std::fs::write(&d.config, &good).unwrap();
     let (ok, out, err) = lb(&["reload", "-c", &cfg]);
@@ -569,6 +618,34 @@ fn a_second_daemon_on_the_same_state_is_refused() {
         "{err}"
     );
     assert!(err.contains(&format!("(pid {})", d.child.id())), "{err}");
+    // Started with another admin_socket (its lock file elsewhere): the pin
+    // directory's lock still refuses it, with the same plain message.
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let sock = format!("admin_socket = \"/run/{}.sock\"", topo.gw.name);
+    assert!(cfg.contains(&sock), "{cfg}");
+    let other = d.config.with_file_name("other.toml");
+    let moved = format!("admin_socket = \"/run/{}-2.sock\"", topo.gw.name);
+    std::fs::write(&other, cfg.replace(&sock, &moved)).unwrap();
+    let out = topo
+        .gw
+        .command(&[
+            e2e::lb_bin().to_str().unwrap(),
+            "run",
+            "-c",
+            other.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "another `lb run` (pid {}) already serves gateway.pin_path {}",
+            d.child.id(),
+            topo.pin_path()
+        )) && !err.contains("XDP failed"),
+        "{err}"
+    );
     // The first one is unharmed.
     assert_eq!(spread(&topo, &d, 10).values().sum::<u32>(), 10);
 }
@@ -734,6 +811,38 @@ fn restart_detaches_interfaces_no_longer_configured() {
     assert!(topo.gw.xdp_attached("eth0"));
     let status = e2e::lb_status(&d.config).unwrap();
     assert!(!status.contains("eth3"), "{status}");
+}
+
+/// A pinned link keeps the mode it was made in: after a restart, status and
+/// metrics report the kernel's mode, and a different `dataplane` is named
+/// as waiting for the pins to go.
+#[test]
+fn a_taken_over_link_reports_its_real_mode() {
+    let (topo, dir, d) = setup("mode", FAST_HC, |c| {
+        c.replacen("[gateway]\n", "[gateway]\ndataplane = \"xdp-generic\"\n", 1)
+    });
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    assert!(e2e::lb_status(&d.config)
+        .unwrap()
+        .contains("eth0 (xdp-generic)"));
+    d.kill9();
+    let native = cfg.replacen("dataplane = \"xdp-generic\"", "dataplane = \"xdp\"", 1);
+    assert_ne!(native, cfg);
+    let d = Daemon::start(&topo.gw, &dir.0, &native).expect("restart");
+    d.expect_log(
+        &["eth0: the pinned link runs generic XDP, but dataplane = \"xdp\" asks for native"],
+        1,
+        Duration::from_secs(1),
+        "the mode that waits for the pins to go",
+    );
+    let status = e2e::lb_status(&d.config).unwrap();
+    assert!(status.contains("eth0 (xdp-generic)"), "{status}");
+    let m = e2e::metrics(&topo.gw).unwrap();
+    assert!(
+        m.contains("lb_dataplane_info{interface=\"eth0\",mode=\"xdp-generic\""),
+        "{m}"
+    );
+    assert_eq!(spread(&topo, &d, 10).values().sum::<u32>(), 10);
 }
 
 /// A health transition that config makes (checks disabled) is logged like

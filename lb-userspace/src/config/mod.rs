@@ -425,17 +425,29 @@ impl Config {
         }
     }
 
-    /// Reads and parses the file at `path`.
+    /// Reads and parses the file at `path`; warnings are logged.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let (cfg, warnings) = Config::load_checked(path)?;
+        for w in warnings {
+            log::warn!("{w}");
+        }
+        Ok(cfg)
+    }
+
+    /// Reads and parses the file at `path`, with its warnings (settings
+    /// that have no effect where they are), each naming the file.
+    pub fn load_checked(path: &Path) -> anyhow::Result<(Config, Vec<String>)> {
         use anyhow::Context as _;
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let cfg = Config::parse(&text)
             .map_err(|e| anyhow::anyhow!("{}: invalid config:\n{e}", path.display()))?;
-        for w in cfg.warnings(&text) {
-            log::warn!("{}: {w}", path.display());
-        }
-        Ok(cfg)
+        let warnings = cfg
+            .warnings(&text)
+            .iter()
+            .map(|w| format!("{}: {w}", path.display()))
+            .collect();
+        Ok((cfg, warnings))
     }
 
     pub fn validate(&self) -> Vec<ConfigError> {

@@ -51,6 +51,17 @@ fn explain(msg: &str, written: Option<&str>) -> String {
             return format!("expected {want}, got {got}");
         }
     }
+    if let Some(rest) = msg.strip_prefix("invalid value: integer `") {
+        // "-1`, expected u32"
+        if let Some((v, want)) = rest.split_once("`, expected ") {
+            let range = if want.starts_with('u') {
+                " (0 or more)"
+            } else {
+                ""
+            };
+            return format!("{v} is out of range{range}");
+        }
+    }
     if msg == "invalid IP address syntax" {
         return format!("{written} is not an IP address");
     }
@@ -70,6 +81,10 @@ mod tests {
         assert_eq!(
             explain("invalid type: integer `80`, expected a string", Some("80")),
             "expected a string, got 80"
+        );
+        assert_eq!(
+            explain("invalid value: integer `-1`, expected u32", Some("-1")),
+            "-1 is out of range (0 or more)"
         );
         assert_eq!(
             explain("invalid IP address syntax", Some("\"10.1.0.300\"")),

@@ -129,11 +129,16 @@ fn snat_needs_an_address() {
 #[test]
 fn health_check_ranges() {
     let hc = |extra: &str| format!("{BASE}\n[target_group.health_check]\n{extra}\n");
+    // A zero interval is one error, not also a false one about the timeout.
+    assert_eq!(
+        error(&hc("interval = \"0s\"")),
+        "target_group[0].health_check.interval: 0s is out of range (100ms-300s) at line 20"
+    );
     assert!(error(&hc("healthy_threshold = 11"))
         .starts_with("target_group[0].health_check.healthy_threshold: 11 is out of range (2-10)"));
     assert_eq!(
         error(&hc("interval = \"5s\"\ntimeout = \"6s\"")),
-        "target_group[0].health_check.timeout: 6s > interval 5s: must be above 0 and at most the interval at line 21"
+        "target_group[0].health_check.timeout: 6s > interval 5s: must be at most the interval at line 21"
     );
     assert!(
         error(&hc("matcher = \"200-600\"")).starts_with("target_group[0].health_check.matcher:")

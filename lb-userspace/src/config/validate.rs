@@ -281,11 +281,14 @@ fn health_check(hc: &HealthCheck, p: &str, errs: &mut Errors) {
         "100ms-300s",
     );
     let t = hc.timeout();
-    if t.is_zero() || t > hc.interval {
+    // A default timeout follows the interval: a bad interval is its error.
+    if t.is_zero() && (hc.timeout.is_some() || !hc.interval.is_zero()) {
+        errs.push(format!("{p}.timeout"), "0s: must be above 0");
+    } else if t > hc.interval && !hc.interval.is_zero() {
         errs.push(
             format!("{p}.timeout"),
             format!(
-                "{} > interval {}: must be above 0 and at most the interval",
+                "{} > interval {}: must be at most the interval",
                 humantime::format_duration(t),
                 humantime::format_duration(hc.interval)
             ),

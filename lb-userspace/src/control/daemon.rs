@@ -201,20 +201,32 @@ impl Daemon {
         }
     }
 
-    /// Ends the draining of targets whose delay is over. True if any.
+    /// Ends the drains that are over (delay run out, or no live flow
+    /// left). True if any.
     pub fn expire_drains(&mut self) -> bool {
-        let done = self.targets.take_drained();
+        // Counting flows may walk conntrack: only while something drains.
+        if !self.targets.any_draining() {
+            return false;
+        }
+        let done = self.targets.take_drained(&self.planes.flows());
         if done.is_empty() {
             return false;
         }
         self.rebuild();
         self.sync_logged();
-        for (k, id) in done {
-            let n = id.map_or(0, |id| self.planes.purge(id));
-            info!(
-                "target {} drained: removed, {n} remaining live flows dropped",
-                target_name(&k)
-            );
+        for t in done {
+            let n = t.id.map_or(0, |id| self.planes.purge(id));
+            match t.early {
+                None => info!(
+                    "target {} drained: removed, {n} remaining live flows dropped",
+                    target_name(&t.key)
+                ),
+                Some(left) => info!(
+                    "target {} drained early: no live flow left, {}s before deregistration_delay ran out; removed",
+                    target_name(&t.key),
+                    left.as_secs()
+                ),
+            }
         }
         true
     }
@@ -270,7 +282,10 @@ impl Daemon {
     fn try_reload(&mut self, path: &Path, applied: &mut bool) -> Result<String, String> {
         let mut new = Config::load(path).map_err(|e| {
             // One log line per event, whatever the number of errors.
-            let msg = format!("{e:#}").replace("\n    ", " ").replace('\n', "; ");
+            let msg = format!("{e:#}")
+                .replace(":\n", ": ")
+                .replace("\n    ", " ")
+                .replace('\n', "; ");
             format!("reload failed, keeping the running config: {msg}")
         })?;
         let kept = new.gateway.keep_restart_only(&self.cfg.gateway);
@@ -355,10 +370,19 @@ impl Daemon {
             AdminReq::Status { json: true, tx } => {
                 let _ = tx.send(status::render_json(&self.view()));
             }
-            AdminReq::Reload(tx) => {
-                let line = match self.reload_all(config_path).await {
-                    Ok(m) => format!("ok: {m}\n"),
-                    Err(m) => format!("error: {m}\n"),
+            AdminReq::Reload { file, tx } => {
+                let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());
+                let line = match file {
+                    Some(f) if canon(&f) != canon(config_path) => format!(
+                        "error: this daemon runs with {}, not {}: a reload re-reads the daemon's own file (edit that one, or restart it with -c {})\n",
+                        config_path.display(),
+                        f.display(),
+                        f.display()
+                    ),
+                    _ => match self.reload_all(config_path).await {
+                        Ok(m) => format!("ok: {m} (from {})\n", config_path.display()),
+                        Err(m) => format!("error: {m}\n"),
+                    },
                 };
                 let _ = tx.send(line);
             }

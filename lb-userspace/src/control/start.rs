@@ -120,6 +120,14 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     let cfg = Config::load(&config_path)?;
     // One daemon per pinned state: a second would fight over the maps.
     let _lock = instance::lock(&cfg.gateway.admin_socket, &cfg.gateway.pin_path)?;
+    // One started with another admin_socket holds the pin directory.
+    if let Ok(instance::Holder::Held(pid)) = xdp::pins::dir_holder(&cfg.gateway.pin_path) {
+        anyhow::bail!(
+            "another `lb run` ({}) already serves gateway.pin_path {}",
+            pid.map_or("pid unknown".into(), |p| format!("pid {p}")),
+            cfg.gateway.pin_path.display()
+        );
+    }
     let (planes, adopted, fallback) = choose(&cfg, detach_on_exit)?;
     let (tx, mut rx) = mpsc::channel(1024);
     let mut d = Daemon::new(cfg, planes, adopted, tx);

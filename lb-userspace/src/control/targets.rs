@@ -12,6 +12,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     config::{Config, Target, TargetGroup},
+    dataplane::Flows,
     health::{probe, CheckResult, CheckSpec, Health, ProbeTask, Tracker},
     model::{boottime_s, words_addr, BackendModel, Ids, Model, TargetKey, TargetState},
     telemetry::TargetView,
@@ -27,6 +28,8 @@ pub struct TargetRt {
     task: Option<ProbeTask>,
     /// Set while deregistered: flows go on until then, no new ones.
     pub draining_until: Option<Instant>,
+    /// When the drain began (or was adopted after a restart).
+    drain_began: Option<Instant>,
 }
 
 pub fn target_name(k: &TargetKey) -> String {
@@ -45,6 +48,14 @@ fn check_of(tg: &TargetGroup, addr: SocketAddr, was_healthy: bool) -> (Option<Ch
         (Some(_), false) => Tracker::new(hc.healthy_threshold, hc.unhealthy_threshold),
     };
     (spec, tracker)
+}
+
+/// A target whose drain ended.
+pub struct Drained {
+    pub key: TargetKey,
+    pub id: Option<u32>,
+    /// Ended this long before its delay ran out (no live flow left).
+    pub early: Option<Duration>,
 }
 
 /// A pinned backend that could not be adopted: its flows must go.
@@ -124,6 +135,7 @@ impl Targets {
                         spec,
                         task: None,
                         draining_until: Some(now + left),
+                        drain_began: Some(now),
                     },
                 );
             } else {
@@ -160,6 +172,7 @@ impl Targets {
                             spec,
                             task: None,
                             draining_until: None,
+                            drain_began: None,
                         },
                     );
                 }
@@ -190,6 +203,7 @@ impl Targets {
                     target_name(k)
                 );
                 rt.draining_until = Some(now + delay);
+                rt.drain_began = Some(now);
             }
         }
     }
@@ -241,20 +255,39 @@ impl Targets {
         })
     }
 
-    /// Removes the targets whose drain is over; returns them with their ids.
-    pub fn take_drained(&mut self) -> Vec<(TargetKey, Option<u32>)> {
+    /// Removes the targets whose drain is over: its delay ran out, or
+    /// (NLB does the same) no live flow of it is left, by a count taken
+    /// after the drain began. Returns them with their ids.
+    pub fn take_drained(&mut self, flows: &Flows) -> Vec<Drained> {
         let now = Instant::now();
-        let done: Vec<TargetKey> = self
+        let idle = |k: &TargetKey, rt: &TargetRt| {
+            let counted_after = match (flows.at, rt.drain_began) {
+                (Some(at), Some(began)) => at > began.into_std(),
+                _ => false,
+            };
+            let id = self.ids.get(k);
+            counted_after
+                && id.is_some_and(|id| flows.per_backend.get(&id).copied().unwrap_or(0) == 0)
+        };
+        let done: Vec<(TargetKey, Option<Duration>)> = self
             .map
             .iter()
-            .filter(|(_, rt)| rt.draining_until.is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
+            .filter_map(|(k, rt)| {
+                let until = rt.draining_until?;
+                if until <= now {
+                    Some((k.clone(), None))
+                } else if idle(k, rt) {
+                    Some((k.clone(), Some(until - now)))
+                } else {
+                    None
+                }
+            })
             .collect();
         done.into_iter()
-            .map(|k| {
-                self.map.remove(&k);
-                let id = self.ids.get(&k);
-                (k, id)
+            .map(|(key, early)| {
+                self.map.remove(&key);
+                let id = self.ids.get(&key);
+                Drained { key, id, early }
             })
             .collect()
     }
@@ -273,6 +306,10 @@ impl Targets {
             tr.reason
         );
         Some((tr.to == Health::Unhealthy, msg))
+    }
+
+    pub fn any_draining(&self) -> bool {
+        self.map.values().any(|rt| rt.draining_until.is_some())
     }
 
     /// Some checked target has no result yet.
@@ -298,6 +335,9 @@ impl Targets {
                     },
                     healthy: rt.tracker.state == Health::Healthy,
                     last_check: rt.tracker.last_reason.clone(),
+                    drain_left: rt
+                        .draining_until
+                        .map(|t| t.saturating_duration_since(Instant::now())),
                 };
                 (k.clone(), v)
             })

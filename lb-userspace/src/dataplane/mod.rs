@@ -28,6 +28,8 @@ pub enum Stats {
 pub struct Flows {
     pub total: u64,
     pub per_backend: HashMap<u32, u64>,
+    /// When they were counted (`None`: not yet).
+    pub at: Option<std::time::Instant>,
 }
 
 pub trait Dataplane {
@@ -123,8 +125,10 @@ impl Dataplane for Planes {
 
     fn flows(&self) -> Flows {
         let mut f = Flows::default();
-        for p in &self.0 {
+        for (i, p) in self.0.iter().enumerate() {
             let x = p.flows();
+            // As old as the oldest count.
+            f.at = if i == 0 { x.at } else { f.at.min(x.at) };
             f.total += x.total;
             for (id, n) in x.per_backend {
                 *f.per_backend.entry(id).or_default() += n;

@@ -35,16 +35,27 @@ pub enum AdminReq {
         json: bool,
         tx: oneshot::Sender<String>,
     },
-    /// `lb reload`: re-read the config file, answer how it went.
-    Reload(oneshot::Sender<String>),
+    /// `lb reload`: re-read the config file, answer how it went. `file`:
+    /// the file the operator means (refused when it is not the daemon's).
+    Reload {
+        file: Option<std::path::PathBuf>,
+        tx: oneshot::Sender<String>,
+    },
 }
 
-/// A request line on the admin socket, as `lb` sends it.
-pub fn parse_request(line: &str) -> Option<fn(oneshot::Sender<String>) -> AdminReq> {
-    match line.trim() {
-        "status" => Some(|tx| AdminReq::Status { json: false, tx }),
-        "status json" => Some(|tx| AdminReq::Status { json: true, tx }),
-        "reload" => Some(AdminReq::Reload),
+type MakeReq = Box<dyn FnOnce(oneshot::Sender<String>) -> AdminReq + Send>;
+
+/// A request line on the admin socket, as `lb` sends it: `status`,
+/// `status json`, `reload [FILE]`.
+pub fn parse_request(line: &str) -> Option<MakeReq> {
+    let line = line.trim();
+    match line.split_once(' ').unwrap_or((line, "")) {
+        ("status", "") => Some(Box::new(|tx| AdminReq::Status { json: false, tx })),
+        ("status", "json") => Some(Box::new(|tx| AdminReq::Status { json: true, tx })),
+        ("reload", file) => {
+            let file = (!file.is_empty()).then(|| std::path::PathBuf::from(file));
+            Some(Box::new(move |tx| AdminReq::Reload { file, tx }))
+        }
         _ => None,
     }
 }
@@ -280,7 +291,7 @@ async fn admin_client(mut s: UnixStream, tx: mpsc::Sender<AdminReq>) {
 pub async fn request(path: &Path, request: &str) -> Result<String> {
     let mut s = UnixStream::connect(path).await.with_context(|| {
         format!(
-            "connecting to {} (is `lb run` running? see gateway.admin_socket)",
+            "connecting to {} (is `lb run` running with this gateway.admin_socket? A socket left by a daemon that died refuses connections; XDP may still forward from its pins, which `lb detach` removes)",
             path.display()
         )
     })?;

@@ -28,6 +28,8 @@ pub struct TargetView {
     pub healthy: bool,
     /// The last check's result, as logged.
     pub last_check: String,
+    /// Draining: the time left.
+    pub drain_left: Option<std::time::Duration>,
 }
 
 /// When the last reload was, and how it went (its log line).

@@ -39,8 +39,10 @@ pub fn render(v: &View) -> String {
         let last = v
             .targets
             .get(&t.key)
-            .map(|x| x.last_check.as_str())
-            .unwrap_or_default();
+            .map_or(String::new(), |x| match x.drain_left {
+                Some(left) => format!("{}s of the drain left; {}", left.as_secs(), x.last_check),
+                None => x.last_check.clone(),
+            });
         let _ = writeln!(
             o,
             "{:<16} {:<28} {:<6} {:>6} {:<10} {:>7} {:>10.1} {:>12.1}  {}",
@@ -92,10 +94,18 @@ fn header(v: &View, o: &mut String) {
         let ago = r.at.elapsed().unwrap_or_default().as_secs();
         let _ = match (&r.result, r.applied) {
             (Ok(m), _) => writeln!(o, "last reload: ok {ago}s ago ({m})"),
-            (Err(m), false) => writeln!(
-                o,
-                "last reload: FAILED {ago}s ago, the running config is the one before: {m}"
-            ),
+            (Err(m), false) => {
+                // The line says it already.
+                let why = ["reload failed, ", "reload refused, "]
+                    .iter()
+                    .find_map(|p| m.strip_prefix(p))
+                    .and_then(|r| r.strip_prefix("keeping the running config: "))
+                    .unwrap_or(m);
+                writeln!(
+                    o,
+                    "last reload: FAILED {ago}s ago, the running config is the one before: {why}"
+                )
+            }
             (Err(m), true) => writeln!(
                 o,
                 "last reload: FAILED {ago}s ago, applied but not programmed: {m}"
@@ -155,6 +165,7 @@ pub fn render_json(v: &View) -> String {
                 "packets_per_s": p,
                 "bytes_per_s": b,
                 "last_check": v.targets.get(&t.key).map(|x| x.last_check.as_str()),
+                "drain_left_s": v.targets.get(&t.key).and_then(|x| x.drain_left).map(|d| d.as_secs()),
             })
         })
         .collect();

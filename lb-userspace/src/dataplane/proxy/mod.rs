@@ -347,6 +347,7 @@ impl Dataplane for ProxyDataplane {
         Flows {
             total: conns.len() as u64,
             per_backend: per,
+            at: Some(std::time::Instant::now()),
         }
     }
 

@@ -231,9 +231,27 @@ impl XdpDataplane {
                 .with_context(|| format!("{iface}: replacing the program in the pinned link"))?;
             // The pin keeps it attached; the program must not detach it.
             let _ = prog.take_link(id)?;
-            info!("{iface}: took over the pinned XDP link (program replaced in place)");
-            self.attached.push((iface.to_string(), AttachMode::Native));
-            return Ok(AttachMode::Native);
+            // The link keeps the mode it was made in: ask the kernel.
+            let mode = kernel_mode(iface).unwrap_or(AttachMode::Native);
+            info!(
+                "{iface}: took over the pinned XDP link ({} mode; program replaced in place)",
+                mode.as_str()
+            );
+            let wanted = match kind {
+                DataplaneKind::Xdp => Some(AttachMode::Native),
+                DataplaneKind::XdpGeneric => Some(AttachMode::Generic),
+                _ => None,
+            };
+            if let Some(w) = wanted.filter(|&w| w != mode) {
+                warn!(
+                    "{iface}: the pinned link runs {} XDP, but dataplane = {:?} asks for {}: that applies once the pins are gone (`lb stop --detach`, then start; tracked flows are dropped)",
+                    mode.as_str(),
+                    kind.name(),
+                    w.as_str()
+                );
+            }
+            self.attached.push((iface.to_string(), mode));
+            return Ok(mode);
         }
         let prog = self.program(PROG_LB)?;
         let (id, mode) = match kind {
@@ -323,6 +341,9 @@ impl XdpDataplane {
         }
         if let (false, Some(dir)) = (self.adopted, &self.pin_dir) {
             let _ = std::fs::remove_dir_all(dir.join("maps"));
+            // Empty unless an earlier run pinned links: then they stay.
+            let _ = std::fs::remove_dir(dir.join("links"));
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
@@ -336,4 +357,33 @@ fn chain(e: &ProgramError) -> String {
         src = c.source();
     }
     s
+}
+
+/// The XDP mode the kernel reports for `iface` (rtnetlink), asked on a
+/// thread of its own: the caller may run inside the tokio runtime.
+fn kernel_mode(iface: &str) -> Option<AttachMode> {
+    use futures_util::TryStreamExt as _;
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+    let name = iface.to_string();
+    let ask = move || -> Option<AttachMode> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection().ok()?;
+            tokio::spawn(conn);
+            let mut links = handle.link().get().match_name(name).execute();
+            let msg = links.try_next().await.ok()??;
+            msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Xdp(x) => x.iter().find_map(|x| match x {
+                    LinkXdp::Attached(XdpAttached::Driver) => Some(AttachMode::Native),
+                    LinkXdp::Attached(XdpAttached::SocketBuffer) => Some(AttachMode::Generic),
+                    _ => None,
+                }),
+                _ => None,
+            })
+        })
+    };
+    std::thread::spawn(ask).join().ok().flatten()
 }

@@ -211,6 +211,7 @@ impl Dataplane for XdpDataplane {
         counted.map_or_else(Flows::default, |c| Flows {
             total: c.total,
             per_backend: c.per_backend,
+            at: c.at,
         })
     }
 
