@@ -25,6 +25,70 @@ fn spread(topo: &Topology, d: &Daemon, n: usize) -> HashMap<String, u32> {
     e2e::spread(topo, d, vip(), n)
 }
 
+/// Every target's health-check port closed while the service works: the
+/// group fails open (NLB's rule), says so loudly, and traffic goes on to
+/// all targets; with `fail_open = false` new flows are dropped; a healthy
+/// target ends it.
+#[test]
+fn every_target_unhealthy_fails_open() {
+    let extra = format!("{FAST_HC}port = 8099\n");
+    let (topo, _dir, d) = setup("failopen", &extra, |c| c);
+    d.expect_log(
+        &["target group tg4: every target is unhealthy: failing open, new flows go to all 3 of them"],
+        1,
+        Duration::from_secs(5),
+        "fail-open",
+    );
+    assert_eq!(spread(&topo, &d, 60).len(), 3, "all three targets serve");
+    let m = e2e::metrics(&topo.gw).unwrap();
+    assert!(
+        m.contains("lb_target_group_fail_open{target_group=\"tg4\"} 1"),
+        "{m}"
+    );
+    assert!(e2e::lb_status(&d.config)
+        .unwrap()
+        .contains("FAIL-OPEN: target group tg4"));
+    // Off: nothing to send new flows to.
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let closed = cfg.replacen(
+        "cross_zone = true\n",
+        "cross_zone = true\nfail_open = false\n",
+        1,
+    );
+    d.reload(&closed).unwrap();
+    d.expect_log(
+        &["target group tg4: fail-open ended"],
+        1,
+        Duration::from_secs(5),
+        "",
+    );
+    let dropped = e2e::xdp_reason(&topo.gw, "no_backend");
+    {
+        let _in = topo.client.enter().unwrap();
+        assert!(tcp_exchange(vip(), b"x").is_err(), "no target may take it");
+    }
+    assert!(e2e::xdp_reason(&topo.gw, "no_backend") > dropped);
+    // Checks that pass: healthy, no fail-open.
+    d.reload(&cfg.replace("port = 8099\n", "")).unwrap();
+    d.expect_log(
+        &["tg4/10.1.1.2:8080", "-> healthy"],
+        1,
+        Duration::from_secs(10),
+        "",
+    );
+    let m = e2e::metrics(&topo.gw).unwrap();
+    assert!(
+        m.contains("lb_target_group_fail_open{target_group=\"tg4\"} 0"),
+        "{m}"
+    );
+    assert!(
+        // Entered at the start, and again by the last reload until checks pass.
+        m.contains("lb_target_group_fail_open_total{target_group=\"tg4\"} 2"),
+        "{m}"
+    );
+    assert_eq!(spread(&topo, &d, 30).len(), 3);
+}
+
 #[test]
 fn killed_backend_leaves_and_rejoins() {
     let (mut topo, _dir, d) = setup("kill", FAST_HC, |c| c);

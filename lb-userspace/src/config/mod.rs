@@ -282,6 +282,14 @@ pub struct TargetGroup {
     /// Send a PROXY protocol v2 header to targets (proxy data plane only).
     #[serde(default)]
     pub proxy_protocol_v2: bool,
+    /// When every target is unhealthy, send new flows to all of them rather
+    /// than dropping them (NLB does).
+    #[serde(default = "default_true")]
+    pub fail_open: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_dereg() -> Duration {

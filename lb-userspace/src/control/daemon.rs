@@ -1,7 +1,11 @@
 //! The daemon's state and its event loop: config, targets, health results,
 //! drains and reloads in; one `Desired` state out to the data planes.
 
-use std::{collections::BTreeSet, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::Result;
 use log::{error, info, warn};
@@ -35,6 +39,10 @@ pub struct Daemon {
     pub reloads: (u64, u64),
     /// The last reload's result.
     pub last_reload: Option<LastReload>,
+    /// Target groups failing open now (with their target count), and how
+    /// often each started to.
+    failed_open: BTreeMap<String, usize>,
+    fail_open_total: BTreeMap<String, u64>,
     /// Route announcement (`[announce]`).
     pub announcer: Option<Announcer>,
     /// The data plane forwards: VIPs may be announced.
@@ -69,6 +77,8 @@ impl Daemon {
             sampler: Sampler::default(),
             reloads: (0, 0),
             last_reload: None,
+            failed_open: BTreeMap::new(),
+            fail_open_total: BTreeMap::new(),
             announcer: None,
             serving: false,
             fallback: None,
@@ -117,8 +127,40 @@ impl Daemon {
         let targets = &self.targets;
         let desired = Desired::compute(&self.model, &mut self.rings, |id| targets.state(id));
         let res = self.planes.apply(&desired);
+        let failed_open = desired.failed_open.clone();
+        self.note_fail_open(failed_open);
         self.announce(res.is_ok());
         res
+    }
+
+    /// Logs (loudly) and counts the groups that start or stop failing open.
+    fn note_fail_open(&mut self, now: BTreeMap<String, usize>) {
+        for (g, n) in &now {
+            if !self.failed_open.contains_key(g) {
+                *self.fail_open_total.entry(g.clone()).or_default() += 1;
+                error!(
+                    "target group {g}: every target is unhealthy: failing open, new flows go to all {n} of them (target_group.fail_open)"
+                );
+            }
+        }
+        for g in self.failed_open.keys() {
+            if !now.contains_key(g) {
+                warn!(
+                    "target group {g}: fail-open ended (a target is healthy, or the group changed)"
+                );
+            }
+        }
+        self.failed_open = now;
+    }
+
+    /// May take new flows: in service, or its group fails open.
+    fn in_ring(&self, id: u32) -> bool {
+        self.targets.state(id).in_ring
+            || self.model.backends.get(&id).is_some_and(|b| {
+                b.weight > 0
+                    && b.drain_until_s == 0
+                    && self.failed_open.contains_key(&b.key.target_group)
+            })
     }
 
     /// Tells the announcer which VIP addresses have a healthy target and
@@ -128,7 +170,7 @@ impl Daemon {
         let Some(a) = self.announcer.as_ref().filter(|_| self.serving) else {
             return;
         };
-        let mut wanted = announce::wanted(&self.model, &|id| self.targets.state(id).in_ring);
+        let mut wanted = announce::wanted(&self.model, &|id| self.in_ring(id));
         if let Some(open) = self.planes.served_addresses() {
             wanted.retain(|addr| open.contains(addr));
         }
@@ -346,6 +388,8 @@ impl Daemon {
             flows: self.planes.flows(),
             reloads: self.reloads,
             last_reload: self.last_reload.as_ref(),
+            failed_open: &self.failed_open,
+            fail_open_total: &self.fail_open_total,
             announced: self
                 .announcer
                 .as_ref()

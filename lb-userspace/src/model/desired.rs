@@ -2,7 +2,10 @@
 //! health applied and the rings built. Computed once per change and handed
 //! to each data plane that runs.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use super::{rings::RingCache, Model, VipModel};
 
@@ -27,6 +30,9 @@ pub struct Desired<'a> {
     /// One per `model.vips` entry, in that order.
     pub rings: Vec<Rings>,
     pub targets: HashMap<u32, TargetState>,
+    /// Target groups failing open: every registered target unhealthy, so
+    /// all of them take flows (NLB's rule), with their target count.
+    pub failed_open: BTreeMap<String, usize>,
 }
 
 impl<'a> Desired<'a> {
@@ -37,8 +43,9 @@ impl<'a> Desired<'a> {
         cache: &mut RingCache,
         state: impl Fn(u32) -> TargetState,
     ) -> Desired<'a> {
-        let targets: HashMap<u32, TargetState> =
+        let mut targets: HashMap<u32, TargetState> =
             model.backends.keys().map(|&id| (id, state(id))).collect();
+        let failed_open = fail_open(model, &mut targets);
         let in_ring = |id: u32| targets.get(&id).is_some_and(|t| t.in_ring);
         let m = model.globals.ring_size;
         let rings = model
@@ -55,6 +62,7 @@ impl<'a> Desired<'a> {
             model,
             rings,
             targets,
+            failed_open,
         }
     }
 
@@ -69,5 +77,78 @@ impl<'a> Desired<'a> {
     /// Every VIP with its rings.
     pub fn vips(&self) -> impl Iterator<Item = (&'a VipModel, &Rings)> {
         self.model.vips.iter().zip(&self.rings)
+    }
+}
+
+/// Groups with `fail_open` whose registered targets (of non-zero weight)
+/// are all out of service: those targets take new flows and keep theirs.
+fn fail_open(model: &Model, targets: &mut HashMap<u32, TargetState>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for v in model.vips.iter().filter(|v| v.fail_open) {
+        if out.contains_key(&v.target_group) {
+            continue;
+        }
+        let members: Vec<u32> = v
+            .backends
+            .iter()
+            .copied()
+            .filter(|id| model.backends[id].weight > 0)
+            .collect();
+        let none = members
+            .iter()
+            .all(|id| !targets.get(id).is_some_and(|t| t.in_ring));
+        if members.is_empty() || !none {
+            continue;
+        }
+        for id in &members {
+            targets.insert(
+                *id,
+                TargetState {
+                    in_ring: true,
+                    valid: true,
+                },
+            );
+        }
+        out.insert(v.target_group.clone(), members.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Config, model::Ids};
+
+    const CFG: &str = "[gateway]\ninterfaces = [\"eth0\"]\n[[listener]]\nname = \"web\"\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\ntarget_group = \"web\"\n[[target_group]]\nname = \"web\"\n[[target_group.targets]]\naddress = \"10.1.0.1\"\nport = 80\n[[target_group.targets]]\naddress = \"10.1.0.2\"\nport = 80\n";
+
+    fn desired(cfg: &str, up: &[u32]) -> (BTreeMap<String, usize>, usize) {
+        let cfg = Config::parse(cfg).unwrap();
+        let model = Model::build(
+            &cfg,
+            &mut Ids::new(0),
+            &mut Ids::new(1),
+            &Default::default(),
+        );
+        let d = Desired::compute(&model, &mut RingCache::default(), |id| TargetState {
+            in_ring: up.contains(&id),
+            valid: up.contains(&id),
+        });
+        let members = d.rings[0].all.iter().filter(|&&id| id != 0).count();
+        (d.failed_open.clone(), members)
+    }
+
+    #[test]
+    fn a_group_with_no_healthy_target_fails_open() {
+        let (open, slots) = desired(CFG, &[]);
+        assert_eq!(open.get("web"), Some(&2));
+        assert!(slots > 0, "all targets are in the ring");
+        let (open, _) = desired(CFG, &[1]);
+        assert!(open.is_empty(), "one healthy target: no fail-open");
+        let off = CFG.replace(
+            "name = \"web\"\n[[target_group.targets]]",
+            "name = \"web\"\nfail_open = false\n[[target_group.targets]]",
+        );
+        let (open, slots) = desired(&off, &[]);
+        assert!(open.is_empty() && slots == 0, "off: an empty ring");
     }
 }

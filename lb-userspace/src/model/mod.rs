@@ -105,6 +105,8 @@ pub struct VipModel {
     pub target_group: String,
     /// The group sends a PROXY protocol v2 header (proxy data plane).
     pub ppv2: bool,
+    /// The group fails open (`target_group.fail_open`).
+    pub fail_open: bool,
     /// Backend ids of the group's registered targets (ring members).
     pub backends: Vec<u32>,
     /// Backend ids of the group's draining targets: in no ring, but their
@@ -345,6 +347,7 @@ fn vip_model(
         listener: l.name.clone(),
         target_group: tg.name.clone(),
         ppv2: tg.proxy_protocol_v2,
+        fail_open: tg.fail_open,
         backends: tg
             .targets
             .iter()

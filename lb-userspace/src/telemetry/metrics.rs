@@ -37,6 +37,7 @@ pub fn render(v: &View) -> String {
     listener_counters(v, &mut o);
     target_counters(v, &mut o);
     target_gauges(v, &mut o);
+    fail_open(v, &mut o);
     data_plane(v, &mut o);
     daemon(v, &mut o);
     announce(v, &mut o);
@@ -155,6 +156,43 @@ fn data_plane(v: &View, o: &mut String) {
     family(o, "lb_proxy_events_total", "counter", "Proxy data plane events (connect_failed, no_backend, udp_sessions_full, socket_error, splice_started).");
     for (name, n) in v.planes.events() {
         let _ = writeln!(o, "lb_proxy_events_total{{event=\"{name}\"}} {n}");
+    }
+}
+
+fn fail_open(v: &View, o: &mut String) {
+    let groups: BTreeSet<&str> = v
+        .model
+        .vips
+        .iter()
+        .map(|x| x.target_group.as_str())
+        .collect();
+    family(
+        o,
+        "lb_target_group_fail_open",
+        "gauge",
+        "1 while every target of the group is unhealthy and new flows go to all of them.",
+    );
+    for g in &groups {
+        let on = u8::from(v.failed_open.contains_key(*g));
+        let _ = writeln!(
+            o,
+            "lb_target_group_fail_open{{target_group=\"{}\"}} {on}",
+            label(g)
+        );
+    }
+    family(
+        o,
+        "lb_target_group_fail_open_total",
+        "counter",
+        "Times the group started to fail open.",
+    );
+    for g in &groups {
+        let n = v.fail_open_total.get(*g).copied().unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "lb_target_group_fail_open_total{{target_group=\"{}\"}} {n}",
+            label(g)
+        );
     }
 }
 

@@ -52,6 +52,10 @@ pub struct View<'a> {
     /// Config reloads: (ok, failed).
     pub reloads: (u64, u64),
     pub last_reload: Option<&'a LastReload>,
+    /// Target groups failing open (with their target count), and how often
+    /// each started to.
+    pub failed_open: &'a BTreeMap<String, usize>,
+    pub fail_open_total: &'a BTreeMap<String, u64>,
     /// The announcement settings and the addresses read back from the
     /// kernel, when announcing is on.
     pub announced: Option<(&'a Announce, BTreeSet<IpAddr>)>,

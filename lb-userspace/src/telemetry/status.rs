@@ -90,6 +90,12 @@ fn header(v: &View, o: &mut String) {
         v.model.zone,
         v.flows.total
     );
+    for (g, n) in v.failed_open {
+        let _ = writeln!(
+            o,
+            "FAIL-OPEN: target group {g}: every target is unhealthy; new flows go to all {n}"
+        );
+    }
     if let Some(r) = v.last_reload {
         let ago = r.at.elapsed().unwrap_or_default().as_secs();
         let _ = match (&r.result, r.applied) {
@@ -191,6 +197,7 @@ pub fn render_json(v: &View) -> String {
         "active_flows": v.flows.total,
         "announced": v.announced.as_ref().map(|(_, set)| set),
         "reloads": {"ok": v.reloads.0, "error": v.reloads.1},
+        "failed_open": v.failed_open,
         "last_reload": last_reload,
         "listeners": listeners,
         "targets": targets,
