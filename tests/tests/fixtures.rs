@@ -336,10 +336,21 @@ fn no_healthy_target_drops_and_counts() {
         let id = env.backend_id(ip);
         env.unhealthy.insert(id, true);
     }
+    // By default the group fails open: every target takes new flows.
     env.sync().unwrap();
+    let syn = Spec::new("10.0.0.2", 1234, "10.100.0.1", 80, SYN).build();
+    let (a, _) = env.run(&syn).unwrap();
+    assert_eq!(action_name(a), "XDP_REDIRECT", "fail-open forwards");
+    let closed = CONFIG.replacen(
+        "[[target_group]]\nname = \"nat4\"\n",
+        "[[target_group]]\nname = \"nat4\"\nfail_open = false\n",
+        1,
+    );
+    assert!(closed.contains("fail_open = false"));
+    env.reload(&closed).unwrap();
     env.check(&Fixture {
         desc: "VIP without healthy target: dropped, counted".into(),
-        input: Spec::new("10.0.0.2", 1234, "10.100.0.1", 80, SYN).build(),
+        input: Spec::new("10.0.0.2", 1235, "10.100.0.1", 80, SYN).build(),
         action: XDP_DROP,
         output: None,
         reason: Some(Reason::NoBackend),

@@ -153,16 +153,6 @@ impl Daemon {
         self.failed_open = now;
     }
 
-    /// May take new flows: in service, or its group fails open.
-    fn in_ring(&self, id: u32) -> bool {
-        self.targets.state(id).in_ring
-            || self.model.backends.get(&id).is_some_and(|b| {
-                b.weight > 0
-                    && b.drain_until_s == 0
-                    && self.failed_open.contains_key(&b.key.target_group)
-            })
-    }
-
     /// Tells the announcer which VIP addresses have a healthy target and
     /// are served. After a failed sync (`synced` false) only withdrawals
     /// apply.
@@ -170,7 +160,9 @@ impl Daemon {
         let Some(a) = self.announcer.as_ref().filter(|_| self.serving) else {
             return;
         };
-        let mut wanted = announce::wanted(&self.model, &|id| self.in_ring(id));
+        // By real health, not fail-open: a gateway whose targets all fail
+        // withdraws, so that others carry the traffic (NLB's DNS failover).
+        let mut wanted = announce::wanted(&self.model, &|id| self.targets.state(id).in_ring);
         if let Some(open) = self.planes.served_addresses() {
             wanted.retain(|addr| open.contains(addr));
         }
