@@ -329,6 +329,53 @@ fn zone_choice_and_failover() {
     }
 }
 
+/// NLB's `unhealthy_state_routing`: a zone with fewer healthy targets than
+/// the minimum is not used alone (its flows go to every zone's healthy
+/// targets), and a group below it fails open.
+#[test]
+fn minimum_healthy_targets_move_zone_traffic_and_fail_open() {
+    let min2 = CONFIG.replacen(
+        "[[target_group]]\nname = \"nat4\"\n",
+        "[[target_group]]\nname = \"nat4\"\n[target_group.unhealthy_state_routing]\nminimum_healthy_targets = 2\n",
+        1,
+    );
+    assert_ne!(min2, CONFIG);
+    let mut env = Env::new(&min2).unwrap();
+    let targets_of = |env: &mut Env, base: u16| {
+        let mut per = std::collections::BTreeMap::new();
+        for i in 0..100u16 {
+            let p = Spec::new("10.0.0.2", base + i, "10.100.0.1", 80, SYN);
+            let (a, out) = env.run(&p.build()).unwrap();
+            assert_eq!(action_name(a), "XDP_REDIRECT");
+            *per.entry(out[14 + 19]).or_insert(0) += 1;
+        }
+        per
+    };
+    // Zone a (.11, .12) whole: zone b (.13) idle.
+    assert!(!targets_of(&mut env, 2000).contains_key(&13));
+    // .11 down: zone a has 1 < 2 healthy, so all zones' healthy targets.
+    let id11 = env.backend_id("10.1.0.11");
+    env.unhealthy.insert(id11, true);
+    env.invalid.insert(id11, true);
+    env.sync().unwrap();
+    let per = targets_of(&mut env, 3000);
+    assert!(
+        per.contains_key(&12) && per.contains_key(&13) && !per.contains_key(&11),
+        "{per:?}"
+    );
+    // .12 down too: the group has 1 < 2 healthy: it fails open. Every
+    // target counts as healthy again, so zone a's two serve its flows.
+    let id12 = env.backend_id("10.1.0.12");
+    env.unhealthy.insert(id12, true);
+    env.invalid.insert(id12, true);
+    env.sync().unwrap();
+    let per = targets_of(&mut env, 4000);
+    assert!(
+        per.contains_key(&11) && per.contains_key(&12) && !per.contains_key(&13),
+        "fail-open below the minimum: {per:?}"
+    );
+}
+
 #[test]
 fn no_healthy_target_drops_and_counts() {
     let mut env = env();

@@ -286,6 +286,39 @@ pub struct TargetGroup {
     /// than dropping them (NLB does).
     #[serde(default = "default_true")]
     pub fail_open: bool,
+    /// NLB's `unhealthy_state_routing`: the fewest healthy targets a zone
+    /// (and the group) must have to be used.
+    #[serde(default)]
+    pub unhealthy_state_routing: UnhealthyStateRouting,
+}
+
+/// Below these, a zone's targets are not used on their own (traffic goes
+/// to all zones' healthy targets), and below them in the whole group, the
+/// group fails open. The larger of the two applies.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnhealthyStateRouting {
+    /// NLB default: 1.
+    pub minimum_healthy_targets: u32,
+    /// Percent of the targets (of the zone, or the group); NLB default off (0).
+    pub minimum_healthy_percentage: u32,
+}
+
+impl Default for UnhealthyStateRouting {
+    fn default() -> Self {
+        UnhealthyStateRouting {
+            minimum_healthy_targets: 1,
+            minimum_healthy_percentage: 0,
+        }
+    }
+}
+
+impl UnhealthyStateRouting {
+    /// Healthy targets needed out of `total`.
+    pub fn needed(&self, total: usize) -> usize {
+        let pct = (total * self.minimum_healthy_percentage as usize).div_ceil(100);
+        (self.minimum_healthy_targets as usize).max(pct)
+    }
 }
 
 fn default_true() -> bool {

@@ -411,3 +411,19 @@ fn ignored_settings_are_warned_about() {
     );
     assert!(Config::parse(BASE).unwrap().warnings(BASE).is_empty());
 }
+
+#[test]
+fn unhealthy_state_routing_needs_and_bounds() {
+    let r = |n: u32, p: u32| UnhealthyStateRouting {
+        minimum_healthy_targets: n,
+        minimum_healthy_percentage: p,
+    };
+    assert_eq!(r(1, 0).needed(10), 1);
+    assert_eq!(r(1, 50).needed(5), 3, "the larger applies, rounded up");
+    assert_eq!(r(4, 10).needed(10), 4);
+    let text = format!("{BASE}[target_group.unhealthy_state_routing]\nminimum_healthy_targets = 0\n");
+    assert_eq!(
+        error(&text),
+        "target_group[0].unhealthy_state_routing.minimum_healthy_targets: 0 is out of range (1 or more, as NLB's) at line 19"
+    );
+}

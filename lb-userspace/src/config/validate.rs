@@ -237,6 +237,22 @@ fn target_groups<'a>(cfg: &'a Config, errs: &mut Errors) -> HashMap<&'a str, usi
                 "is required when mode = \"snat\"",
             );
         }
+        let r = &tg.unhealthy_state_routing;
+        if r.minimum_healthy_targets == 0 {
+            errs.push(
+                format!("{p}.unhealthy_state_routing.minimum_healthy_targets"),
+                "0 is out of range (1 or more, as NLB's)",
+            );
+        }
+        if r.minimum_healthy_percentage > 100 {
+            errs.push(
+                format!("{p}.unhealthy_state_routing.minimum_healthy_percentage"),
+                format!(
+                    "{} is out of range (0-100; 0 is off)",
+                    r.minimum_healthy_percentage
+                ),
+            );
+        }
         targets(tg, &p, errs);
         health_check(&tg.health_check, &format!("{p}.health_check"), errs);
     }

@@ -41,7 +41,7 @@ pub struct Daemon {
     pub last_reload: Option<LastReload>,
     /// Target groups failing open now (with their target count), and how
     /// often each started to.
-    failed_open: BTreeMap<String, usize>,
+    failed_open: BTreeMap<String, (usize, usize)>,
     fail_open_total: BTreeMap<String, u64>,
     /// Route announcement (`[announce]`).
     pub announcer: Option<Announcer>,
@@ -134,12 +134,18 @@ impl Daemon {
     }
 
     /// Logs (loudly) and counts the groups that start or stop failing open.
-    fn note_fail_open(&mut self, now: BTreeMap<String, usize>) {
-        for (g, n) in &now {
+    fn note_fail_open(&mut self, now: BTreeMap<String, (usize, usize)>) {
+        for (g, &(healthy, n)) in &now {
             if !self.failed_open.contains_key(g) {
                 *self.fail_open_total.entry(g.clone()).or_default() += 1;
+                let why = match healthy {
+                    0 => "every target is unhealthy".to_string(),
+                    h => format!(
+                        "only {h} of {n} targets healthy, below unhealthy_state_routing's minimum"
+                    ),
+                };
                 error!(
-                    "target group {g}: every target is unhealthy: failing open, new flows go to all {n} of them (target_group.fail_open)"
+                    "target group {g}: {why}: failing open, new flows go to all {n} of them (target_group.fail_open)"
                 );
             }
         }

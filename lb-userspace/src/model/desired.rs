@@ -30,9 +30,10 @@ pub struct Desired<'a> {
     /// One per `model.vips` entry, in that order.
     pub rings: Vec<Rings>,
     pub targets: HashMap<u32, TargetState>,
-    /// Target groups failing open: every registered target unhealthy, so
-    /// all of them take flows (NLB's rule), with their target count.
-    pub failed_open: BTreeMap<String, usize>,
+    /// Target groups failing open (fewer healthy targets than their
+    /// minimum, 1 by default), so all of them take flows (NLB's rule):
+    /// (healthy, targets).
+    pub failed_open: BTreeMap<String, (usize, usize)>,
 }
 
 impl<'a> Desired<'a> {
@@ -80,9 +81,13 @@ impl<'a> Desired<'a> {
     }
 }
 
-/// Groups with `fail_open` whose registered targets (of non-zero weight)
-/// are all out of service: those targets take new flows and keep theirs.
-fn fail_open(model: &Model, targets: &mut HashMap<u32, TargetState>) -> BTreeMap<String, usize> {
+/// Groups with `fail_open` with fewer targets (of non-zero weight) in
+/// service than their minimum (1: none left): all of them take new flows
+/// and keep theirs.
+fn fail_open(
+    model: &Model,
+    targets: &mut HashMap<u32, TargetState>,
+) -> BTreeMap<String, (usize, usize)> {
     let mut out = BTreeMap::new();
     for v in model.vips.iter().filter(|v| v.fail_open) {
         if out.contains_key(&v.target_group) {
@@ -94,10 +99,11 @@ fn fail_open(model: &Model, targets: &mut HashMap<u32, TargetState>) -> BTreeMap
             .copied()
             .filter(|id| model.backends[id].weight > 0)
             .collect();
-        let none = members
+        let healthy = members
             .iter()
-            .all(|id| !targets.get(id).is_some_and(|t| t.in_ring));
-        if members.is_empty() || !none {
+            .filter(|id| targets.get(id).is_some_and(|t| t.in_ring))
+            .count();
+        if members.is_empty() || healthy >= v.min_healthy.needed(members.len()).min(members.len()) {
             continue;
         }
         for id in &members {
@@ -109,7 +115,7 @@ fn fail_open(model: &Model, targets: &mut HashMap<u32, TargetState>) -> BTreeMap
                 },
             );
         }
-        out.insert(v.target_group.clone(), members.len());
+        out.insert(v.target_group.clone(), (healthy, members.len()));
     }
     out
 }
@@ -121,7 +127,7 @@ mod tests {
 
     const CFG: &str = "[gateway]\ninterfaces = [\"eth0\"]\n[[listener]]\nname = \"web\"\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\ntarget_group = \"web\"\n[[target_group]]\nname = \"web\"\n[[target_group.targets]]\naddress = \"10.1.0.1\"\nport = 80\n[[target_group.targets]]\naddress = \"10.1.0.2\"\nport = 80\n";
 
-    fn desired(cfg: &str, up: &[u32]) -> (BTreeMap<String, usize>, usize) {
+    fn desired(cfg: &str, up: &[u32]) -> (BTreeMap<String, (usize, usize)>, usize) {
         let cfg = Config::parse(cfg).unwrap();
         let model = Model::build(
             &cfg,
@@ -140,7 +146,7 @@ mod tests {
     #[test]
     fn a_group_with_no_healthy_target_fails_open() {
         let (open, slots) = desired(CFG, &[]);
-        assert_eq!(open.get("web"), Some(&2));
+        assert_eq!(open.get("web"), Some(&(0, 2)));
         assert!(slots > 0, "all targets are in the ring");
         let (open, _) = desired(CFG, &[1]);
         assert!(open.is_empty(), "one healthy target: no fail-open");

@@ -107,6 +107,8 @@ pub struct VipModel {
     pub ppv2: bool,
     /// The group fails open (`target_group.fail_open`).
     pub fail_open: bool,
+    /// The group's minimum healthy targets (zone failover, fail-open).
+    pub min_healthy: crate::config::UnhealthyStateRouting,
     /// Backend ids of the group's registered targets (ring members).
     pub backends: Vec<u32>,
     /// Backend ids of the group's draining targets: in no ring, but their
@@ -237,10 +239,20 @@ impl Model {
                 })
                 .collect()
         };
-        let zone = if vip.flags & VIP_F_CROSS_ZONE == 0 {
-            mk(true)
-        } else {
-            Vec::new()
+        // A zone with fewer healthy targets than the group's minimum is not
+        // used alone: an empty zone ring sends its flows to all zones.
+        let zone_total = vip
+            .backends
+            .iter()
+            .filter(|id| self.backends[*id].zone == self.zone)
+            .count();
+        let zone = match vip.flags & VIP_F_CROSS_ZONE {
+            0 => mk(true),
+            _ => Vec::new(),
+        };
+        let zone = match zone.len() < vip.min_healthy.needed(zone_total) {
+            true => Vec::new(),
+            false => zone,
         };
         (zone, mk(false))
     }
@@ -348,6 +360,7 @@ fn vip_model(
         target_group: tg.name.clone(),
         ppv2: tg.proxy_protocol_v2,
         fail_open: tg.fail_open,
+        min_healthy: tg.unhealthy_state_routing,
         backends: tg
             .targets
             .iter()

@@ -54,7 +54,7 @@ pub struct View<'a> {
     pub last_reload: Option<&'a LastReload>,
     /// Target groups failing open (with their target count), and how often
     /// each started to.
-    pub failed_open: &'a BTreeMap<String, usize>,
+    pub failed_open: &'a BTreeMap<String, (usize, usize)>,
     pub fail_open_total: &'a BTreeMap<String, u64>,
     /// The announcement settings and the addresses read back from the
     /// kernel, when announcing is on.

@@ -90,10 +90,10 @@ fn header(v: &View, o: &mut String) {
         v.model.zone,
         v.flows.total
     );
-    for (g, n) in v.failed_open {
+    for (g, (healthy, n)) in v.failed_open {
         let _ = writeln!(
             o,
-            "FAIL-OPEN: target group {g}: every target is unhealthy; new flows go to all {n}"
+            "FAIL-OPEN: target group {g}: {healthy} of {n} targets healthy, below its minimum; new flows go to all {n}"
         );
     }
     if let Some(r) = v.last_reload {
