@@ -89,6 +89,70 @@ fn every_target_unhealthy_fails_open() {
     assert_eq!(spread(&topo, &d, 30).len(), 3);
 }
 
+/// HTTPS checks: a TLS handshake with the target's (self-signed,
+/// unverified) certificate, then the HTTP status; a target whose TLS
+/// server is gone turns unhealthy with the reason.
+#[test]
+fn https_health_checks() {
+    let mut topo = e2e::served_topology();
+    let dir = TempDir::new("https");
+    let (cert, key) = (dir.0.join("c.pem"), dir.0.join("k.pem"));
+    tests::netns::sh(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=target",
+        "-days",
+        "2",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ])
+    .unwrap();
+    let mut pids = Vec::new();
+    for b in &mut topo.backends {
+        let c =
+            b.ns.spawn(&[
+                "openssl",
+                "s_server",
+                "-quiet",
+                "-accept",
+                "8443",
+                "-cert",
+                cert.to_str().unwrap(),
+                "-key",
+                key.to_str().unwrap(),
+                "-www",
+            ])
+            .unwrap();
+        pids.push(c.id());
+    }
+    let extra = format!("{FAST_HC}protocol = \"https\"\nport = 8443\n");
+    let d = Daemon::start(&topo.gw, &dir.0, &topo.config(&extra)).expect("lb run");
+    d.expect_log(
+        &["tg4/10.1.2.2:8080", "-> healthy: https 200"],
+        1,
+        Duration::from_secs(5),
+        "healthy by HTTPS",
+    );
+    assert_eq!(spread(&topo, &d, 30).len(), 3);
+    // b2's TLS server goes; its service stays, its checks fail.
+    unsafe { libc::kill(pids[1] as i32, libc::SIGKILL) };
+    d.expect_log(
+        &["tg4/10.1.2.2:8080", "healthy -> unhealthy", "8443"],
+        1,
+        Duration::from_secs(5),
+        "unhealthy by HTTPS",
+    );
+    let per = spread(&topo, &d, 30);
+    assert!(!per.contains_key("b2"), "{per:?}");
+}
+
 #[test]
 fn killed_backend_leaves_and_rejoins() {
     let (mut topo, _dir, d) = setup("kill", FAST_HC, |c| c);

@@ -13,7 +13,8 @@ pub struct Needs {
     /// nightly + rust-src + bpf-linker (building the XDP program).
     pub bpf: bool,
     /// ip, ethtool, ss (tests and the demo); bird (the scale-out tests);
-    /// strace and systemd-analyze (the unit's syscall filter test).
+    /// strace and systemd-analyze (the unit's syscall filter test), openssl
+    /// (the HTTPS check test's TLS server).
     pub netns: bool,
     /// iperf3, wrk, nginx, haproxy (benchmarks).
     pub bench: bool,
@@ -124,6 +125,7 @@ pub fn setup(needs: Needs) -> Result<()> {
             ("bird", "bird2"),
             ("strace", "strace"),
             ("systemd-analyze", "systemd"),
+            ("openssl", "openssl"),
         ] {
             if !have(bin) && !pkgs.contains(&pkg) {
                 pkgs.push(pkg);

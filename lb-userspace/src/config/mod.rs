@@ -353,6 +353,8 @@ pub enum HealthProtocol {
     #[default]
     Tcp,
     Http,
+    /// A TLS handshake (certificate not verified), then the HTTP check.
+    Https,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -393,7 +395,7 @@ impl Default for HealthCheck {
 
 impl HealthCheck {
     /// The timeout: as written, or NLB's default for the protocol (HTTP 6 s,
-    /// TCP 10 s) but never above the interval.
+    /// TCP and HTTPS 10 s) but never above the interval.
     pub fn timeout(&self) -> Duration {
         self.timeout
             .unwrap_or_else(|| self.default_timeout().min(self.interval))
@@ -402,7 +404,7 @@ impl HealthCheck {
     pub fn default_timeout(&self) -> Duration {
         match self.protocol {
             HealthProtocol::Http => Duration::from_secs(6),
-            HealthProtocol::Tcp => Duration::from_secs(10),
+            HealthProtocol::Tcp | HealthProtocol::Https => Duration::from_secs(10),
         }
     }
 }

@@ -421,7 +421,8 @@ fn unhealthy_state_routing_needs_and_bounds() {
     assert_eq!(r(1, 0).needed(10), 1);
     assert_eq!(r(1, 50).needed(5), 3, "the larger applies, rounded up");
     assert_eq!(r(4, 10).needed(10), 4);
-    let text = format!("{BASE}[target_group.unhealthy_state_routing]\nminimum_healthy_targets = 0\n");
+    let text =
+        format!("{BASE}[target_group.unhealthy_state_routing]\nminimum_healthy_targets = 0\n");
     assert_eq!(
         error(&text),
         "target_group[0].unhealthy_state_routing.minimum_healthy_targets: 0 is out of range (1 or more, as NLB's) at line 19"

@@ -2,6 +2,7 @@
 //! HTTP checks (`probe`).
 
 pub mod probe;
+mod tls;
 pub mod tracker;
 
 pub use probe::{CheckResult, CheckSpec, ProbeError, ProbeTask};

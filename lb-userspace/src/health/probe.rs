@@ -1,4 +1,5 @@
-//! Health-check probes (TCP connect, HTTP GET with a status matcher) run as
+//! Health-check probes (TCP connect, HTTP or HTTPS GET with a status
+//! matcher) run as
 //! tokio tasks, one per target. Results go to the daemon, which owns the
 //! state machines (`tracker`) and the data plane.
 
@@ -21,6 +22,8 @@ pub enum Probe {
         path: String,
         matcher: Vec<(u16, u16)>,
         host: String,
+        /// HTTPS: over TLS.
+        tls: bool,
     },
 }
 
@@ -38,10 +41,11 @@ impl CheckSpec {
         let addr = SocketAddr::new(target.ip(), hc.port.map_or(target.port(), |p| p.0));
         let probe = match hc.protocol {
             HealthProtocol::Tcp => Probe::Tcp,
-            HealthProtocol::Http => Probe::Http {
+            HealthProtocol::Http | HealthProtocol::Https => Probe::Http {
                 path: hc.path.clone(),
                 matcher: parse_matcher(&hc.matcher).unwrap_or_else(|| vec![(200, 399)]),
                 host: addr.to_string(),
+                tls: hc.protocol == HealthProtocol::Https,
             },
         };
         CheckSpec {
@@ -102,41 +106,64 @@ pub async fn probe(spec: &CheckSpec) -> Result<String, ProbeError> {
             path,
             matcher,
             host,
+            tls: false,
+        } => http(&mut s, path, matcher, host, "http").await,
+        Probe::Http {
+            path,
+            matcher,
+            host,
+            tls: true,
         } => {
-            let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes())
+            let name = rustls::pki_types::ServerName::IpAddress(spec.addr.ip().into());
+            let mut t = tokio_rustls::TlsConnector::from(super::tls::client_config())
+                .connect(name, s)
                 .await
-                .map_err(|e| format!("http write: {e}"))?;
-            // The status line is all we need.
-            let mut buf = [0u8; 64];
-            let mut n = 0;
-            while n < 12 {
-                let m = s
-                    .read(&mut buf[n..])
-                    .await
-                    .map_err(|e| format!("http read: {e}"))?;
-                if m == 0 {
-                    break;
-                }
-                n += m;
-            }
-            let line = String::from_utf8_lossy(&buf[..n]);
-            let code: u16 = line
-                .strip_prefix("HTTP/1.")
-                .and_then(|r| r.get(2..5))
-                .and_then(|c| c.parse().ok())
-                .ok_or_else(|| {
-                    format!(
-                        "http: not an HTTP response: {:?}",
-                        line.lines().next().unwrap_or("")
-                    )
-                })?;
-            if matcher.iter().any(|&(a, b)| (a..=b).contains(&code)) {
-                Ok(format!("http {code}"))
-            } else {
-                Err(format!("http {code} does not match").into())
-            }
+                .map_err(|e| format!("https: TLS handshake with {}: {e}", spec.addr))?;
+            http(&mut t, path, matcher, host, "https").await
         }
+    }
+}
+
+/// `GET path` on `s`; the status line decides.
+async fn http(
+    s: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin),
+    path: &str,
+    matcher: &[(u16, u16)],
+    host: &str,
+    what: &str,
+) -> Result<String, ProbeError> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("{what} write: {e}"))?;
+    // The status line is all we need.
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        let m = s
+            .read(&mut buf[n..])
+            .await
+            .map_err(|e| format!("{what} read: {e}"))?;
+        if m == 0 {
+            break;
+        }
+        n += m;
+    }
+    let line = String::from_utf8_lossy(&buf[..n]);
+    let code: u16 = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "{what}: not an HTTP response: {:?}",
+                line.lines().next().unwrap_or("")
+            )
+        })?;
+    if matcher.iter().any(|&(a, b)| (a..=b).contains(&code)) {
+        Ok(format!("{what} {code}"))
+    } else {
+        Err(format!("{what} {code} does not match").into())
     }
 }
 
