@@ -285,6 +285,7 @@ mod tests {
                 path: "/".into(),
                 matcher: vec![(200, 299)],
                 host: "x".into(),
+                tls: false,
             },
         );
         assert_eq!(probe(&sp).await, Ok("http 200".into()));
