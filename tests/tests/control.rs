@@ -153,6 +153,67 @@ fn https_health_checks() {
     assert!(!per.contains_key("b2"), "{per:?}");
 }
 
+/// `unhealthy_connection_termination = false`: a target that fails its
+/// checks (its service still up) takes no new flows but keeps the open
+/// ones, for `unhealthy_draining_interval`; then they end.
+#[test]
+fn unhealthy_targets_keep_their_flows_when_asked() {
+    let mut topo = e2e::served_topology();
+    let srv = e2e::bin("lb-testsrv");
+    let mut pids = Vec::new();
+    for b in &mut topo.backends {
+        let name = format!("{}hc", b.name);
+        let c =
+            b.ns.spawn(&[srv.to_str().unwrap(), "--name", &name, "--tcp", "8081"])
+                .unwrap();
+        pids.push(c.id());
+    }
+    let extra = format!(
+        "unhealthy_connection_termination = false\nunhealthy_draining_interval = \"4s\"\n{FAST_HC}port = 8081\n"
+    );
+    let dir = TempDir::new("keepflows");
+    let d = Daemon::start(&topo.gw, &dir.0, &topo.config(&extra)).expect("lb run");
+    d.expect_log(
+        &["tg4/10.1.1.2:8080", "-> healthy"],
+        1,
+        Duration::from_secs(5),
+        "",
+    );
+    let mut conn = conn_on_b1(&topo);
+    unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
+    d.expect_log(
+        &["tg4/10.1.1.2:8080", "healthy -> unhealthy"],
+        1,
+        Duration::from_secs(5),
+        "b1 fails its checks",
+    );
+    let t0 = std::time::Instant::now();
+    {
+        let _in = topo.client.enter().unwrap();
+        conn.exchange(b"kept while unhealthy")
+            .unwrap_or_else(|e| panic!("the open connection broke: {e:#}\n{}", d.log_text()));
+        let n = tcp_exchange(vip(), b"new").unwrap();
+        assert_ne!(n, "b1", "no new flow for an unhealthy target");
+    }
+    d.expect_log(
+        &["tg4/10.1.1.2:8080: unhealthy_draining_interval over: its flows end"],
+        1,
+        Duration::from_secs(8),
+        "the interval ends",
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "ended early: {:?}",
+        t0.elapsed()
+    );
+    let _in = topo.client.enter().unwrap();
+    let broke = (0..10).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        conn.exchange(b"after").is_err()
+    });
+    assert!(broke, "the kept connection should end with the interval");
+}
+
 #[test]
 fn killed_backend_leaves_and_rejoins() {
     let (mut topo, _dir, d) = setup("kill", FAST_HC, |c| c);

@@ -290,6 +290,14 @@ pub struct TargetGroup {
     /// (and the group) must have to be used.
     #[serde(default)]
     pub unhealthy_state_routing: UnhealthyStateRouting,
+    /// NLB's `unhealthy.connection_termination`: a target that turns
+    /// unhealthy loses its established flows (default), or keeps them.
+    #[serde(default = "default_true")]
+    pub unhealthy_connection_termination: bool,
+    /// NLB's `unhealthy.draining_interval`: with termination off, how long
+    /// an unhealthy target keeps its flows ("0s": until they end).
+    #[serde(default, deserialize_with = "duration")]
+    pub unhealthy_draining_interval: Duration,
 }
 
 /// Below these, a zone's targets are not used on their own (traffic goes

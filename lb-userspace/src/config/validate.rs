@@ -237,6 +237,13 @@ fn target_groups<'a>(cfg: &'a Config, errs: &mut Errors) -> HashMap<&'a str, usi
                 "is required when mode = \"snat\"",
             );
         }
+        errs.duration_range(
+            format!("{p}.unhealthy_draining_interval"),
+            tg.unhealthy_draining_interval,
+            Duration::ZERO,
+            Duration::from_secs(360_000),
+            "0s-360000s, as NLB's",
+        );
         let r = &tg.unhealthy_state_routing;
         if r.minimum_healthy_targets == 0 {
             errs.push(
@@ -550,6 +557,12 @@ pub fn warnings(cfg: &Config) -> Vec<ConfigError> {
             w.push(
                 format!("target_group[{i}].snat_address"),
                 "is ignored: the group's mode is \"nat\" (client addresses are kept); it is used by mode = \"snat\"",
+            );
+        }
+        if tg.unhealthy_connection_termination && !tg.unhealthy_draining_interval.is_zero() {
+            w.push(
+                format!("target_group[{i}].unhealthy_draining_interval"),
+                "is ignored: unhealthy_connection_termination is on (flows end when the target turns unhealthy)",
             );
         }
         let hc = &tg.health_check;

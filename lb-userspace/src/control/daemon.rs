@@ -244,6 +244,16 @@ impl Daemon {
     /// Ends the drains that are over (delay run out, or no live flow
     /// left). True if any.
     pub fn expire_drains(&mut self) -> bool {
+        let kept = self.targets.take_keep_over();
+        if !kept.is_empty() {
+            self.sync_logged();
+            for k in kept {
+                info!(
+                    "target {}: unhealthy_draining_interval over: its flows end",
+                    target_name(&k)
+                );
+            }
+        }
         // Counting flows may walk conntrack: only while something drains.
         if !self.targets.any_draining() {
             return false;

@@ -30,6 +30,12 @@ pub struct TargetRt {
     pub draining_until: Option<Instant>,
     /// When the drain began (or was adopted after a restart).
     drain_began: Option<Instant>,
+    /// `unhealthy_connection_termination = false`: an unhealthy target keeps
+    /// its flows, for this long (zero: until they end).
+    keep_unhealthy: Option<Duration>,
+    /// Since when it is unhealthy, and whether its kept flows were ended.
+    unhealthy_since: Option<Instant>,
+    keep_over: bool,
 }
 
 pub fn target_name(k: &TargetKey) -> String {
@@ -136,6 +142,9 @@ impl Targets {
                         task: None,
                         draining_until: Some(now + left),
                         drain_began: Some(now),
+                        keep_unhealthy: keep_of(tg),
+                        unhealthy_since: None,
+                        keep_over: false,
                     },
                 );
             } else {
@@ -173,6 +182,9 @@ impl Targets {
                             task: None,
                             draining_until: None,
                             drain_began: None,
+                            keep_unhealthy: keep_of(tg),
+                            unhealthy_since: None,
+                            keep_over: false,
                         },
                     );
                 }
@@ -251,7 +263,7 @@ impl Targets {
         let rt = self.by_id.get(&id).and_then(|k| self.map.get(k));
         rt.map_or(TargetState::default(), |rt| TargetState {
             in_ring: rt.draining_until.is_none() && rt.tracker.in_service(),
-            valid: rt.tracker.state == Health::Healthy,
+            valid: rt.tracker.state == Health::Healthy || rt.keeps_flows(Instant::now()),
         })
     }
 
@@ -297,6 +309,8 @@ impl Targets {
     pub fn on_result(&mut self, r: CheckResult) -> Option<(bool, String)> {
         let rt = self.map.get_mut(&r.key)?;
         let tr = rt.tracker.observe(r.ok, &r.reason)?;
+        rt.unhealthy_since = (tr.to == Health::Unhealthy).then(Instant::now);
+        rt.keep_over = false;
         let msg = format!(
             "target {} (zone {}): {} -> {}: {}",
             target_name(&r.key),
@@ -306,6 +320,24 @@ impl Targets {
             tr.reason
         );
         Some((tr.to == Health::Unhealthy, msg))
+    }
+
+    /// Unhealthy targets whose kept flows must end now (their
+    /// `unhealthy_draining_interval` ran out); marked so, once.
+    pub fn take_keep_over(&mut self) -> Vec<TargetKey> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (k, rt) in self.map.iter_mut() {
+            let over = match (rt.keep_unhealthy, rt.unhealthy_since) {
+                (Some(d), Some(t)) => !d.is_zero() && t + d <= now,
+                _ => false,
+            };
+            if over && !rt.keep_over {
+                rt.keep_over = true;
+                out.push(k.clone());
+            }
+        }
+        out
     }
 
     pub fn any_draining(&self) -> bool {
@@ -348,8 +380,25 @@ impl Targets {
 /// A registered target in the new config: cancels its drain, takes the new
 /// zone, weight and check settings (a changed check restarts the probe and
 /// keeps the state).
+/// `None`: unhealthy targets lose their flows; else how long they keep
+/// them (zero: until they end).
+fn keep_of(tg: &TargetGroup) -> Option<Duration> {
+    (!tg.unhealthy_connection_termination).then_some(tg.unhealthy_draining_interval)
+}
+
+impl TargetRt {
+    /// Unhealthy, but its group keeps such targets' flows (for now).
+    fn keeps_flows(&self, now: Instant) -> bool {
+        match (self.keep_unhealthy, self.unhealthy_since) {
+            (Some(d), Some(t)) => d.is_zero() || t + d > now,
+            _ => false,
+        }
+    }
+}
+
 fn update(k: &TargetKey, rt: &mut TargetRt, tg: &TargetGroup, t: &Target) {
     let hc = &tg.health_check;
+    rt.keep_unhealthy = keep_of(tg);
     if rt.draining_until.take().is_some() {
         info!(
             "target {} registered again: draining cancelled",
