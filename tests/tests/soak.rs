@@ -135,13 +135,15 @@ fn snat_sustains_short_flows() {
             "{kind}: only {} flows in {limit:?}: the soak must cycle every port 3 times",
             done.len()
         );
-        // Paced, so the rate falls only when flows stall; a stall is a SYN
-        // or datagram dropped for want of a port and resent a second later.
-        // Counted per flow (not by rate, which a busy machine also lowers).
+        // A port refused is counted by the program (snat_exhausted, below)
+        // and shows as a stall: the SYN or datagram is resent a second
+        // later. A busy machine can also lose a packet on a veth; a few in
+        // tens of thousands are not the gateway's doing.
         let stalled = stalls(&done);
-        assert_eq!(
-            stalled, 0,
-            "{kind}: {stalled} flows waited for a retransmission (rate {first:.0}/s -> {last:.0}/s)"
+        assert!(
+            stalled * 1000 <= done.len(),
+            "{kind}: {stalled} of {} flows waited for a retransmission (rate {first:.0}/s -> {last:.0}/s)",
+            done.len()
         );
     }
     assert_eq!(e2e::xdp_reason(&topo.gw, "snat_exhausted"), 0);
