@@ -354,6 +354,44 @@ fn deregistered_target_drains() {
     assert!(broke, "the connection should end with the drain");
 }
 
+/// `deregistration_connection_termination = false` (NLB's default): flows
+/// still open when the delay ends go on until they end, then the target
+/// is removed.
+#[test]
+fn drain_end_can_let_open_flows_finish() {
+    let extra = format!(
+        "deregistration_delay = \"6s\"\nderegistration_connection_termination = false\n{FAST_HC}"
+    );
+    let (topo, _dir, d) = setup("drainkeep", &extra, |c| {
+        c.replace("[gateway]\n", "[gateway]\ntcp_closing_timeout = \"1s\"\n")
+    });
+    let mut conn = conn_on_b1(&topo);
+    d.reload(&without_b1(&d)).unwrap();
+    d.expect_log(
+        &[
+            "tg4/10.1.1.2:8080: deregistration_delay over;",
+            "flows go on until they end",
+        ],
+        1,
+        Duration::from_secs(10),
+        "the delay ends, the flow stays",
+    );
+    {
+        let _in = topo.client.enter().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        conn.exchange(b"after the delay")
+            .unwrap_or_else(|e| panic!("the open connection broke: {e:#}\n{}", d.log_text()));
+    }
+    assert!(!d.log_text().contains("remaining live flows dropped"));
+    drop(conn);
+    d.expect_log(
+        &["tg4/10.1.1.2:8080 drained: its last flow ended after deregistration_delay"],
+        1,
+        Duration::from_secs(15),
+        "removed once its flow ended",
+    );
+}
+
 /// A drain ends as soon as its target's last live flow is gone, as NLB's
 /// does, long before `deregistration_delay`; `lb status` shows the time
 /// left meanwhile.

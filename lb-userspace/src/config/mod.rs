@@ -279,6 +279,11 @@ pub struct TargetGroup {
     /// NLB default: 300 s.
     #[serde(default = "default_dereg", deserialize_with = "duration")]
     pub deregistration_delay: Duration,
+    /// NLB's `deregistration_delay.connection_termination`: flows still
+    /// open when the delay ends are ended (here the default), or go on
+    /// until they end by themselves (`false`, NLB's default).
+    #[serde(default = "default_true")]
+    pub deregistration_connection_termination: bool,
     /// Send a PROXY protocol v2 header to targets (proxy data plane only).
     #[serde(default)]
     pub proxy_protocol_v2: bool,

@@ -17,7 +17,7 @@ use tokio::{
 
 use super::{
     announce::{self, Announcer},
-    targets::{target_name, Targets},
+    targets::{target_name, DrainEnd, Targets},
 };
 use crate::{
     config::Config,
@@ -266,15 +266,19 @@ impl Daemon {
         self.sync_logged();
         for t in done {
             let n = t.id.map_or(0, |id| self.planes.purge(id));
-            match t.early {
-                None => info!(
+            match t.end {
+                DrainEnd::Delay => info!(
                     "target {} drained: removed, {n} remaining live flows dropped",
                     target_name(&t.key)
                 ),
-                Some(left) => info!(
+                DrainEnd::Early(left) => info!(
                     "target {} drained early: no live flow left, {}s before deregistration_delay ran out; removed",
                     target_name(&t.key),
                     left.as_secs()
+                ),
+                DrainEnd::Idle => info!(
+                    "target {} drained: its last flow ended after deregistration_delay; removed",
+                    target_name(&t.key)
                 ),
             }
         }

@@ -30,6 +30,10 @@ pub struct TargetRt {
     pub draining_until: Option<Instant>,
     /// When the drain began (or was adopted after a restart).
     drain_began: Option<Instant>,
+    /// Flows still open at the drain's end are ended (else they go on).
+    terminate_at_drain_end: bool,
+    /// The delay is over, flows go on (termination off): said once.
+    delay_over: bool,
     /// `unhealthy_connection_termination = false`: an unhealthy target keeps
     /// its flows, for this long (zero: until they end).
     keep_unhealthy: Option<Duration>,
@@ -56,12 +60,21 @@ fn check_of(tg: &TargetGroup, addr: SocketAddr, was_healthy: bool) -> (Option<Ch
     (spec, tracker)
 }
 
+/// How a drain ended.
+pub enum DrainEnd {
+    /// The delay ran out: its flows are ended.
+    Delay,
+    /// No live flow was left this long before the delay ran out.
+    Early(Duration),
+    /// After the delay, its last flow ended (termination off).
+    Idle,
+}
+
 /// A target whose drain ended.
 pub struct Drained {
     pub key: TargetKey,
     pub id: Option<u32>,
-    /// Ended this long before its delay ran out (no live flow left).
-    pub early: Option<Duration>,
+    pub end: DrainEnd,
 }
 
 /// A pinned backend that could not be adopted: its flows must go.
@@ -142,6 +155,8 @@ impl Targets {
                         task: None,
                         draining_until: Some(now + left),
                         drain_began: Some(now),
+                        terminate_at_drain_end: tg.deregistration_connection_termination,
+                        delay_over: false,
                         keep_unhealthy: keep_of(tg),
                         unhealthy_since: None,
                         keep_over: false,
@@ -182,6 +197,8 @@ impl Targets {
                             task: None,
                             draining_until: None,
                             drain_began: None,
+                            terminate_at_drain_end: true,
+                            delay_over: false,
                             keep_unhealthy: keep_of(tg),
                             unhealthy_since: None,
                             keep_over: false,
@@ -199,17 +216,25 @@ impl Targets {
         wanted: &BTreeMap<TargetKey, (&TargetGroup, &Target)>,
     ) {
         let now = Instant::now();
-        let old_delay: HashMap<&str, Duration> = old
+        let old_delay: HashMap<&str, (Duration, bool)> = old
             .target_groups
             .iter()
-            .map(|tg| (tg.name.as_str(), tg.deregistration_delay))
+            .map(|tg| {
+                let end = (
+                    tg.deregistration_delay,
+                    tg.deregistration_connection_termination,
+                );
+                (tg.name.as_str(), end)
+            })
             .collect();
         for (k, rt) in self.map.iter_mut() {
             if !wanted.contains_key(k) && rt.draining_until.is_none() {
-                let delay = old_delay
+                let (delay, terminate) = old_delay
                     .get(k.target_group.as_str())
                     .copied()
-                    .unwrap_or_default();
+                    .unwrap_or((Duration::ZERO, true));
+                rt.terminate_at_drain_end = terminate;
+                rt.delay_over = false;
                 info!(
                     "target {} deregistered: draining for {delay:?}",
                     target_name(k)
@@ -281,25 +306,47 @@ impl Targets {
             counted_after
                 && id.is_some_and(|id| flows.per_backend.get(&id).copied().unwrap_or(0) == 0)
         };
-        let done: Vec<(TargetKey, Option<Duration>)> = self
-            .map
-            .iter()
-            .filter_map(|(k, rt)| {
-                let until = rt.draining_until?;
-                if until <= now {
-                    Some((k.clone(), None))
-                } else if idle(k, rt) {
-                    Some((k.clone(), Some(until - now)))
-                } else {
+        let mut done: Vec<(TargetKey, DrainEnd)> = Vec::new();
+        for (k, rt) in self.map.iter_mut() {
+            let Some(until) = rt.draining_until else {
+                continue;
+            };
+            let end = match (until <= now, rt.terminate_at_drain_end) {
+                (true, true) => Some(DrainEnd::Delay),
+                (true, false) if idle(k, rt) => Some(DrainEnd::Idle),
+                (true, false) => {
+                    if !rt.delay_over {
+                        rt.delay_over = true;
+                        // A count from before the drain says nothing of it.
+                        let fresh = matches!(
+                            (flows.at, rt.drain_began),
+                            (Some(at), Some(b)) if at > b.into_std()
+                        );
+                        let n = self
+                            .ids
+                            .get(k)
+                            .filter(|_| fresh)
+                            .map(|id| flows.per_backend.get(&id).copied().unwrap_or(0));
+                        info!(
+                            "target {}: deregistration_delay over; its {}flows go on until they end (deregistration_connection_termination = false)",
+                            target_name(k),
+                            n.map_or(String::new(), |n| format!("{n} live "))
+                        );
+                    }
                     None
                 }
-            })
-            .collect();
+                (false, _) if idle(k, rt) => Some(DrainEnd::Early(until - now)),
+                (false, _) => None,
+            };
+            if let Some(e) = end {
+                done.push((k.clone(), e));
+            }
+        }
         done.into_iter()
-            .map(|(key, early)| {
+            .map(|(key, end)| {
                 self.map.remove(&key);
                 let id = self.ids.get(&key);
-                Drained { key, id, early }
+                Drained { key, id, end }
             })
             .collect()
     }
