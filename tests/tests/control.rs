@@ -206,12 +206,10 @@ fn unhealthy_targets_keep_their_flows_when_asked() {
         "ended early: {:?}",
         t0.elapsed()
     );
-    let _in = topo.client.enter().unwrap();
-    let broke = (0..10).any(|_| {
-        std::thread::sleep(Duration::from_millis(200));
-        conn.exchange(b"after").is_err()
-    });
-    assert!(broke, "the kept connection should end with the interval");
+    assert!(
+        ends_soon(&topo, &mut conn),
+        "the kept connection should end with the interval"
+    );
 }
 
 #[test]
@@ -303,6 +301,15 @@ fn conn_on_b1(topo: &Topology) -> Conn {
         .expect("a connection on b1")
 }
 
+/// The open connection stops working within 2 s (its flow was ended).
+fn ends_soon(topo: &Topology, conn: &mut Conn) -> bool {
+    let _in = topo.client.enter().unwrap();
+    (0..10).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        conn.exchange(b"after").is_err()
+    })
+}
+
 /// The running config without b1 (10.1.1.2) in the v4 group.
 fn without_b1(d: &Daemon) -> String {
     let cfg = std::fs::read_to_string(&d.config).unwrap();
@@ -346,12 +353,10 @@ fn deregistered_target_drains() {
         d.log_text()
     );
     // After the delay the flow is gone: the connection no longer works.
-    let _in = topo.client.enter().unwrap();
-    let broke = (0..10).any(|_| {
-        std::thread::sleep(Duration::from_millis(200));
-        conn.exchange(b"after").is_err()
-    });
-    assert!(broke, "the connection should end with the drain");
+    assert!(
+        ends_soon(&topo, &mut conn),
+        "the connection should end with the drain"
+    );
 }
 
 /// `deregistration_connection_termination = false` (NLB's default): flows
