@@ -116,6 +116,13 @@ impl Env {
     /// Namespace with `cl` (10.0.0.1/24, fd00::1/64, client neighbour .2)
     /// and `bk` (10.1.0.1/24, fd01::1/64, backend neighbours .11-.13).
     pub fn new(config: &str) -> Result<Env> {
+        let cfg = Config::parse(config).map_err(|e| anyhow::anyhow!("fixture config: {e}"))?;
+        Self::with(cfg)
+    }
+
+    /// As `new`, with a config as given (the benchmark's identity target is
+    /// no config an operator could write).
+    pub fn with(cfg: Config) -> Result<Env> {
         crate::netns::require_root();
         let ns = Netns::new("fx")?;
         veth(&ns, "cl", &ns, "cl-p")?;
@@ -155,7 +162,6 @@ impl Env {
                 "bk",
             )?;
         }
-        let cfg = Config::parse(config).map_err(|e| anyhow::anyhow!("fixture config: {e}"))?;
         let dp = XdpDataplane::load(Sizes::from_config(&cfg))?;
         let mut vip_ids = Ids::new(0);
         let mut backend_ids = Ids::new(1);
