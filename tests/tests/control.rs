@@ -1040,6 +1040,13 @@ fn restart_detaches_interfaces_no_longer_configured() {
         d.log_text()
     );
     assert!(!topo.gw.xdp_attached("eth3"), "eth3 still has XDP");
+    // Its target is now behind an interface without XDP: said at the start.
+    assert!(
+        d.log_text()
+            .contains("is reached via eth3, which is not in gateway.interfaces"),
+        "{}",
+        d.log_text()
+    );
     assert!(topo.gw.xdp_attached("eth0"));
     let status = e2e::lb_status(&d.config).unwrap();
     assert!(!status.contains("eth3"), "{status}");

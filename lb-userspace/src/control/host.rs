@@ -58,6 +58,7 @@ pub fn check_host(cfg: &Config) -> Result<()> {
             );
         }
     }
+    targets_behind_attached(cfg);
     // SNAT source ports the kernel may also hand to local sockets.
     if cfg
         .target_groups
@@ -108,4 +109,67 @@ pub fn check_privileges() -> Result<()> {
         bail!("lb run has CAP_BPF but not CAP_NET_ADMIN, which attaching XDP needs; grant it {fix}; effective capabilities are {eff:#x}");
     }
     Ok(())
+}
+
+/// Warns about targets the gateway reaches through an interface it does not
+/// attach to: their replies arrive where the program does not run, and are
+/// not translated back.
+fn targets_behind_attached(cfg: &Config) {
+    let ifaces = &cfg.gateway.interfaces;
+    if ifaces.is_empty() {
+        return;
+    }
+    for (i, tg) in cfg.target_groups.iter().enumerate() {
+        for (j, t) in tg.targets.iter().enumerate() {
+            let Some(dev) = route_dev(t.address) else {
+                continue;
+            };
+            if !ifaces.contains(&dev) {
+                warn!(
+                    "target_group[{i}].targets[{j}]: {} is reached via {dev}, which is not in gateway.interfaces: its replies arrive where XDP does not run and are not translated back; add {dev} to interfaces",
+                    t.address
+                );
+            }
+        }
+    }
+}
+
+/// The interface the kernel routes `ip` out of (`ip route get`), asked over
+/// rtnetlink on a thread of its own (the caller may run inside tokio).
+fn route_dev(ip: std::net::IpAddr) -> Option<String> {
+    use futures_util::TryStreamExt as _;
+    use rtnetlink::{packet_route::route::RouteAttribute, RouteMessageBuilder};
+    let ask = move || -> Option<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection().ok()?;
+            tokio::spawn(conn);
+            let msg = match ip {
+                std::net::IpAddr::V4(a) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .destination_prefix(a, 32)
+                    .build(),
+                std::net::IpAddr::V6(a) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .destination_prefix(a, 128)
+                    .build(),
+            };
+            let mut routes = handle.route().get(msg).execute();
+            let r = routes.try_next().await.ok()??;
+            let oif = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            })?;
+            let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+            // SAFETY: a buffer of IF_NAMESIZE, as the call requires.
+            let p = unsafe { libc::if_indextoname(oif, buf.as_mut_ptr()) };
+            if p.is_null() {
+                return None;
+            }
+            let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+            Some(name.to_string_lossy().into_owned())
+        })
+    };
+    std::thread::spawn(ask).join().ok().flatten()
 }
