@@ -134,42 +134,30 @@ fn targets_behind_attached(cfg: &Config) {
     }
 }
 
-/// The interface the kernel routes `ip` out of (`ip route get`), asked over
-/// rtnetlink on a thread of its own (the caller may run inside tokio).
+/// The interface the kernel routes `ip` out of (`ip route get`).
 fn route_dev(ip: std::net::IpAddr) -> Option<String> {
     use futures_util::TryStreamExt as _;
     use rtnetlink::{packet_route::route::RouteAttribute, RouteMessageBuilder};
-    let ask = move || -> Option<String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(async move {
-            let (conn, handle, _) = rtnetlink::new_connection().ok()?;
-            tokio::spawn(conn);
-            let msg = match ip {
-                std::net::IpAddr::V4(a) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                    .destination_prefix(a, 32)
-                    .build(),
-                std::net::IpAddr::V6(a) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                    .destination_prefix(a, 128)
-                    .build(),
-            };
-            let mut routes = handle.route().get(msg).execute();
-            let r = routes.try_next().await.ok()??;
-            let oif = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            })?;
-            let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-            // SAFETY: a buffer of IF_NAMESIZE, as the call requires.
-            let p = unsafe { libc::if_indextoname(oif, buf.as_mut_ptr()) };
-            if p.is_null() {
-                return None;
-            }
-            let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-            Some(name.to_string_lossy().into_owned())
+    let oif = crate::dataplane::netlink::ask(move |handle| async move {
+        let msg = match ip {
+            std::net::IpAddr::V4(a) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                .destination_prefix(a, 32)
+                .build(),
+            std::net::IpAddr::V6(a) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(a, 128)
+                .build(),
+        };
+        let r = handle.route().get(msg).execute().try_next().await.ok()??;
+        r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
         })
-    };
-    std::thread::spawn(ask).join().ok().flatten()
+    })?;
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: a buffer of IF_NAMESIZE, as the call requires.
+    if unsafe { libc::if_indextoname(oif, buf.as_mut_ptr()) }.is_null() {
+        return None;
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }

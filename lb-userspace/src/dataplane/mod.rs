@@ -3,6 +3,7 @@
 //! trait, so the daemon, health checks, metric names and `lb status` are the
 //! same for both, and more than one can run at once (`Planes`).
 
+pub mod netlink;
 pub mod proxy;
 pub mod xdp;
 

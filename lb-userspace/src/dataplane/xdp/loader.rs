@@ -359,31 +359,21 @@ fn chain(e: &ProgramError) -> String {
     s
 }
 
-/// The XDP mode the kernel reports for `iface` (rtnetlink), asked on a
-/// thread of its own: the caller may run inside the tokio runtime.
+/// The XDP mode the kernel reports for `iface` (rtnetlink).
 fn kernel_mode(iface: &str) -> Option<AttachMode> {
     use futures_util::TryStreamExt as _;
     use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
     let name = iface.to_string();
-    let ask = move || -> Option<AttachMode> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(async move {
-            let (conn, handle, _) = rtnetlink::new_connection().ok()?;
-            tokio::spawn(conn);
-            let mut links = handle.link().get().match_name(name).execute();
-            let msg = links.try_next().await.ok()??;
-            msg.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Xdp(x) => x.iter().find_map(|x| match x {
-                    LinkXdp::Attached(XdpAttached::Driver) => Some(AttachMode::Native),
-                    LinkXdp::Attached(XdpAttached::SocketBuffer) => Some(AttachMode::Generic),
-                    _ => None,
-                }),
+    crate::dataplane::netlink::ask(move |handle| async move {
+        let mut links = handle.link().get().match_name(name).execute();
+        let msg = links.try_next().await.ok()??;
+        msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Xdp(x) => x.iter().find_map(|x| match x {
+                LinkXdp::Attached(XdpAttached::Driver) => Some(AttachMode::Native),
+                LinkXdp::Attached(XdpAttached::SocketBuffer) => Some(AttachMode::Generic),
                 _ => None,
-            })
+            }),
+            _ => None,
         })
-    };
-    std::thread::spawn(ask).join().ok().flatten()
+    })
 }
