@@ -52,26 +52,22 @@ pub mod names {
         REASONS,
     ];
 
-    /// Every map of the object.
-    pub const ALL: [&str; 17] = [
-        GLOBALS,
-        VIPS,
-        VIP_SLOTS,
-        PORTS,
-        RING,
-        BACKENDS,
-        CONNTRACK,
-        NAT_REVERSE,
-        SNAT,
-        PASSTHROUGH,
-        VIP_STATS,
-        BACKEND_STATS,
-        REASONS,
-        FIB_CACHE,
-        SCRATCH,
-        FIB_SCRATCH,
-        JUMP,
-    ];
+    /// Every map of the object: the pinned ones, then those of one
+    /// program instance.
+    pub const ALL: [&str; 17] = {
+        let own = [FIB_CACHE, SCRATCH, FIB_SCRATCH, JUMP];
+        let mut all = [""; 17];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = if i < PINNED.len() {
+                PINNED[i]
+            } else {
+                own[i - PINNED.len()]
+            };
+            i += 1;
+        }
+        all
+    };
 }
 
 /// Default Maglev table size (prime).

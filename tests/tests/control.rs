@@ -301,6 +301,17 @@ fn conn_on_b1(topo: &Topology) -> Conn {
         .expect("a connection on b1")
 }
 
+/// A daemon whose group has `group` (drain settings) and fast checks, a
+/// connection open on b1, and b1 deregistered: draining from now on.
+fn b1_draining(tag: &str, group: &str) -> (Topology, TempDir, Daemon, Conn) {
+    let (topo, dir, d) = setup(tag, &format!("{group}{FAST_HC}"), |c| {
+        c.replace("[gateway]\n", "[gateway]\ntcp_closing_timeout = \"1s\"\n")
+    });
+    let conn = conn_on_b1(&topo);
+    d.reload(&without_b1(&d)).unwrap();
+    (topo, dir, d, conn)
+}
+
 /// The open connection stops working within 2 s (its flow was ended).
 fn ends_soon(topo: &Topology, conn: &mut Conn) -> bool {
     let _in = topo.client.enter().unwrap();
@@ -320,12 +331,7 @@ fn without_b1(d: &Daemon) -> String {
 
 #[test]
 fn deregistered_target_drains() {
-    let extra = format!("deregistration_delay = \"10s\"\n{FAST_HC}");
-    let (topo, _dir, d) = setup("drain", &extra, |c| {
-        c.replace("[gateway]\n", "[gateway]\ntcp_closing_timeout = \"1s\"\n")
-    });
-    let mut conn = conn_on_b1(&topo);
-    d.reload(&without_b1(&d)).unwrap();
+    let (topo, _dir, d, mut conn) = b1_draining("drain", "deregistration_delay = \"10s\"\n");
     let t0 = std::time::Instant::now();
     {
         let _in = topo.client.enter().unwrap();
@@ -364,14 +370,10 @@ fn deregistered_target_drains() {
 /// is removed.
 #[test]
 fn drain_end_can_let_open_flows_finish() {
-    let extra = format!(
-        "deregistration_delay = \"6s\"\nderegistration_connection_termination = false\n{FAST_HC}"
+    let (topo, _dir, d, mut conn) = b1_draining(
+        "drainkeep",
+        "deregistration_delay = \"6s\"\nderegistration_connection_termination = false\n",
     );
-    let (topo, _dir, d) = setup("drainkeep", &extra, |c| {
-        c.replace("[gateway]\n", "[gateway]\ntcp_closing_timeout = \"1s\"\n")
-    });
-    let mut conn = conn_on_b1(&topo);
-    d.reload(&without_b1(&d)).unwrap();
     d.expect_log(
         &[
             "tg4/10.1.1.2:8080: deregistration_delay over;",
@@ -402,12 +404,7 @@ fn drain_end_can_let_open_flows_finish() {
 /// left meanwhile.
 #[test]
 fn drain_ends_early_when_its_last_flow_is_gone() {
-    let extra = format!("deregistration_delay = \"300s\"\n{FAST_HC}");
-    let (topo, _dir, d) = setup("drainearly", &extra, |c| {
-        c.replace("[gateway]\n", "[gateway]\ntcp_closing_timeout = \"1s\"\n")
-    });
-    let mut conn = conn_on_b1(&topo);
-    d.reload(&without_b1(&d)).unwrap();
+    let (topo, _dir, d, mut conn) = b1_draining("drainearly", "deregistration_delay = \"300s\"\n");
     // Longer than a flow count (5 s): the open connection holds the drain.
     std::thread::sleep(Duration::from_secs(7));
     let status = e2e::lb_status(&d.config).unwrap();

@@ -27,6 +27,29 @@ use crate::{
     telemetry::{admin::AdminReq, metrics, notify, sampler::Sampler, status, LastReload, View},
 };
 
+/// How a reload failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The file does not validate: nothing applied.
+    Invalid,
+    /// It does not fit beside the draining targets: nothing applied.
+    Refused,
+    /// Applied, but the data plane could not be programmed.
+    Unprogrammed,
+}
+
+impl Failure {
+    fn prefix(self) -> &'static str {
+        match self {
+            Failure::Invalid => "reload failed, keeping the running config: ",
+            Failure::Refused => "reload refused, keeping the running config: ",
+            Failure::Unprogrammed => {
+                "config reload applied, but programming the data plane failed: "
+            }
+        }
+    }
+}
+
 pub struct Daemon {
     pub cfg: Config,
     vip_ids: Ids<ListenerKey>,
@@ -312,35 +335,37 @@ impl Daemon {
     /// Re-reads the config file: applied whole, or not at all. Logs and
     /// records the result, and returns it as a line for `lb reload`.
     fn reload(&mut self, path: &Path) -> Result<String, String> {
-        let mut applied = false;
-        let res = self.try_reload(path, &mut applied);
-        match &res {
+        let res = self.try_reload(path);
+        let applied = matches!(res, Ok(_) | Err((Failure::Unprogrammed, _)));
+        let line = match &res {
             Ok(m) => {
                 self.reloads.0 += 1;
                 info!("{m}");
+                Ok(m.clone())
             }
-            Err(m) => {
+            Err((kind, why)) => {
                 self.reloads.1 += 1;
+                let m = format!("{}{why}", kind.prefix());
                 error!("{m}");
+                Err(m)
             }
-        }
+        };
         self.last_reload = Some(LastReload {
             at: std::time::SystemTime::now(),
-            result: res.clone(),
+            result: res.map_err(|(_, why)| why),
             applied,
         });
-        res
+        line
     }
 
-    /// `applied`: the new config was taken (even if programming failed).
-    fn try_reload(&mut self, path: &Path, applied: &mut bool) -> Result<String, String> {
+    fn try_reload(&mut self, path: &Path) -> Result<String, (Failure, String)> {
         let mut new = Config::load(path).map_err(|e| {
             // One log line per event, whatever the number of errors.
             let msg = format!("{e:#}")
                 .replace(":\n", ": ")
                 .replace("\n    ", " ")
                 .replace('\n', "; ");
-            format!("reload failed, keeping the running config: {msg}")
+            (Failure::Invalid, msg)
         })?;
         let kept = new.gateway.keep_restart_only(&self.cfg.gateway);
         let kept = if kept.is_empty() {
@@ -361,16 +386,17 @@ impl Daemon {
         }
         let max = self.cfg.gateway.max_targets as usize;
         if ids.len() > max {
-            return Err(format!(
-                "reload refused, keeping the running config: gateway.max_targets = {max}, but the new config's targets and those draining (or starting to drain) need {} ids; wait for the drains to end, lower deregistration_delay, or raise max_targets (a restart)",
-                ids.len()
+            return Err((
+                Failure::Refused,
+                format!(
+                    "gateway.max_targets = {max}, but the new config's targets and those draining (or starting to drain) need {} ids; wait for the drains to end, lower deregistration_delay, or raise max_targets (a restart)",
+                    ids.len()
+                ),
             ));
         }
         self.apply_config(new);
-        *applied = true;
-        self.sync().map_err(|e| {
-            format!("config reload applied, but programming the data plane failed: {e:#}")
-        })?;
+        self.sync()
+            .map_err(|e| (Failure::Unprogrammed, format!("{e:#}")))?;
         Ok(format!(
             "config reloaded: {} listener keys, {} targets{kept}",
             self.model.vips.len(),

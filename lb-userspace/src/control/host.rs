@@ -119,43 +119,70 @@ fn targets_behind_attached(cfg: &Config) {
     if ifaces.is_empty() {
         return;
     }
-    for (i, tg) in cfg.target_groups.iter().enumerate() {
-        for (j, t) in tg.targets.iter().enumerate() {
-            let Some(dev) = route_dev(t.address) else {
-                continue;
-            };
-            if !ifaces.contains(&dev) {
-                warn!(
-                    "target_group[{i}].targets[{j}]: {} is reached via {dev}, which is not in gateway.interfaces: its replies arrive where XDP does not run and are not translated back; add {dev} to interfaces",
-                    t.address
-                );
-            }
-        }
+    let targets: Vec<(usize, usize, std::net::IpAddr)> = cfg
+        .target_groups
+        .iter()
+        .enumerate()
+        .flat_map(|(i, tg)| {
+            tg.targets
+                .iter()
+                .enumerate()
+                .map(move |(j, t)| (i, j, t.address))
+        })
+        .collect();
+    let devs = route_devs(targets.iter().map(|t| t.2).collect());
+    for ((i, j, addr), dev) in targets.iter().zip(devs) {
+        let Some(dev) = dev.filter(|d| !ifaces.contains(d)) else {
+            continue;
+        };
+        warn!(
+            "target_group[{i}].targets[{j}]: {addr} is reached via {dev}, which is not in gateway.interfaces: its replies arrive where XDP does not run and are not translated back; add {dev} to interfaces"
+        );
     }
 }
 
-/// The interface the kernel routes `ip` out of (`ip route get`).
-fn route_dev(ip: std::net::IpAddr) -> Option<String> {
+/// The interfaces the kernel routes each address out of (`ip route get`),
+/// over one rtnetlink connection.
+fn route_devs(addrs: Vec<std::net::IpAddr>) -> Vec<Option<String>> {
     use futures_util::TryStreamExt as _;
     use rtnetlink::{packet_route::route::RouteAttribute, RouteMessageBuilder};
-    let oif = crate::dataplane::netlink::ask(move |handle| async move {
-        let msg = match ip {
-            std::net::IpAddr::V4(a) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                .destination_prefix(a, 32)
-                .build(),
-            std::net::IpAddr::V6(a) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                .destination_prefix(a, 128)
-                .build(),
-        };
-        let r = handle.route().get(msg).execute().try_next().await.ok()??;
-        r.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Oif(i) => Some(*i),
-            _ => None,
-        })
-    })?;
+    let n = addrs.len();
+    let oifs = crate::dataplane::netlink::ask(move |handle| async move {
+        let mut out = Vec::with_capacity(addrs.len());
+        for ip in addrs {
+            let msg = match ip {
+                std::net::IpAddr::V4(a) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .destination_prefix(a, 32)
+                    .build(),
+                std::net::IpAddr::V6(a) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .destination_prefix(a, 128)
+                    .build(),
+            };
+            let r = handle
+                .route()
+                .get(msg)
+                .execute()
+                .try_next()
+                .await
+                .ok()
+                .flatten();
+            out.push(r.and_then(|r| {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                })
+            }));
+        }
+        Some(out)
+    })
+    .unwrap_or_else(|| vec![None; n]);
+    oifs.into_iter().map(|o| o.and_then(if_name)).collect()
+}
+
+fn if_name(index: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: a buffer of IF_NAMESIZE, as the call requires.
-    if unsafe { libc::if_indextoname(oif, buf.as_mut_ptr()) }.is_null() {
+    if unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) }.is_null() {
         return None;
     }
     let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };

@@ -32,10 +32,11 @@ pub struct TargetView {
     pub drain_left: Option<std::time::Duration>,
 }
 
-/// When the last reload was, and how it went (its log line).
+/// When the last reload was, and how it went.
 #[derive(Debug, Clone)]
 pub struct LastReload {
     pub at: std::time::SystemTime,
+    /// Its log line, or why it failed.
     pub result: Result<String, String>,
     /// The new config was taken (a failure after that was in programming
     /// the data plane).

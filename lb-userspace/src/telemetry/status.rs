@@ -100,18 +100,10 @@ fn header(v: &View, o: &mut String) {
         let ago = r.at.elapsed().unwrap_or_default().as_secs();
         let _ = match (&r.result, r.applied) {
             (Ok(m), _) => writeln!(o, "last reload: ok {ago}s ago ({m})"),
-            (Err(m), false) => {
-                // The line says it already.
-                let why = ["reload failed, ", "reload refused, "]
-                    .iter()
-                    .find_map(|p| m.strip_prefix(p))
-                    .and_then(|r| r.strip_prefix("keeping the running config: "))
-                    .unwrap_or(m);
-                writeln!(
-                    o,
-                    "last reload: FAILED {ago}s ago, the running config is the one before: {why}"
-                )
-            }
+            (Err(m), false) => writeln!(
+                o,
+                "last reload: FAILED {ago}s ago, the running config is the one before: {m}"
+            ),
             (Err(m), true) => writeln!(
                 o,
                 "last reload: FAILED {ago}s ago, applied but not programmed: {m}"

@@ -5,7 +5,6 @@
 //! syscall) on its own copy of the map's fd, and publishes the count.
 
 use std::{
-    collections::HashMap,
     os::fd::{AsRawFd, OwnedFd},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -13,20 +12,14 @@ use std::{
 
 use lb_common::{flow, FlowKey, FlowState, Globals};
 
-/// Live flows (fresh by their timeout) in total and per backend id.
-#[derive(Clone, Debug, Default)]
-pub struct LiveFlows {
-    pub at: Option<Instant>,
-    pub total: u64,
-    pub per_backend: HashMap<u32, u64>,
-}
+use crate::dataplane::Flows;
 
 /// What the walking thread shares with the daemon.
 #[derive(Default)]
 pub struct Shared {
     /// The settings the data plane runs with (timeouts), set on each sync.
     pub globals: Mutex<Option<Globals>>,
-    pub last: Mutex<LiveFlows>,
+    pub last: Mutex<Flows>,
 }
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -104,9 +97,9 @@ pub fn for_each(fd: &OwnedFd, mut f: impl FnMut(&FlowKey, &FlowState)) -> std::i
 }
 
 /// Counts the live flows of the conntrack map behind `fd`.
-pub fn count(fd: &OwnedFd, g: &Globals) -> std::io::Result<LiveFlows> {
+pub fn count(fd: &OwnedFd, g: &Globals) -> std::io::Result<Flows> {
     let now = coarse_now_ns();
-    let mut out = LiveFlows {
+    let mut out = Flows {
         at: Some(Instant::now()),
         ..Default::default()
     };

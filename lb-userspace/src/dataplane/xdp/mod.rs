@@ -208,11 +208,7 @@ impl Dataplane for XdpDataplane {
                 .ok()
                 .and_then(|g| ctwalk::count(&self.conntrack_fd().ok()?, &g).ok()),
         };
-        counted.map_or_else(Flows::default, |c| Flows {
-            total: c.total,
-            per_backend: c.per_backend,
-            at: c.at,
-        })
+        counted.unwrap_or_default()
     }
 
     fn purge(&mut self, backend: u32) -> usize {
