@@ -126,10 +126,28 @@ fn runs_native_xdp_under_the_units_capabilities() {
         m.contains("lb_xdp_packets_total{reason=\"fwd_to_backend\"}"),
         "{m}"
     );
-    // SIGHUP reload, then a restart that adopts the pins.
+    // SIGHUP reload, then `lb reload` as the unit's ExecReload runs it
+    // (its user, its capabilities), then a restart that adopts the pins.
     d.reload(&cfg.replace("interval = \"1s\"", "interval = \"2s\""))
         .unwrap_or_else(|e| panic!("SIGHUP: {e:#}"));
     let config = std::fs::read_to_string(&d.config).unwrap();
+    let mut reload: Vec<String> = as_the_unit();
+    reload.extend([
+        e2e::lb_bin().to_str().unwrap().to_string(),
+        "reload".into(),
+        "-c".into(),
+        d.config.to_str().unwrap().to_string(),
+    ]);
+    let out = std::process::Command::new(&reload[0])
+        .args(&reload[1..])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.starts_with("ok: config reloaded:"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     d.kill9();
     let d = Daemon::start_with(&topo.gw, &dir.0, &config, &prefix).expect("restart");
     let log = d.log_text();
