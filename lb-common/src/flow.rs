@@ -2,7 +2,7 @@
 //! still holds its flow, when a packet continues it, and how its CLOSING
 //! mark moves.
 
-use crate::{Globals, FLOW_F_CLOSING, PROTO_TCP};
+use crate::{Globals, FLOW_F_CLOSING, FLOW_F_REFUSED, PROTO_TCP};
 
 pub const NS: u64 = 1_000_000_000;
 
@@ -26,10 +26,11 @@ pub fn timeout_ns(g: &Globals, proto: u8, closing: bool) -> u64 {
 }
 
 /// The entry still holds its flow (and its SNAT port): fresh by its
-/// timeout, the closing timeout once FIN or RST was seen.
+/// timeout, the closing timeout once FIN or RST was seen (also a refusal
+/// dropped for redispatch: the client retries within seconds, or never).
 #[inline(always)]
 pub fn live(g: &Globals, proto: u8, flags: u32, age_ns: u64) -> bool {
-    age_ns <= timeout_ns(g, proto, flags & FLOW_F_CLOSING != 0)
+    age_ns <= timeout_ns(g, proto, flags & (FLOW_F_CLOSING | FLOW_F_REFUSED) != 0)
 }
 
 /// A TCP SYN without ACK: the first packet of a connection.
@@ -122,6 +123,11 @@ mod tests {
         assert!(live(&g, PROTO_TCP, FLOW_F_CLOSING, 9 * S));
         assert!(!live(&g, PROTO_TCP, FLOW_F_CLOSING, 11 * S));
         assert!(live(&g, PROTO_TCP, 0, 300 * S));
+        assert!(!live(&g, PROTO_TCP, FLOW_F_REFUSED, 11 * S));
+        assert!(
+            continues(&g, PROTO_TCP, FLOW_F_REFUSED, S, true),
+            "its retry"
+        );
     }
 
     #[test]

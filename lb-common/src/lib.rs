@@ -11,6 +11,7 @@ pub mod hash;
 #[cfg(feature = "user")]
 pub mod maglev;
 pub mod maps;
+pub mod passive;
 pub mod select;
 pub mod snat;
 

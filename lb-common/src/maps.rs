@@ -28,6 +28,7 @@ pub mod names {
     pub const VIP_STATS: &str = "VIP_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const REASONS: &str = "REASONS";
+    pub const BACKEND_HEALTH: &str = "BACKEND_HEALTH";
     pub const FIB_CACHE: &str = "FIB_CACHE";
     pub const SCRATCH: &str = "SCRATCH";
     pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
@@ -36,7 +37,7 @@ pub mod names {
     /// Maps that outlive the daemon: everything but the next-hop cache,
     /// the per-CPU scratch space and the tail-call table, which belong to
     /// one program instance.
-    pub const PINNED: [&str; 13] = [
+    pub const PINNED: [&str; 14] = [
         GLOBALS,
         VIPS,
         VIP_SLOTS,
@@ -50,13 +51,14 @@ pub mod names {
         VIP_STATS,
         BACKEND_STATS,
         REASONS,
+        BACKEND_HEALTH,
     ];
 
     /// Every map of the object: the pinned ones, then those of one
     /// program instance.
-    pub const ALL: [&str; 17] = {
+    pub const ALL: [&str; 18] = {
         let own = [FIB_CACHE, SCRATCH, FIB_SCRATCH, JUMP];
-        let mut all = [""; 17];
+        let mut all = [""; 18];
         let mut i = 0;
         while i < all.len() {
             all[i] = if i < PINNED.len() {
@@ -89,6 +91,9 @@ const _: () = assert!(size_of::<VipKey>() == 20);
 pub const VIP_F_STICKY: u32 = 1;
 pub const VIP_F_CROSS_ZONE: u32 = 2;
 pub const VIP_F_SNAT: u32 = 4;
+/// A target's RST to a flow's first SYN is dropped and the client's SYN
+/// retransmission goes to another target (`target_group.syn_redispatch`).
+pub const VIP_F_REDISPATCH: u32 = 8;
 
 /// Value of `VIPS`. `ring_zone` / `ring_all` are ring ids into `RING`; the
 /// control plane flips them after writing a spare ring.
@@ -116,7 +121,9 @@ pub struct Backend {
     pub addr: [u32; 4],
     pub port: u16,
     pub family: u8,
-    pub _pad: u8,
+    /// Consecutive failed connection attempts (SYNs refused or unanswered)
+    /// after which the program gives the target no new flows; 0: off.
+    pub passive_failures: u8,
     pub flags: u32,
     /// Hash of the target group's name: a restarted daemon maps pinned
     /// backend ids back to its config's targets with it.
@@ -152,6 +159,15 @@ const _: () = assert!(size_of::<FlowKey>() == 40);
 
 /// TCP FIN or RST seen: the entry lives only `closing_timeout` more.
 pub const FLOW_F_CLOSING: u32 = 1;
+/// Opened by a SYN, and the target has not answered yet (`nat`/`snat`,
+/// whose replies pass here): its first answer is passive health.
+pub const FLOW_F_OPENING: u32 = 2;
+/// The target refused the first SYN and its RST was dropped: the client's
+/// retransmission is picked again, elsewhere. Lives `closing_timeout`.
+pub const FLOW_F_REFUSED: u32 = 4;
+/// Picked although every candidate was to be avoided: a refusal reaches
+/// the client (redispatch would only delay its error).
+pub const FLOW_F_LAST_RESORT: u32 = 8;
 
 /// Conntrack value.
 #[repr(C)]
@@ -331,6 +347,33 @@ pub struct Counters {
 }
 const _: () = assert!(size_of::<Counters>() == 24);
 
+/// Value of `BACKEND_HEALTH` (indexed by backend id, mmapable): what the
+/// program saw of a target's answers to new connections. The program
+/// writes it (counters by atomic add); the daemon reads it and writes only
+/// `suspect_until_ns` (to 0, when the active checks pass again).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendHealth {
+    /// New flows avoid the target until then (`bpf_ktime_get_coarse_ns`).
+    pub suspect_until_ns: u64,
+    /// Failed connection attempts in a row (a SYN-ACK resets it).
+    pub streak: u64,
+    /// When the current streak began.
+    pub streak_start_ns: u64,
+    /// First SYNs answered by RST.
+    pub refused: u64,
+    /// SYNs retransmitted without an answer.
+    pub unanswered: u64,
+    /// First SYNs answered by SYN-ACK.
+    pub answered: u64,
+    /// Times the streak reached the threshold.
+    pub trips: u64,
+    /// The last trip's streak and how long it took (ns).
+    pub trip_streak: u64,
+    pub trip_span_ns: u64,
+}
+const _: () = assert!(size_of::<BackendHealth>() == 72);
+
 /// Why the program passed or dropped a packet (index into `REASONS`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,9 +423,15 @@ pub enum Reason {
     /// Packets of non-VIP flows to or from a target port (clients reaching
     /// a target directly): passed untouched.
     DirectToTarget,
+    /// A target's RST to a flow's first SYN, dropped: the client's
+    /// retransmission goes to another target (`syn_redispatch`).
+    SynRedispatch,
+    /// SYN retransmissions of flows whose target had not answered, sent to
+    /// another target (`syn_redispatch`).
+    SynRetryMoved,
 }
 
-pub const REASON_COUNT: u32 = 21;
+pub const REASON_COUNT: u32 = 23;
 
 impl Reason {
     /// Every reason, in index order.
@@ -408,6 +457,8 @@ impl Reason {
         Reason::SnatLost,
         Reason::ReplyStateless,
         Reason::DirectToTarget,
+        Reason::SynRedispatch,
+        Reason::SynRetryMoved,
     ];
 
     /// The `reason` label of `lb_xdp_packets_total`.
@@ -434,6 +485,8 @@ impl Reason {
             Reason::SnatLost => "snat_lost",
             Reason::ReplyStateless => "reply_stateless",
             Reason::DirectToTarget => "direct_to_target",
+            Reason::SynRedispatch => "syn_redispatch",
+            Reason::SynRetryMoved => "syn_retry_moved",
         }
     }
 }
@@ -456,6 +509,7 @@ mod pod {
     unsafe impl aya::Pod for Globals {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for FibCacheEntry {}
+    unsafe impl aya::Pod for BackendHealth {}
 }
 
 #[cfg(test)]

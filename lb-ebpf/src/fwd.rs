@@ -16,13 +16,11 @@ use aya_ebpf::{
     EbpfContext,
 };
 use lb_common::{
-    flow,
-    hash::flow_hash,
-    select::{flow_key_hash, pick},
-    snat, Backend, Counters, FlowKey, FlowState, Globals, Passthrough, Reason, ReverseEntry,
-    ReverseKey, ReverseVal, SnatKey, SnatVal, VipKey, VipMeta, VipSlot, BACKEND_F_VALID,
-    FIB_CACHE_SLOTS, PORT_TARGET_TCP, PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP,
-    PROTO_UDP, REVERSE_SLOTS, VIP_F_CROSS_ZONE, VIP_F_SNAT,
+    flow, hash::flow_hash, passive, select::flow_key_hash, snat, Backend, Counters, FlowKey,
+    FlowState, Globals, Passthrough, Reason, ReverseEntry, ReverseKey, ReverseVal, SnatKey,
+    SnatVal, VipKey, VipMeta, VipSlot, BACKEND_F_VALID, FIB_CACHE_SLOTS, PORT_TARGET_TCP,
+    PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP, PROTO_UDP, REVERSE_SLOTS,
+    VIP_F_CROSS_ZONE, VIP_F_REDISPATCH, VIP_F_SNAT,
 };
 
 use crate::{
@@ -169,6 +167,8 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
     let mut backend_id = 0u32;
     let mut snat_port = 0u16;
     let mut hit: Option<&VipMeta> = None;
+    // A retried SYN that must not go back to the target it went to.
+    let mut avoid = 0u32;
     if let Some(st) = CONNTRACK.get_ptr_mut(key) {
         let st = unsafe { &mut *st };
         // The flow's VIP by slot; its key must still be this packet's.
@@ -180,13 +180,24 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
                 && k.family == pkt.family;
             let age = now.wrapping_sub(st.last_seen_ns);
             let goes_on = flow::continues(g, pkt.proto, st.flags, age, syn);
+            let mut moved = false;
+            if same_vip && goes_on && syn {
+                let r = passive::retry(st.flags, age, slot.meta.flags & VIP_F_REDISPATCH != 0);
+                if r.unanswered {
+                    crate::passive::failed(st.backend_id, false, now);
+                }
+                if r.elsewhere {
+                    avoid = st.backend_id;
+                    moved = true;
+                }
+            }
             // A flow keeps its target while the target is registered (also
             // while it drains), whatever the ring says now.
             // (An array lookup, inlined: looking it up again below for the
             // rewrite costs nothing, and a branch-free `Option<&Backend>`
             // carried over is what LLVM turns into pointer masking, which
             // the verifier rejects.)
-            if same_vip && goes_on {
+            if same_vip && goes_on && !moved {
                 if let Some(b) = BACKENDS.get(st.backend_id) {
                     let mode_ok = if slot.meta.flags & VIP_F_SNAT == 0 {
                         st.snat_port == 0
@@ -237,18 +248,31 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
         if m == 0 {
             return Err(Reason::MapError);
         }
-        let ring = |r: u32, i: u32| RING.get(r.wrapping_mul(m) + i).copied().unwrap_or(0);
-        backend_id = pick(
-            meta.flags,
-            m,
-            h,
-            |i| ring(meta.ring_zone, i),
-            |i| ring(meta.ring_all, i),
-        );
+        let last_resort;
+        (backend_id, last_resort) = crate::passive::pick(meta, m, h, avoid, now);
         if backend_id == 0 {
             count(Reason::NoBackend);
             return Ok(Some(xdp_action::XDP_DROP));
         }
+        if avoid != 0 {
+            count(Reason::SynRetryMoved);
+        }
+        // Made now and kept in scratch memory, not in registers: what it
+        // is made of (SYN or not, last resort) would otherwise be carried
+        // through the SNAT port search, and the verifier explores that
+        // search once for each combination.
+        let sc = SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
+        unsafe {
+            (*sc).state = FlowState {
+                backend_id,
+                flags: flow::next_flags(g, pkt.proto, 0, 0, closing)
+                    | passive::opening_flags(syn, last_resort),
+                last_seen_ns: now,
+                snat_port: 0,
+                _pad: [0; 2],
+                vip_id: meta.vip_id,
+            }
+        };
     }
     let b = BACKENDS.get(backend_id).ok_or(Reason::MapError)?;
     if b.family != pkt.family {
@@ -265,15 +289,10 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
         }
     }
     if new_flow {
-        let st = FlowState {
-            backend_id,
-            flags: flow::next_flags(g, pkt.proto, 0, 0, closing),
-            last_seen_ns: now,
-            snat_port,
-            _pad: [0; 2],
-            vip_id: meta.vip_id,
-        };
-        if CONNTRACK.insert(key, st, BPF_ANY as u64).is_err() {
+        let sc = SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
+        let st = unsafe { &mut (*sc).state };
+        st.snat_port = snat_port;
+        if CONNTRACK.insert(key, &*st, BPF_ANY as u64).is_err() {
             return Err(Reason::MapError);
         }
     }
@@ -478,8 +497,14 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlo
                     return Err(Reason::DirectToTarget);
                 }
                 // Replies keep the flow fresh too (a one-way UDP stream).
-                st.flags = flow::next_flags(g, pkt.proto, st.flags, age, closing);
                 st.last_seen_ns = now;
+                let redispatch = slot.meta.flags & VIP_F_REDISPATCH != 0;
+                if pkt.proto == PROTO_TCP
+                    && crate::passive::on_reply(st, pkt.tcp_flags, redispatch, now)
+                {
+                    return Err(Reason::SynRedispatch);
+                }
+                st.flags = flow::next_flags(g, pkt.proto, st.flags, age, closing);
                 return Ok(Some((slot, false)));
             }
         }
@@ -545,8 +570,20 @@ fn to_client(
     } else {
         None
     };
+    if let Some(sv) = sv {
+        if snat_opening_refused(pkt, sv, g, now) {
+            count(Reason::SynRedispatch);
+            return Ok(xdp_action::XDP_DROP);
+        }
+    }
     let rv = if nat && sv.is_none() {
-        nat_reply(pkt, g, now)?
+        match nat_reply(pkt, g, now) {
+            Err(Reason::SynRedispatch) => {
+                count(Reason::SynRedispatch);
+                return Ok(xdp_action::XDP_DROP);
+            }
+            r => r?,
+        }
     } else {
         None
     };
@@ -576,6 +613,52 @@ fn to_client(
     }
     count(Reason::FwdToClient);
     Ok(emit(ctx, pkt, rc, p))
+}
+
+/// A `snat` reply that may answer a flow's first SYN (SYN or RST set):
+/// passive health, as `nat_reply` does for `nat`. Its flow is looked up in
+/// conntrack only then, so other replies pay nothing. True: a refusal to
+/// drop (redispatch).
+#[inline(always)]
+fn snat_opening_refused(pkt: &Pkt, sv: &SnatVal, g: &Globals, now: u64) -> bool {
+    use lb_common::flow::{TCP_RST, TCP_SYN};
+    if pkt.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_RST) == 0 {
+        return false;
+    }
+    let Some(sc) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let sc = unsafe { &mut *sc };
+    sc.flow = FlowKey {
+        src: sv.client_addr,
+        dst: sv.vip_addr,
+        sport: sv.client_port,
+        dport: sv.vip_port,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    let Some(st) = CONNTRACK.get_ptr_mut(&sc.flow) else {
+        return false;
+    };
+    let st = unsafe { &mut *st };
+    // The flow must still be the one this port was given to, on this target.
+    let ours = st.snat_port == pkt.dport
+        && st.vip_id == sv.vip_id
+        && BACKENDS
+            .get(st.backend_id)
+            .is_some_and(|b| b.addr == pkt.src && b.port == pkt.sport);
+    if !ours || !flow::live(g, pkt.proto, st.flags, now.wrapping_sub(st.last_seen_ns)) {
+        return false;
+    }
+    let redispatch = VIP_SLOTS
+        .get(sv.vip_id)
+        .is_some_and(|s| s.meta.flags & VIP_F_REDISPATCH != 0);
+    let drop = crate::passive::on_reply(st, pkt.tcp_flags, redispatch, now);
+    if drop {
+        st.last_seen_ns = now;
+    }
+    drop
 }
 
 /// Rewrites addresses and ports, updating the IPv4 and L4 checksums.

@@ -9,6 +9,7 @@ mod csum;
 mod fwd;
 mod icmp;
 mod parse;
+mod passive;
 
 use aya_ebpf::{
     bindings::{xdp_action::XDP_PASS, BPF_F_MMAPABLE},
@@ -17,8 +18,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Backend, Counters, FibCacheEntry, FlowKey, FlowState, Globals, Passthrough, Reason, ReverseKey,
-    ReverseVal, SnatKey, SnatVal, VipKey, VipMeta, VipSlot, FIB_CACHE_SLOTS, REASON_COUNT,
+    Backend, BackendHealth, Counters, FibCacheEntry, FlowKey, FlowState, Globals, Passthrough,
+    Reason, ReverseKey, ReverseVal, SnatKey, SnatVal, VipKey, VipMeta, VipSlot, FIB_CACHE_SLOTS,
+    REASON_COUNT,
 };
 
 // Sizes here are placeholders: the loader sets them from the config.
@@ -35,6 +37,10 @@ static PORTS: Array<u8> = Array::with_max_entries(65536, 0);
 static RING: Array<u32> = Array::with_max_entries(lb_common::DEFAULT_RING_SIZE * 4, BPF_F_MMAPABLE);
 #[map]
 static BACKENDS: Array<Backend> = Array::with_max_entries(1024, 0);
+/// Passive health per backend id; mmapable: the daemon reads it and
+/// clears a suspect mark with one store, never rewriting the counters.
+#[map]
+static BACKEND_HEALTH: Array<BackendHealth> = Array::with_max_entries(1024, BPF_F_MMAPABLE);
 #[map]
 static CONNTRACK: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(65536, 0);
 #[map]
@@ -54,6 +60,10 @@ static FIB_CACHE: PerCpuArray<FibCacheEntry> = PerCpuArray::with_max_entries(FIB
 /// the 512-byte BPF stack cannot hold them beside the forward path's.
 #[repr(C)]
 pub struct Scratch {
+    /// The re-pick's question and answer (see `passive::repick`).
+    pub repick: passive::Repick,
+    /// A new flow's conntrack value, made when its target is picked.
+    pub state: FlowState,
     pub flow: FlowKey,
     pub snat_key: SnatKey,
     pub snat_val: SnatVal,

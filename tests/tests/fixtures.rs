@@ -795,6 +795,10 @@ fn next_hop_cache_expires_and_respects_mtu() {
         ])
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1300));
+    // An ACK of the flow: the same SYN again would be an unanswered retry,
+    // which goes to another target (passive health).
+    let mut p = p.clone();
+    p.l4 = ACK;
     let (_, out) = env.run(&p.build()).unwrap();
     assert_eq!(
         out[0..6],
@@ -874,9 +878,11 @@ fn idle_and_closing_flows_age_out() {
     env.unhealthy.insert(id, true);
     env.sync().unwrap();
     let dst = |env: &mut Env, p: &Spec| env.run(&p.build()).unwrap().1[14 + 19];
-    // The closing flow's last ACK (a SYN would be a new connection).
+    // The closing flow's last ACK (a SYN would be a new connection), and
+    // the open flow's data (its SYN again would be an unanswered retry).
     let mut last_ack = fin.clone();
     last_ack.l4 = ACK;
+    open.l4 = ACK;
     for p in [&udp, &last_ack, &open] {
         assert_eq!(
             dst(&mut env, p),

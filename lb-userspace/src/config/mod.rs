@@ -303,6 +303,46 @@ pub struct TargetGroup {
     /// an unhealthy target keeps its flows ("0s": until they end).
     #[serde(default, deserialize_with = "duration")]
     pub unhealthy_draining_interval: Duration,
+    /// Health from the connections themselves (XDP data plane): refused or
+    /// unanswered connection attempts in a row take a target out of new
+    /// flows at once, until its active checks pass again.
+    #[serde(default)]
+    pub passive_health: PassiveHealth,
+    /// A target's RST to a flow's first SYN is dropped and the client's
+    /// SYN retransmission is sent to another target (XDP data plane): the
+    /// client sees a delay instead of a refused connection. A target that
+    /// refuses on purpose is then tried elsewhere too.
+    #[serde(default = "default_true")]
+    pub syn_redispatch: bool,
+}
+
+/// `[target_group.passive_health]`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealth {
+    pub enabled: bool,
+    /// Failed connection attempts in a row (SYNs refused, or retransmitted
+    /// without an answer) that make the target suspect; 1-255.
+    pub consecutive_failures: u32,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        PassiveHealth {
+            enabled: true,
+            consecutive_failures: 3,
+        }
+    }
+}
+
+impl PassiveHealth {
+    /// The `Backend::passive_failures` value (0: off).
+    pub fn threshold(&self) -> u8 {
+        match self.enabled {
+            true => self.consecutive_failures.clamp(1, 255) as u8,
+            false => 0,
+        }
+    }
 }
 
 /// Below these, a zone's targets are not used on their own (traffic goes

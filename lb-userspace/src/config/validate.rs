@@ -260,6 +260,13 @@ fn target_groups<'a>(cfg: &'a Config, errs: &mut Errors) -> HashMap<&'a str, usi
                 ),
             );
         }
+        let n = tg.passive_health.consecutive_failures;
+        if !(1..=255).contains(&n) {
+            errs.push(
+                format!("{p}.passive_health.consecutive_failures"),
+                format!("{n} is out of range (1-255; `enabled = false` turns passive health off)"),
+            );
+        }
         targets(tg, &p, errs);
         health_check(&tg.health_check, &format!("{p}.health_check"), errs);
     }

@@ -74,6 +74,8 @@ pub struct Daemon {
     pub fallback: Option<(&'static str, String)>,
     /// When to try again to start an announcer that failed to start.
     announce_retry: Option<Instant>,
+    /// Passive health as last read, by backend id.
+    passive_seen: std::collections::HashMap<u32, lb_common::BackendHealth>,
 }
 
 impl Daemon {
@@ -106,6 +108,7 @@ impl Daemon {
             serving: false,
             fallback: None,
             announce_retry: None,
+            passive_seen: Default::default(),
         };
         for (k, vip_id) in adopted.vips {
             let lk = ListenerKey {
@@ -308,6 +311,28 @@ impl Daemon {
         true
     }
 
+    /// Reads the data path's passive health: a target it tripped since the
+    /// last look becomes suspect (out of the rings, which the program
+    /// already avoids on its own). The first look only learns the counts.
+    pub fn poll_passive(&mut self) {
+        let mut seen = std::collections::HashMap::new();
+        let mut msgs = Vec::new();
+        for &id in self.model.backends.keys() {
+            let Some(now) = self.planes.passive(id) else {
+                return;
+            };
+            if let Some(prev) = self.passive_seen.get(&id) {
+                if now.trips > prev.trips {
+                    let why = crate::health::passive::describe(prev, &now);
+                    msgs.extend(self.targets.on_passive(id, why));
+                }
+            }
+            seen.insert(id, now);
+        }
+        self.passive_seen = seen;
+        self.apply_results(msgs);
+    }
+
     /// Waits for the first result of every checked target (bounded by the
     /// longest check timeout), so the first rings reflect real health.
     pub async fn first_round(&mut self, rx: &mut mpsc::Receiver<CheckResult>) {
@@ -484,6 +509,8 @@ impl Daemon {
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // The program reacts to failures itself; this only makes it last.
+        let mut passive_tick = tokio::time::interval(Duration::from_millis(100));
         // A hung main loop stops the pings; systemd then kills the daemon,
         // and with it the announced routes.
         let watchdog = notify::watchdog_interval();
@@ -499,6 +526,7 @@ impl Daemon {
                     self.reconcile_announcer().await;
                 }
                 _ = sample_tick.tick() => self.take_sample(),
+                _ = passive_tick.tick() => self.poll_passive(),
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let _ = notify::notify("WATCHDOG=1");
                 }

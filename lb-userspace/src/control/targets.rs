@@ -40,6 +40,8 @@ pub struct TargetRt {
     /// Since when it is unhealthy, and whether its kept flows were ended.
     unhealthy_since: Option<Instant>,
     keep_over: bool,
+    /// Why passive health made it suspect (until its checks decide).
+    passive: Option<String>,
 }
 
 pub fn target_name(k: &TargetKey) -> String {
@@ -160,6 +162,7 @@ impl Targets {
                         keep_unhealthy: keep_of(tg),
                         unhealthy_since: None,
                         keep_over: false,
+                        passive: None,
                     },
                 );
             } else {
@@ -202,6 +205,7 @@ impl Targets {
                             keep_unhealthy: keep_of(tg),
                             unhealthy_since: None,
                             keep_over: false,
+                            passive: None,
                         },
                     );
                 }
@@ -261,6 +265,8 @@ impl Targets {
                         zone: rt.zone.clone(),
                         weight: rt.weight,
                         drain_until_s: boot.saturating_add(left).max(1),
+                        // Takes no new flows: nothing to watch.
+                        passive_failures: 0,
                     },
                 ))
             })
@@ -288,7 +294,7 @@ impl Targets {
         let rt = self.by_id.get(&id).and_then(|k| self.map.get(k));
         rt.map_or(TargetState::default(), |rt| TargetState {
             in_ring: rt.draining_until.is_none() && rt.tracker.in_service(),
-            valid: rt.tracker.state == Health::Healthy || rt.keeps_flows(Instant::now()),
+            valid: rt.tracker.keeps_flows() || rt.keeps_flows(Instant::now()),
         })
     }
 
@@ -356,6 +362,9 @@ impl Targets {
     pub fn on_result(&mut self, r: CheckResult) -> Option<(bool, String)> {
         let rt = self.map.get_mut(&r.key)?;
         let tr = rt.tracker.observe(r.ok, &r.reason)?;
+        if tr.from == Health::Suspect {
+            rt.passive = None;
+        }
         rt.unhealthy_since = (tr.to == Health::Unhealthy).then(Instant::now);
         rt.keep_over = false;
         let msg = format!(
@@ -367,6 +376,40 @@ impl Targets {
             tr.reason
         );
         Some((tr.to == Health::Unhealthy, msg))
+    }
+
+    /// The data path tripped backend `id`'s passive health (`why`): a
+    /// healthy target becomes suspect. Returns the log line.
+    pub fn on_passive(&mut self, id: u32, why: String) -> Option<(bool, String)> {
+        let k = self.by_id.get(&id)?;
+        let rt = self.map.get_mut(k)?;
+        if rt.draining_until.is_some() {
+            return None;
+        }
+        let name = target_name(k);
+        if rt.spec.is_none() {
+            return Some((
+                true,
+                format!(
+                    "target {name} (zone {}): {why}; it has no active checks: new flows avoid it for {}s, then try it again",
+                    rt.zone,
+                    lb_common::passive::SUSPECT_HOLD_NS / 1_000_000_000
+                ),
+            ));
+        }
+        let tr = rt.tracker.passive_failure(&why)?;
+        rt.passive = Some(why);
+        Some((
+            true,
+            format!(
+                "target {name} (zone {}): {} -> {}: {}; new flows avoid it until {} health checks pass",
+                rt.zone,
+                tr.from,
+                tr.to,
+                tr.reason,
+                rt.tracker.healthy_threshold()
+            ),
+        ))
     }
 
     /// Unhealthy targets whose kept flows must end now (their
@@ -414,6 +457,7 @@ impl Targets {
                     },
                     healthy: rt.tracker.state == Health::Healthy,
                     last_check: rt.tracker.last_reason.clone(),
+                    passive: rt.passive.clone(),
                     drain_left: rt
                         .draining_until
                         .map(|t| t.saturating_duration_since(Instant::now())),

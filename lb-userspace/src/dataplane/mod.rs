@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::Result;
-use lb_common::{Counters, REASON_COUNT};
+use lb_common::{BackendHealth, Counters, REASON_COUNT};
 
 use crate::model::Desired;
 
@@ -67,6 +67,12 @@ pub trait Dataplane {
 
     /// BPF map memory.
     fn memory(&self) -> Option<u64> {
+        None
+    }
+
+    /// What the plane saw of a target's answers to new connections
+    /// (passive health; XDP).
+    fn passive(&self, _backend: u32) -> Option<BackendHealth> {
         None
     }
 
@@ -148,6 +154,10 @@ impl Dataplane for Planes {
 
     fn reasons(&self) -> Option<[u64; REASON_COUNT as usize]> {
         self.0.iter().find_map(|p| p.reasons())
+    }
+
+    fn passive(&self, backend: u32) -> Option<BackendHealth> {
+        self.0.iter().find_map(|p| p.passive(backend))
     }
 
     fn memory(&self) -> Option<u64> {

@@ -1,6 +1,8 @@
 //! Target health: NLB's state machine (`tracker`) fed by active TCP and
-//! HTTP checks (`probe`).
+//! HTTP checks (`probe`), and passive health from the data path
+//! (`passive`).
 
+pub mod passive;
 pub mod probe;
 mod tls;
 pub mod tracker;

@@ -2,7 +2,11 @@
 //! make a target healthy, `unhealthy_threshold` consecutive failures make it
 //! unhealthy. A new target starts `Initial` and takes no new flows; its
 //! first result decides at once (so a fresh gateway serves within one check,
-//! not `healthy_threshold` intervals). Pure: the caller supplies results.
+//! not `healthy_threshold` intervals). Passive health (failed connection
+//! attempts seen in the data path) makes a healthy target `Suspect`: no new
+//! flows, its flows kept, until `healthy_threshold` checks pass (healthy
+//! again) or `unhealthy_threshold` fail (unhealthy). Pure: the caller
+//! supplies results.
 
 use std::fmt;
 
@@ -10,6 +14,8 @@ use std::fmt;
 pub enum Health {
     Initial,
     Healthy,
+    /// Passive health tripped: out of new flows until the checks decide.
+    Suspect,
     Unhealthy,
 }
 
@@ -18,6 +24,7 @@ impl Health {
         match self {
             Health::Initial => "initial",
             Health::Healthy => "healthy",
+            Health::Suspect => "suspect",
             Health::Unhealthy => "unhealthy",
         }
     }
@@ -96,9 +103,12 @@ impl Tracker {
             (Health::Initial, true) => Health::Healthy,
             (Health::Initial, false) => Health::Unhealthy,
             (Health::Unhealthy, true) if self.passes >= self.healthy_threshold => Health::Healthy,
-            (Health::Healthy, false) if self.failures >= self.unhealthy_threshold => {
+            (Health::Healthy | Health::Suspect, false)
+                if self.failures >= self.unhealthy_threshold =>
+            {
                 Health::Unhealthy
             }
+            (Health::Suspect, true) if self.passes >= self.healthy_threshold => Health::Healthy,
             _ => return None,
         };
         let from = self.state;
@@ -110,15 +120,56 @@ impl Tracker {
         })
     }
 
+    /// The data path saw its connection attempts fail: a healthy target
+    /// becomes suspect, and passes count again from zero.
+    pub fn passive_failure(&mut self, reason: &str) -> Option<Transition> {
+        if self.state != Health::Healthy {
+            return None;
+        }
+        self.passes = 0;
+        self.state = Health::Suspect;
+        Some(Transition {
+            from: Health::Healthy,
+            to: Health::Suspect,
+            reason: reason.to_string(),
+        })
+    }
+
+    pub fn healthy_threshold(&self) -> u32 {
+        self.healthy_threshold
+    }
+
     /// May the target take new flows?
     pub fn in_service(&self) -> bool {
         self.state == Health::Healthy
+    }
+
+    /// May it keep its flows (whatever the group's termination settings)?
+    pub fn keeps_flows(&self) -> bool {
+        matches!(self.state, Health::Healthy | Health::Suspect)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passive_suspicion_until_the_checks_decide() {
+        let mut t = Tracker::new(2, 3);
+        t.observe(true, "ok");
+        let tr = t.passive_failure("passive: 3 of 3 SYNs refused").unwrap();
+        assert_eq!((tr.from, tr.to), (Health::Healthy, Health::Suspect));
+        assert!(!t.in_service() && t.keeps_flows());
+        assert_eq!(t.passive_failure("again"), None, "once");
+        assert_eq!(t.observe(true, "ok"), None, "passes count from the mark");
+        assert_eq!(t.observe(true, "ok").unwrap().to, Health::Healthy);
+        t.passive_failure("refused");
+        t.observe(false, "refused");
+        t.observe(false, "refused");
+        assert_eq!(t.observe(false, "refused").unwrap().to, Health::Unhealthy);
+        assert_eq!(t.passive_failure("x"), None, "only a healthy target");
+    }
 
     #[test]
     fn first_result_decides() {

@@ -67,12 +67,12 @@ impl<'a> Desired<'a> {
         }
     }
 
-    pub fn in_ring(&self, id: u32) -> bool {
-        self.targets.get(&id).is_some_and(|t| t.in_ring)
-    }
-
     pub fn valid(&self, id: u32) -> bool {
         self.targets.get(&id).is_some_and(|t| t.valid)
+    }
+
+    pub fn in_ring(&self, id: u32) -> bool {
+        self.targets.get(&id).is_some_and(|t| t.in_ring)
     }
 
     /// Every VIP with its rings.

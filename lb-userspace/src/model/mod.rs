@@ -21,7 +21,7 @@ use std::{
 use lb_common::{
     maglev::{self, MaglevTarget},
     Backend, Globals, ReverseEntry, ReverseKey, ReverseVal, VipKey, BACKEND_F_VALID,
-    VIP_F_CROSS_ZONE, VIP_F_SNAT, VIP_F_STICKY,
+    VIP_F_CROSS_ZONE, VIP_F_REDISPATCH, VIP_F_SNAT, VIP_F_STICKY,
 };
 
 use crate::config::{Config, Mode, Stickiness, TargetGroup, DEFAULT_SNAT_PORTS};
@@ -92,6 +92,8 @@ pub struct BackendModel {
     pub weight: u32,
     /// Draining: the end of the drain in CLOCK_BOOTTIME seconds; else 0.
     pub drain_until_s: u32,
+    /// Its group's passive health threshold (0: off).
+    pub passive_failures: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -185,7 +187,7 @@ impl Model {
             addr,
             port: b.key.port.to_be(),
             family,
-            _pad: 0,
+            passive_failures: b.passive_failures,
             flags: if valid { BACKEND_F_VALID } else { 0 },
             tg_hash: lb_common::tg_hash(&b.key.target_group),
             drain_until_s: b.drain_until_s,
@@ -318,6 +320,7 @@ fn build_backends(
                     zone: t.zone.clone(),
                     weight: t.weight,
                     drain_until_s: 0,
+                    passive_failures: tg.passive_health.threshold(),
                 },
             );
         }
@@ -344,6 +347,9 @@ fn vip_model(
     }
     if tg.mode == Mode::Snat {
         flags |= VIP_F_SNAT;
+    }
+    if tg.syn_redispatch {
+        flags |= VIP_F_REDISPATCH;
     }
     VipModel {
         key: VipKey {

@@ -37,6 +37,7 @@ pub fn render(v: &View) -> String {
     listener_counters(v, &mut o);
     target_counters(v, &mut o);
     target_gauges(v, &mut o);
+    target_passive(v, &mut o);
     fail_open(v, &mut o);
     data_plane(v, &mut o);
     daemon(v, &mut o);
@@ -91,6 +92,52 @@ fn target_counters(v: &View, o: &mut String) {
     }
 }
 
+/// Passive health: the data path's view of connection attempts (XDP).
+fn target_passive(v: &View, o: &mut String) {
+    let rows: Vec<_> = v
+        .model
+        .backends
+        .values()
+        .filter_map(|b| Some((b, v.planes.passive(b.id)?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    family(
+        o,
+        "lb_target_connection_attempts_total",
+        "counter",
+        "New connections' first SYNs as the target answered them (passive health): answered, refused (RST) or unanswered (retransmitted).",
+    );
+    for (b, h) in &rows {
+        for (result, n) in [
+            ("answered", h.answered),
+            ("refused", h.refused),
+            ("unanswered", h.unanswered),
+        ] {
+            let _ = writeln!(
+                o,
+                "lb_target_connection_attempts_total{{{},result=\"{result}\"}} {n}",
+                target_labels(b)
+            );
+        }
+    }
+    family(
+        o,
+        "lb_target_passive_trips_total",
+        "counter",
+        "Times failed connection attempts in a row made the target suspect (passive health).",
+    );
+    for (b, h) in &rows {
+        let _ = writeln!(
+            o,
+            "lb_target_passive_trips_total{{{}}} {}",
+            target_labels(b),
+            h.trips
+        );
+    }
+}
+
 fn target_gauges(v: &View, o: &mut String) {
     family(
         o,
@@ -106,7 +153,7 @@ fn target_gauges(v: &View, o: &mut String) {
         o,
         "lb_target_state",
         "gauge",
-        "1 for the target's current state (initial, healthy, unhealthy, draining).",
+        "1 for the target's current state (initial, healthy, suspect, unhealthy, draining).",
     );
     for b in v.model.backends.values() {
         let _ = writeln!(

@@ -22,7 +22,7 @@ use crate::{
 /// A target as reported.
 #[derive(Debug, Clone)]
 pub struct TargetView {
-    /// initial, healthy, unhealthy or draining.
+    /// initial, healthy, suspect, unhealthy or draining.
     pub state: &'static str,
     /// Passes its health checks.
     pub healthy: bool,
@@ -30,6 +30,8 @@ pub struct TargetView {
     pub last_check: String,
     /// Draining: the time left.
     pub drain_left: Option<std::time::Duration>,
+    /// Suspect: why passive health tripped.
+    pub passive: Option<String>,
 }
 
 /// When the last reload was, and how it went.

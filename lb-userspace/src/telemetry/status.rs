@@ -36,13 +36,16 @@ pub fn render(v: &View) -> String {
     );
     for t in v.model.backends.values() {
         let (p, b, _) = v.sampler.rate(Stats::Backend, t.id);
-        let last = v
-            .targets
-            .get(&t.key)
-            .map_or(String::new(), |x| match x.drain_left {
-                Some(left) => format!("{}s of the drain left; {}", left.as_secs(), x.last_check),
-                None => x.last_check.clone(),
-            });
+        let last =
+            v.targets
+                .get(&t.key)
+                .map_or(String::new(), |x| match (x.drain_left, &x.passive) {
+                    (Some(left), _) => {
+                        format!("{}s of the drain left; {}", left.as_secs(), x.last_check)
+                    }
+                    (None, Some(p)) => format!("{p}; last check: {}", x.last_check),
+                    (None, None) => x.last_check.clone(),
+                });
         let _ = writeln!(
             o,
             "{:<16} {:<28} {:<6} {:>6} {:<10} {:>7} {:>10.1} {:>12.1}  {}",
@@ -164,6 +167,13 @@ pub fn render_json(v: &View) -> String {
                 "bytes_per_s": b,
                 "last_check": v.targets.get(&t.key).map(|x| x.last_check.as_str()),
                 "drain_left_s": v.targets.get(&t.key).and_then(|x| x.drain_left).map(|d| d.as_secs()),
+                "passive": v.planes.passive(t.id).map(|h| json!({
+                    "refused": h.refused,
+                    "unanswered": h.unanswered,
+                    "answered": h.answered,
+                    "trips": h.trips,
+                    "reason": v.targets.get(&t.key).and_then(|x| x.passive.as_deref()),
+                })),
             })
         })
         .collect();

@@ -20,6 +20,7 @@ use lb_common::names;
 use log::{info, warn};
 
 use super::{
+    health::HealthMmap,
     maps::{take, Maps, Sizes},
     pins,
     ring::RingMmap,
@@ -119,6 +120,7 @@ impl XdpDataplane {
             .map_max_entries(names::PASSTHROUGH, sizes.passthrough)
             .map_max_entries(names::VIP_STATS, sizes.max_vips)
             .map_max_entries(names::BACKEND_STATS, sizes.max_targets + 1)
+            .map_max_entries(names::BACKEND_HEALTH, sizes.max_targets + 1)
             .load(EBPF_OBJECT)
             .context("loading the XDP object")?;
         for name in [PROG_LB, PROG_ICMP, PROG_PASS] {
@@ -131,6 +133,7 @@ impl XdpDataplane {
         }
         let maps = Maps::take(&mut ebpf)?;
         let ring_mem = RingMmap::new(&maps.ring, sizes.ring_entries())?;
+        let health_mem = HealthMmap::new(&maps.backend_health, sizes.max_targets + 1)?;
         let mut jump: ProgramArray<MapData> = take(&mut ebpf, names::JUMP)?;
         let icmp: &Xdp = ebpf
             .program(PROG_ICMP)
@@ -141,6 +144,8 @@ impl XdpDataplane {
         let mut dp = XdpDataplane {
             ebpf,
             ring_mem,
+            health_mem,
+            in_ring: BTreeSet::new(),
             maps,
             _jump: jump,
             sizes,

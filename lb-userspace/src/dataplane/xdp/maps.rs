@@ -6,8 +6,8 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, Backend, Counters, FlowKey, FlowState, Globals, ReverseKey, ReverseVal, SnatKey,
-    SnatVal, VipKey, VipMeta, VipSlot, RINGS_PER_VIP,
+    names, Backend, BackendHealth, Counters, FlowKey, FlowState, Globals, ReverseKey, ReverseVal,
+    SnatKey, SnatVal, VipKey, VipMeta, VipSlot, RINGS_PER_VIP,
 };
 
 use crate::config::Config;
@@ -48,7 +48,7 @@ impl Sizes {
         let ct = self.conntrack as u64 * (40 + 24 + 64);
         let snat = self.snat as u64 * (40 + 48 + 64);
         let passthrough = self.passthrough as u64 * (40 + 8 + 64);
-        let backends = (self.max_targets as u64 + 1) * 32;
+        let backends = (self.max_targets as u64 + 1) * (32 + 72);
         let stats = (self.max_vips as u64 + self.max_targets as u64 + 1) * 24 * cpus;
         ring + ct + snat + passthrough + backends + stats
     }
@@ -69,6 +69,7 @@ pub struct Maps {
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub backend_stats: PerCpuArray<MapData, Counters>,
     pub reasons: PerCpuArray<MapData, u64>,
+    pub backend_health: Array<MapData, BackendHealth>,
 }
 
 pub fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -96,6 +97,7 @@ impl Maps {
             vip_stats: take(ebpf, names::VIP_STATS)?,
             backend_stats: take(ebpf, names::BACKEND_STATS)?,
             reasons: take(ebpf, names::REASONS)?,
+            backend_health: take(ebpf, names::BACKEND_HEALTH)?,
         })
     }
 }

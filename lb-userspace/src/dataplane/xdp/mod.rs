@@ -3,8 +3,10 @@
 //! (double-buffered rings).
 
 pub mod ctwalk;
+mod health;
 mod loader;
 pub mod maps;
+mod mmap;
 pub mod pins;
 mod ring;
 mod sync;
@@ -21,13 +23,14 @@ use aya::{
     maps::{MapData, ProgramArray},
     Ebpf,
 };
-use lb_common::{Counters, VipKey, REASON_COUNT};
+use lb_common::{BackendHealth, Counters, VipKey, REASON_COUNT};
 
 use super::{Dataplane, Flows, Stats};
 use crate::{
     config::DataplaneKind,
     model::{AdoptedIds, Desired, ReverseKeyOrd},
 };
+use health::HealthMmap;
 pub use loader::{unavailable, Unavailable};
 pub use maps::{Maps, Sizes};
 use ring::RingMmap;
@@ -65,6 +68,10 @@ pub struct XdpDataplane {
     /// What the adopted maps held (empty when not adopted).
     found: AdoptedIds,
     ring_mem: RingMmap,
+    health_mem: HealthMmap,
+    /// Backends in a ring at the last sync: one that comes back has its
+    /// passive suspect mark cleared.
+    in_ring: BTreeSet<u32>,
     pub maps: Maps,
     /// Holds the tail-call table (its slots live as long as the map).
     _jump: ProgramArray<MapData>,
@@ -224,6 +231,10 @@ impl Dataplane for XdpDataplane {
 
     fn reasons(&self) -> Option<[u64; REASON_COUNT as usize]> {
         self.read_reasons().ok()
+    }
+
+    fn passive(&self, backend: u32) -> Option<BackendHealth> {
+        Some(self.health_mem.read(backend))
     }
 
     fn memory(&self) -> Option<u64> {

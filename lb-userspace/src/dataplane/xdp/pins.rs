@@ -5,7 +5,8 @@ use std::{fs::File, os::fd::AsRawFd as _, path::Path, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use lb_common::{
-    names, Backend, FlowState, Globals, Passthrough, ReverseVal, SnatVal, VipMeta, VipSlot,
+    names, Backend, BackendHealth, FlowState, Globals, Passthrough, ReverseVal, SnatVal, VipMeta,
+    VipSlot,
 };
 
 use super::maps::Sizes;
@@ -33,7 +34,7 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<()> {
 /// running the program against them.
 pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
     use std::mem::size_of;
-    let want: [(&str, u32, usize); 9] = [
+    let want: [(&str, u32, usize); 10] = [
         (names::GLOBALS, 1, size_of::<Globals>()),
         (
             names::NAT_REVERSE,
@@ -44,6 +45,11 @@ pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
         (names::RING, s.ring_entries(), 4),
         (names::VIPS, s.max_vips, size_of::<VipMeta>()),
         (names::BACKENDS, s.max_targets + 1, size_of::<Backend>()),
+        (
+            names::BACKEND_HEALTH,
+            s.max_targets + 1,
+            size_of::<BackendHealth>(),
+        ),
         (names::CONNTRACK, s.conntrack, size_of::<FlowState>()),
         (names::SNAT, s.snat, size_of::<SnatVal>()),
         (names::VIP_SLOTS, s.max_vips, size_of::<VipSlot>()),

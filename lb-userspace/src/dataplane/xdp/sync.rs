@@ -63,9 +63,20 @@ impl XdpDataplane {
                 );
             }
             let v = d.model.backend_value(id, d.valid(id)).expect("known id");
+            if !self.backends.contains(&id) {
+                // New here (or after a restart): counts of whoever had the
+                // id before say nothing of this target.
+                self.health_mem.reset(id);
+            }
             self.maps.backends.set(id, v, 0)?;
             now.insert(id);
         }
+        let in_ring: BTreeSet<u32> = now.iter().copied().filter(|&id| d.in_ring(id)).collect();
+        for &back in in_ring.difference(&self.in_ring) {
+            // Back in service by the active checks (or by fail-open).
+            self.health_mem.clear_suspect(back);
+        }
+        self.in_ring = in_ring;
         for &gone in self.backends.difference(&now) {
             self.maps.backends.set(gone, Backend::default(), 0)?;
         }
