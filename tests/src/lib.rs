@@ -3,6 +3,7 @@ pub mod chart;
 pub mod e2e;
 pub mod ecmp;
 pub mod fixture;
+pub mod load;
 pub mod packet;
 
 // The namespace harness and topology live in lb-testenv (xtask uses them too).
