@@ -423,3 +423,12 @@ pub fn udp_exchange(addr: SocketAddr, payload: &[u8]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&got[..colon]).to_string())
 }
+
+/// `bin` is on the PATH.
+pub fn have(bin: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -21,5 +21,7 @@ pub fn run() -> Result<()> {
     cargo(&["run", "--release", "-p", "tests", "--bin", "lb-bench"])?;
     step("network: iperf3 and wrk through the proxy, HAProxy and plain forwarding");
     cargo(&["build", "--release", "-p", "tests", "--bins"])?;
-    cargo(&["run", "--release", "-p", "tests", "--bin", "lb-netbench"])
+    cargo(&["run", "--release", "-p", "tests", "--bin", "lb-netbench"])?;
+    step("faults: a target killed under load, through XDP, the proxy and HAProxy");
+    cargo(&["run", "--release", "-p", "tests", "--bin", "lb-faultbench"])
 }
