@@ -428,3 +428,19 @@ fn unhealthy_state_routing_needs_and_bounds() {
         "target_group[0].unhealthy_state_routing.minimum_healthy_targets: 0 is out of range (1 or more, as NLB's) at line 19"
     );
 }
+
+#[test]
+fn passive_health_defaults_and_bounds() {
+    let cfg = Config::parse(BASE).unwrap();
+    let tg = &cfg.target_groups[0];
+    assert!(tg.syn_redispatch);
+    assert_eq!(tg.passive_health.threshold(), 3);
+    let text = format!("{BASE}[target_group.passive_health]\nconsecutive_failures = 0\n");
+    assert_eq!(
+        error(&text),
+        "target_group[0].passive_health.consecutive_failures: 0 is out of range (1-255; `enabled = false` turns passive health off) at line 19"
+    );
+    let off = format!("{BASE}[target_group.passive_health]\nenabled = false\n");
+    let cfg = Config::parse(&off).unwrap();
+    assert_eq!(cfg.target_groups[0].passive_health.threshold(), 0);
+}

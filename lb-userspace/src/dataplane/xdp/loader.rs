@@ -101,6 +101,9 @@ impl XdpDataplane {
             adopted = dir.join("maps").join(names::GLOBALS).exists();
             if adopted {
                 pins::check_pinned_sizes(dir, &sizes)?;
+                for m in pins::renew_counters(dir)? {
+                    log::info!("{m}");
+                }
             }
         }
         let mut loader = EbpfLoader::new();

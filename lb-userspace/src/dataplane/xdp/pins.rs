@@ -75,6 +75,28 @@ pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
     Ok(())
 }
 
+/// Pinned counter maps whose shape a newer build changed (a reason added):
+/// they hold no flow state, so they are replaced (their counts restart)
+/// rather than refusing the upgrade. Returns what to log.
+pub fn renew_counters(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join("maps").join(names::REASONS);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let info = aya::maps::MapInfo::from_pin(&path)
+        .with_context(|| format!("reading pinned map {}", path.display()))?;
+    if info.max_entries() == lb_common::REASON_COUNT {
+        return Ok(Vec::new());
+    }
+    std::fs::remove_file(&path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(vec![format!(
+        "pinned map {} counted {} reasons, this build counts {}: replaced, its counters start at 0",
+        path.display(),
+        info.max_entries(),
+        lb_common::REASON_COUNT
+    )])
+}
+
 /// `lb detach`: detaches the pinned links and removes the pinned maps.
 pub fn detach(dir: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
