@@ -128,6 +128,11 @@ impl Topology {
         format!("{TEST_BPFFS}/{}", self.gw.name)
     }
 
+    /// The daemon's `gateway.state_dir` (registered targets), per topology.
+    pub fn state_dir(&self) -> String {
+        format!("/run/{}.state", self.gw.name)
+    }
+
     /// Gateway interfaces the balancer attaches to.
     pub fn gw_interfaces(&self) -> Vec<String> {
         std::iter::once("eth0".to_string())
@@ -144,10 +149,11 @@ impl Topology {
             .map(|i| format!("{i:?}"))
             .collect();
         let mut s = format!(
-            "[gateway]\ninterfaces = [{}]\nzone = \"a\"\nconntrack_size = 65536\nsnat_table_size = 65536\npin_path = \"{}\"\nadmin_socket = \"/run/{}.sock\"\n\n",
+            "[gateway]\ninterfaces = [{}]\nzone = \"a\"\nconntrack_size = 65536\nsnat_table_size = 65536\npin_path = \"{}\"\nadmin_socket = \"/run/{}.sock\"\nstate_dir = \"{}\"\n\n",
             ifaces.join(", "),
             self.pin_path(),
-            self.gw.name
+            self.gw.name,
+            self.state_dir()
         );
         for (name, vip, fam) in [("web4", VIP_V4, 4), ("web6", VIP_V6, 6)] {
             s += &format!(

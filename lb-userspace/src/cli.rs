@@ -114,10 +114,58 @@ enum Cmd {
         #[arg(long, short, conflicts_with = "file")]
         config: Option<PathBuf>,
     },
+    /// Register, deregister and describe targets at runtime (as
+    /// `aws elbv2 register-targets` etc.), kept in gateway.state_dir across
+    /// restarts and reloads.
+    ///
+    /// Example: lb targets register --target-group web 10.1.0.21:8080@a 10.1.0.22:8080@b
+    Targets {
+        #[command(subcommand)]
+        cmd: TargetsCmd,
+    },
     /// Print a shell completion script.
     ///
     /// Example: lb completions bash > /etc/bash_completion.d/lb
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum TargetsCmd {
+    /// Register targets: ADDR:PORT[@ZONE][*WEIGHT] (IPv6 in brackets). They
+    /// start `initial`, are health checked, and take new flows once healthy.
+    ///
+    /// Example: lb targets register --target-group web 10.1.0.21:8080@a*2
+    Register {
+        #[command(flatten)]
+        at: DaemonArgs,
+        #[arg(long)]
+        target_group: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Deregister targets: they drain for the group's deregistration_delay.
+    ///
+    /// Example: lb targets deregister --target-group web 10.1.0.21:8080
+    Deregister {
+        #[command(flatten)]
+        at: DaemonArgs,
+        #[arg(long)]
+        target_group: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// The health of every target (of one group), as describe-target-health.
+    ///
+    /// Example: lb targets describe --target-group web --json
+    Describe {
+        #[command(flatten)]
+        at: DaemonArgs,
+        #[arg(long)]
+        target_group: Option<String>,
+        /// Print the API's JSON (elbv2's DescribeTargetHealth shape).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 const DEFAULT_CONFIG: &str = "/etc/lb/lb.toml";
@@ -181,15 +229,117 @@ fn print_lines(done: Vec<String>) {
 /// and records the result, and answers with it.
 fn reload(at: &DaemonArgs) -> Result<()> {
     let file = std::fs::canonicalize(&at.cfg.config).unwrap_or_else(|_| at.cfg.config.clone());
+    let body = serde_json::json!({ "file": file }).to_string();
     let answer = block_on(admin::request(
         &socket_of(at),
-        &format!("reload {}", file.display()),
+        "POST",
+        "/v1/reload",
+        Some(body),
     ))?;
-    print!("{answer}");
-    if answer.starts_with("error") {
+    print!("{}", answer.body);
+    if answer.status != 200 {
         anyhow::bail!("the daemon did not apply the config (see above); it keeps the running one");
     }
     Ok(())
+}
+
+/// One call of the elbv2-shaped API; an error answer is the command's.
+fn api(at: &DaemonArgs, action: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+    let a = block_on(admin::request(
+        &socket_of(at),
+        "POST",
+        &format!("/v1/{action}"),
+        Some(body.to_string()),
+    ))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&a.body).map_err(|_| anyhow::anyhow!("{}", a.body.trim_end()))?;
+    if let Some(e) = v.get("Error") {
+        let code = e.get("Code").and_then(|c| c.as_str()).unwrap_or("Error");
+        let msg = e.get("Message").and_then(|c| c.as_str()).unwrap_or("");
+        anyhow::bail!("{code}: {msg}");
+    }
+    Ok(v)
+}
+
+fn targets(cmd: TargetsCmd) -> Result<()> {
+    use crate::telemetry::elbv2::{parse_target, DescribeResponse};
+    let parse = |ts: &[String]| -> Result<Vec<_>> {
+        ts.iter()
+            .map(|t| parse_target(t).map_err(anyhow::Error::msg))
+            .collect()
+    };
+    match cmd {
+        TargetsCmd::Register {
+            at,
+            target_group,
+            targets,
+        } => {
+            let ts = parse(&targets)?;
+            api(
+                &at,
+                "RegisterTargets",
+                serde_json::json!({ "TargetGroupArn": target_group, "Targets": ts }),
+            )?;
+            println!(
+                "registered {} target(s) in {target_group}: {}; each takes new flows once its health checks pass (lb targets describe)",
+                ts.len(),
+                targets.join(", ")
+            );
+            Ok(())
+        }
+        TargetsCmd::Deregister {
+            at,
+            target_group,
+            targets,
+        } => {
+            let ts = parse(&targets)?;
+            api(
+                &at,
+                "DeregisterTargets",
+                serde_json::json!({ "TargetGroupArn": target_group, "Targets": ts }),
+            )?;
+            println!(
+                "deregistered {} target(s) from {target_group}: {}; they drain for its deregistration_delay",
+                ts.len(),
+                targets.join(", ")
+            );
+            Ok(())
+        }
+        TargetsCmd::Describe {
+            at,
+            target_group,
+            json,
+        } => {
+            let body = match &target_group {
+                Some(g) => serde_json::json!({ "TargetGroupArn": g }),
+                None => serde_json::json!({}),
+            };
+            let v = api(&at, "DescribeTargetHealth", body)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let d: DescribeResponse = serde_json::from_value(v)?;
+            println!(
+                "{:<16} {:<28} {:<8} {:<12} {:<32} {:<10}  DESCRIPTION",
+                "TARGET GROUP", "TARGET", "ZONE", "STATE", "REASON", "SOURCE"
+            );
+            for t in d.target_health_descriptions {
+                let addr: std::net::IpAddr = t.target.id.parse()?;
+                println!(
+                    "{:<16} {:<28} {:<8} {:<12} {:<32} {:<10}  {}",
+                    t.target_group,
+                    std::net::SocketAddr::new(addr, t.target.port.unwrap_or(0)).to_string(),
+                    t.target.availability_zone.unwrap_or_default(),
+                    t.target_health.state,
+                    t.target_health.reason.unwrap_or_default(),
+                    t.source,
+                    t.target_health.description.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The daemon's socket and pin directory: as given, else from the config.
@@ -230,11 +380,19 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             .build()?
             .block_on(control::run(cfg.config, detach_on_exit)),
         Cmd::Status { at, json } => {
-            let req = if json { "status json" } else { "status" };
-            let text = block_on(admin::request(&socket_of(&at), req))?;
-            print!("{text}");
+            let uri = if json {
+                "/v1/status?format=json"
+            } else {
+                "/v1/status"
+            };
+            let a = block_on(admin::request(&socket_of(&at), "GET", uri, None))?;
+            print!("{}", a.body);
+            if a.status != 200 {
+                anyhow::bail!("the daemon refused (HTTP {})", a.status);
+            }
             Ok(())
         }
+        Cmd::Targets { cmd } => targets(cmd),
         Cmd::Reload { at } => reload(&at),
         Cmd::Stop {
             at,

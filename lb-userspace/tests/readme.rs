@@ -117,6 +117,7 @@ fn restart_only_keys_are_as_listed() {
         pin_path: "/x".into(),
         metrics_address: String::new(),
         admin_socket: "/y".into(),
+        state_dir: "/z".into(),
         ring_size: 3,
         max_vips: 1,
         max_targets: 1,

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +94,8 @@ pub struct Gateway {
     pub metrics_address: String,
     /// Unix socket `lb status` talks to.
     pub admin_socket: PathBuf,
+    /// Where targets registered at runtime are kept (`targets.json`).
+    pub state_dir: PathBuf,
     /// Maglev table size (prime).
     pub ring_size: u32,
     /// Most listeners (VIP, protocol) the maps are sized for.
@@ -151,6 +153,7 @@ impl Gateway {
             pin_path,
             metrics_address,
             admin_socket,
+            state_dir,
             ring_size,
             max_vips,
             max_targets,
@@ -173,6 +176,7 @@ impl Default for Gateway {
             pin_path: "/sys/fs/bpf/lb".into(),
             metrics_address: "127.0.0.1:9650".into(),
             admin_socket: "/run/lb/lb.sock".into(),
+            state_dir: "/var/lib/lb".into(),
             ring_size: lb_common::DEFAULT_RING_SIZE,
             max_vips: 16,
             max_targets: 1024,
@@ -191,7 +195,7 @@ impl Default for Gateway {
 }
 
 /// A TCP or UDP port, 1-65535 (0 is refused where it is read).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Port(pub u16);
 
 impl<'de> Deserialize<'de> for Port {
@@ -382,7 +386,7 @@ fn default_dereg() -> Duration {
     Duration::from_secs(300)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub address: IpAddr,

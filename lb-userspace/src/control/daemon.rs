@@ -17,6 +17,7 @@ use tokio::{
 
 use super::{
     announce::{self, Announcer},
+    registry::Registry,
     targets::{target_name, DrainEnd, Targets},
 };
 use crate::{
@@ -24,7 +25,13 @@ use crate::{
     dataplane::{Dataplane, Planes},
     health::CheckResult,
     model::{AdoptedIds, Desired, Ids, ListenerKey, Model, RingCache, TargetKey},
-    telemetry::{admin::AdminReq, metrics, notify, sampler::Sampler, status, LastReload, View},
+    telemetry::{
+        admin::AdminReq,
+        elbv2::{self, ApiError, Call},
+        metrics, notify,
+        sampler::Sampler,
+        status, LastReload, View,
+    },
 };
 
 /// How a reload failed.
@@ -51,7 +58,12 @@ impl Failure {
 }
 
 pub struct Daemon {
+    /// The config in effect: the file's, with the registered targets.
     pub cfg: Config,
+    /// The config file as read (restart-only settings as running).
+    file_cfg: Config,
+    /// Targets registered at runtime (`gateway.state_dir`).
+    pub registry: Registry,
     vip_ids: Ids<ListenerKey>,
     pub model: Model,
     pub targets: Targets,
@@ -83,12 +95,15 @@ impl Daemon {
     /// (a restart), whose ids are kept.
     pub fn new(
         cfg: Config,
+        registry: Registry,
         planes: Planes,
         adopted: AdoptedIds,
         tx: mpsc::Sender<CheckResult>,
     ) -> Daemon {
         let mut d = Daemon {
             cfg: Config::default(),
+            file_cfg: cfg,
+            registry,
             vip_ids: Ids::new(0),
             model: Model::build(
                 &Config::default(),
@@ -118,6 +133,8 @@ impl Daemon {
             };
             d.vip_ids.adopt(lk, vip_id);
         }
+        // Registered targets are configured too: they keep their ids.
+        let cfg = d.merged();
         for s in d.targets.adopt(&cfg, &adopted.backends) {
             let n = d.planes.purge(s.id);
             info!(
@@ -127,6 +144,16 @@ impl Daemon {
         }
         d.apply_config(cfg);
         d
+    }
+
+    /// The file's config with the registered targets (what cannot be
+    /// placed is logged).
+    fn merged(&self) -> Config {
+        let (cfg, warnings) = self.registry.merged(&self.file_cfg);
+        for w in warnings {
+            warn!("{w}");
+        }
+        cfg
     }
 
     /// Takes a new (validated) config: deregistered targets start draining,
@@ -384,7 +411,7 @@ impl Daemon {
     }
 
     fn try_reload(&mut self, path: &Path) -> Result<String, (Failure, String)> {
-        let mut new = Config::load(path).map_err(|e| {
+        let mut file = Config::load(path).map_err(|e| {
             // One log line per event, whatever the number of errors.
             let msg = format!("{e:#}")
                 .replace(":\n", ": ")
@@ -392,7 +419,8 @@ impl Daemon {
                 .replace('\n', "; ");
             (Failure::Invalid, msg)
         })?;
-        let kept = new.gateway.keep_restart_only(&self.cfg.gateway);
+        let kept = file.gateway.keep_restart_only(&self.cfg.gateway);
+        let (new, placed) = self.registry.merged(&file);
         let kept = if kept.is_empty() {
             String::new()
         } else {
@@ -403,30 +431,158 @@ impl Daemon {
             warn!("{w}");
             format!("; {w}")
         };
-        // Draining targets keep their ids: the new config must fit beside
-        // them, or nothing of it is applied.
+        self.fits(&new)
+            .map_err(|why| (Failure::Refused, format!("the new config's {why}")))?;
+        for w in placed {
+            warn!("{w}");
+        }
+        self.file_cfg = file;
+        self.apply_config(new);
+        self.sync()
+            .map_err(|e| (Failure::Unprogrammed, format!("{e:#}")))?;
+        let registered = match self.registry.count() {
+            0 => String::new(),
+            n => format!(" ({n} registered at runtime)"),
+        };
+        Ok(format!(
+            "config reloaded: {} listener keys, {} targets{registered}{kept}",
+            self.model.vips.len(),
+            self.model.backends.len()
+        ))
+    }
+
+    /// Draining targets keep their ids: a new config must fit beside them.
+    fn fits(&self, new: &Config) -> Result<(), String> {
         let mut ids: BTreeSet<TargetKey> = self.targets.map.keys().cloned().collect();
         for tg in &new.target_groups {
             ids.extend(tg.targets.iter().map(|t| TargetKey::of(tg, t)));
         }
         let max = self.cfg.gateway.max_targets as usize;
         if ids.len() > max {
-            return Err((
-                Failure::Refused,
-                format!(
-                    "gateway.max_targets = {max}, but the new config's targets and those draining (or starting to drain) need {} ids; wait for the drains to end, lower deregistration_delay, or raise max_targets (a restart)",
-                    ids.len()
-                ),
+            return Err(format!(
+                "targets and those draining (or starting to drain) need {} ids, but gateway.max_targets = {max}; wait for the drains to end, lower deregistration_delay, or raise max_targets (a restart)",
+                ids.len()
             ));
         }
-        self.apply_config(new);
-        self.sync()
-            .map_err(|e| (Failure::Unprogrammed, format!("{e:#}")))?;
-        Ok(format!(
-            "config reloaded: {} listener keys, {} targets{kept}",
-            self.model.vips.len(),
-            self.model.backends.len()
-        ))
+        Ok(())
+    }
+
+    /// An API call (`lb targets`): registrations are validated, written to
+    /// the state file, then applied as a reload would (one rebuild for the
+    /// whole call); a refused call changes nothing.
+    fn api(&mut self, call: Call) -> Result<serde_json::Value, ApiError> {
+        let (next, verb, req) = match call {
+            Call::Describe(r) => {
+                return Ok(serde_json::to_value(self.describe(&r)?).unwrap_or_default())
+            }
+            Call::Register(r) => (
+                self.registry
+                    .register(&self.file_cfg, &r.target_group_arn, &r.targets)?,
+                "registered",
+                r,
+            ),
+            Call::Deregister(r) => (
+                self.registry
+                    .deregister(&self.file_cfg, &r.target_group_arn, &r.targets)?,
+                "deregistered",
+                r,
+            ),
+        };
+        let (merged, _) = next.merged(&self.file_cfg);
+        self.fits(&merged)
+            .map_err(|why| ApiError::new("TooManyTargets", why))?;
+        let dir = &self.cfg.gateway.state_dir;
+        next.save(dir)
+            .map_err(|e| ApiError::new("InternalFailure", format!("{e:#} (nothing was {verb})")))?;
+        self.registry = next;
+        self.apply_config(merged);
+        let names: Vec<String> = req
+            .targets
+            .iter()
+            .map(|t| match t.port {
+                Some(p) => format!("{}:{p}", t.id),
+                None => t.id.clone(),
+            })
+            .collect();
+        info!(
+            "{verb} {} target(s) in target group {} (API): {}",
+            names.len(),
+            elbv2::group_name(&req.target_group_arn),
+            names.join(", ")
+        );
+        self.sync().map_err(|e| {
+            ApiError::new(
+                "InternalFailure",
+                format!("{verb} and saved, but programming the data plane failed: {e:#}"),
+            )
+        })?;
+        Ok(serde_json::json!({}))
+    }
+
+    /// `DescribeTargetHealth`: every target of the group (or of all),
+    /// registered, from the config, or draining.
+    fn describe(&self, r: &elbv2::DescribeRequest) -> Result<elbv2::DescribeResponse, ApiError> {
+        let group = r.target_group_arn.as_deref().map(elbv2::group_name);
+        if let Some(g) = group {
+            if !self.cfg.target_groups.iter().any(|t| t.name == g) {
+                return Err(ApiError::not_found(g));
+            }
+        }
+        let views = self.targets.view();
+        let mut out = Vec::new();
+        for (k, v) in &views {
+            if group.is_some_and(|g| g != k.target_group) {
+                continue;
+            }
+            if let Some(only) = &r.targets {
+                if !only.iter().any(|t| {
+                    t.address().ok() == Some(k.address) && t.port.is_none_or(|p| p == k.port)
+                }) {
+                    continue;
+                }
+            }
+            let tg = self
+                .cfg
+                .target_groups
+                .iter()
+                .find(|t| t.name == k.target_group);
+            let hc = tg.map(|t| &t.health_check);
+            let zone = self.targets.map.get(k).map(|rt| rt.zone.clone());
+            let registered = self
+                .registry
+                .target_groups
+                .get(&k.target_group)
+                .is_some_and(|l| {
+                    l.iter()
+                        .any(|t| t.address == k.address && t.port.0 == k.port)
+                });
+            let in_file = self.file_cfg.target_groups.iter().any(|t| {
+                t.name == k.target_group
+                    && t.targets
+                        .iter()
+                        .any(|x| x.address == k.address && x.port.0 == k.port)
+            });
+            out.push(elbv2::TargetHealthDescription {
+                target: elbv2::TargetDescription {
+                    id: k.address.to_string(),
+                    port: Some(k.port),
+                    availability_zone: zone,
+                    weight: self.targets.map.get(k).map(|rt| rt.weight),
+                },
+                health_check_port: hc.map(|h| h.port.map_or(k.port, |p| p.0).to_string()),
+                target_health: elbv2::target_health(v, hc.is_none_or(|h| h.enabled)),
+                target_group: k.target_group.clone(),
+                source: match (in_file, registered) {
+                    (true, _) => "config",
+                    (false, true) => "registered",
+                    (false, false) => "deregistered",
+                }
+                .into(),
+            });
+        }
+        Ok(elbv2::DescribeResponse {
+            target_health_descriptions: out,
+        })
     }
 
     /// SIGHUP or `lb reload`: reload, then (re)start the announcer as the
@@ -476,6 +632,9 @@ impl Daemon {
             }
             AdminReq::Status { json: true, tx } => {
                 let _ = tx.send(status::render_json(&self.view()));
+            }
+            AdminReq::Api { call, tx } => {
+                let _ = tx.send(self.api(call));
             }
             AdminReq::Reload { file, tx } => {
                 let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.into());

@@ -7,6 +7,7 @@ pub mod announce;
 pub mod daemon;
 pub mod host;
 pub mod instance;
+pub mod registry;
 pub mod start;
 pub mod stop;
 pub mod targets;

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use log::{info, warn};
 use tokio::sync::mpsc;
 
-use super::{daemon::Daemon, host, instance};
+use super::{daemon::Daemon, host, instance, registry::Registry};
 use crate::{
     config::{Config, DataplaneKind},
     dataplane::{
@@ -128,9 +128,20 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
             cfg.gateway.pin_path.display()
         );
     }
+    let registry = Registry::load(&cfg.gateway.state_dir)?;
+    if registry.count() > 0 {
+        info!(
+            "{} target(s) registered at runtime, from {}",
+            registry.count(),
+            cfg.gateway
+                .state_dir
+                .join(super::registry::STATE_FILE)
+                .display()
+        );
+    }
     let (planes, adopted, fallback) = choose(&cfg, detach_on_exit)?;
     let (tx, mut rx) = mpsc::channel(1024);
-    let mut d = Daemon::new(cfg, planes, adopted, tx);
+    let mut d = Daemon::new(cfg, registry, planes, adopted, tx);
     d.fallback = fallback;
     let (admin_tx, mut admin_rx) = mpsc::channel(16);
     // Whatever fails before serving takes down what this start set up (an

@@ -1,21 +1,43 @@
-//! The Prometheus endpoint and the admin socket (`lb status`, `lb reload`).
-//! Both ask the main loop (which owns all state) over a channel and serve
-//! its answer; nothing here holds state.
+//! The Prometheus endpoint and the admin API (`lb status`, `lb reload`,
+//! `lb targets`), served over HTTP/1.1 by hyper with axum's routing, on
+//! TCP (`/metrics`) and on the admin Unix socket. Both ask the main loop
+//! (which owns all state) over a channel and serve its answer; nothing here
+//! holds state. Each connection is bounded: its request head in size and
+//! time, the whole exchange in time, and clients at once per endpoint.
 
 use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
+use axum::{
+    body::Bytes,
+    extract::{Query, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use log::{info, warn};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream, UnixListener, UnixStream},
     sync::{mpsc, oneshot, Semaphore},
 };
 
+use super::elbv2::{ApiError, Call, DescribeRequest, TargetsRequest};
+
 /// Clients served at once by each endpoint; more are closed at once.
 const MAX_CLIENTS: usize = 16;
-/// How long one client may take to send its request or read the answer.
+/// How long one client may take to send its request head.
 const CLIENT_TIME: Duration = Duration::from_secs(5);
+/// How long one connection may last in all (a reload is answered when done).
+const CONN_TIME: Duration = Duration::from_secs(60);
+/// Request head limit (hyper's smallest buffer); bodies: `MAX_BODY`.
+const MAX_HEAD: usize = 8192;
+const MAX_BODY: usize = 1 << 20;
 
 /// After a failed accept (e.g. no file descriptor left): wait, so the loop
 /// never spins, and say so once in a while.
@@ -41,34 +63,38 @@ pub enum AdminReq {
         file: Option<std::path::PathBuf>,
         tx: oneshot::Sender<String>,
     },
+    /// `lb targets` and the elbv2-shaped API.
+    Api {
+        call: Call,
+        tx: oneshot::Sender<Result<serde_json::Value, ApiError>>,
+    },
 }
 
-type MakeReq = Box<dyn FnOnce(oneshot::Sender<String>) -> AdminReq + Send>;
-
-/// A request line on the admin socket, as `lb` sends it: `status`,
-/// `status json`, `reload [FILE]`.
-pub fn parse_request(line: &str) -> Option<MakeReq> {
-    let line = line.trim();
-    match line.split_once(' ').unwrap_or((line, "")) {
-        ("status", "") => Some(Box::new(|tx| AdminReq::Status { json: false, tx })),
-        ("status", "json") => Some(Box::new(|tx| AdminReq::Status { json: true, tx })),
-        ("reload", file) => {
-            let file = (!file.is_empty()).then(|| std::path::PathBuf::from(file));
-            Some(Box::new(move |tx| AdminReq::Reload { file, tx }))
-        }
-        _ => None,
-    }
-}
-
-async fn ask(
+async fn ask<T>(
     tx: &mpsc::Sender<AdminReq>,
-    make: impl FnOnce(oneshot::Sender<String>) -> AdminReq,
-) -> String {
+    make: impl FnOnce(oneshot::Sender<T>) -> AdminReq,
+) -> Option<T> {
     let (otx, orx) = oneshot::channel();
-    if tx.send(make(otx)).await.is_err() {
-        return "daemon is shutting down\n".into();
-    }
-    orx.await.unwrap_or_default()
+    tx.send(make(otx)).await.ok()?;
+    orx.await.ok()
+}
+
+fn shutting_down() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "daemon is shutting down\n").into_response()
+}
+
+/// One connection, served by `router` with the limits above.
+async fn serve_http<S>(s: S, router: Router)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(CLIENT_TIME)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(s), TowerToHyperService::new(router));
+    let _ = tokio::time::timeout(CONN_TIME, conn).await;
 }
 
 /// A listening socket whose clients the accept loop serves.
@@ -149,6 +175,10 @@ pub async fn serve_metrics(addr: SocketAddr, tx: mpsc::Sender<AdminReq>) -> Resu
         .await
         .with_context(|| format!("binding gateway.metrics_address {addr}"))?;
     info!("metrics on http://{addr}/metrics");
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "try /metrics\n") })
+        .with_state(tx);
     // Beyond the limit a client is closed: it retries, as after any reset.
     let busy = b"";
     accept_loop(
@@ -156,37 +186,16 @@ pub async fn serve_metrics(addr: SocketAddr, tx: mpsc::Sender<AdminReq>) -> Resu
         l,
         busy,
         |_| Ok(()),
-        move |s| metrics_client(s, tx.clone()),
+        move |s| serve_http(s, router.clone()),
     );
     Ok(())
 }
 
-/// One HTTP request: `/metrics`, or 404.
-async fn metrics_client(mut s: TcpStream, tx: mpsc::Sender<AdminReq>) {
-    // The request head may arrive in pieces: read to its end.
-    let Some(req) = read_request::<2048>(&mut s, |b| b.windows(4).any(|w| w == b"\r\n\r\n")).await
-    else {
-        return;
-    };
-    let path = req.split_whitespace().nth(1).unwrap_or("");
-    let (status, ctype, body) = if path == "/metrics" {
-        (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            ask(&tx, AdminReq::Metrics).await,
-        )
-    } else {
-        ("404 Not Found", "text/plain", "try /metrics\n".to_string())
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = tokio::time::timeout(CLIENT_TIME, async {
-        s.write_all(head.as_bytes()).await?;
-        s.write_all(body.as_bytes()).await
-    })
-    .await;
+async fn metrics(State(tx): State<mpsc::Sender<AdminReq>>) -> Response {
+    match ask(&tx, AdminReq::Metrics).await {
+        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        None => shutting_down(),
+    }
 }
 
 /// Creates `dir` (0700) when missing; refuses one that other users may
@@ -234,85 +243,188 @@ pub async fn serve_status(path: &Path, tx: mpsc::Sender<AdminReq>) -> Result<()>
     let l = UnixListener::bind(path)
         .with_context(|| format!("binding gateway.admin_socket {}", path.display()))?;
     let me = unsafe { libc::geteuid() };
-    let admit = move |s: &UnixStream| {
-        let uid = s.peer_cred().map(|c| c.uid()).ok();
-        if matches!(uid, Some(u) if u == 0 || u == me) {
-            return Ok(());
-        }
-        warn!("admin socket: refused a client of uid {uid:?} (root or uid {me} only)");
-        Err(&b"permission denied: root or the daemon's user only\n"[..])
-    };
+    let router = admin_router(tx);
+    // Others get an HTTP answer that says why, and nothing else.
+    let denied = Router::new().fallback(|| async {
+        (
+            StatusCode::FORBIDDEN,
+            "permission denied: root or the daemon's user only\n",
+        )
+    });
     accept_loop(
         "admin socket",
         l,
-        b"busy: too many clients\n",
-        admit,
-        move |s| admin_client(s, tx.clone()),
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 23\r\nConnection: close\r\n\r\nbusy: too many clients\n",
+        |_| Ok(()),
+        move |s: UnixStream| {
+            let uid = s.peer_cred().map(|c| c.uid()).ok();
+            let ok = matches!(uid, Some(u) if u == 0 || u == me);
+            if !ok {
+                warn!("admin socket: refused a client of uid {uid:?} (root or uid {me} only)");
+            }
+            serve_http(s, if ok { router.clone() } else { denied.clone() })
+        },
     );
     Ok(())
 }
 
-/// Reads until `done` says the request is complete, N bytes at most and
-/// CLIENT_TIME in all. `None`: the client went away or was too slow. A
-/// client that closes its side has sent all it will.
-async fn read_request<const N: usize>(
-    s: &mut (impl AsyncReadExt + Unpin),
-    done: impl Fn(&[u8]) -> bool,
-) -> Option<String> {
-    let deadline = tokio::time::Instant::now() + CLIENT_TIME;
-    let mut buf = [0u8; N];
-    let mut n = 0;
-    while !done(&buf[..n]) && n < N {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf[n..])).await {
-            Ok(Ok(0)) => break,
-            Ok(Ok(m)) => n += m,
-            Ok(Err(_)) | Err(_) => return None,
-        }
+/// The admin API (paths under `/v1`; the elbv2-shaped calls are named as
+/// the AWS actions).
+fn admin_router(tx: mpsc::Sender<AdminReq>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/reload", post(reload))
+        .route("/v1/RegisterTargets", post(register))
+        .route("/v1/DeregisterTargets", post(deregister))
+        .route("/v1/DescribeTargetHealth", post(describe))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "unknown request: GET /v1/status, POST /v1/reload, POST /v1/RegisterTargets, /v1/DeregisterTargets, /v1/DescribeTargetHealth\n",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(tx)
+}
+
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    format: Option<String>,
+}
+
+async fn status(
+    State(tx): State<mpsc::Sender<AdminReq>>,
+    Query(q): Query<StatusQuery>,
+) -> Response {
+    let json = q.format.as_deref() == Some("json");
+    match ask(&tx, |tx| AdminReq::Status { json, tx }).await {
+        Some(text) => text.into_response(),
+        None => shutting_down(),
     }
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-/// One request line, one answer.
-async fn admin_client(mut s: UnixStream, tx: mpsc::Sender<AdminReq>) {
-    let Some(line) = read_request::<256>(&mut s, |b| b.contains(&b'\n')).await else {
-        return;
-    };
-    let body = match parse_request(&line) {
-        Some(make) => ask(&tx, make).await,
-        None => format!(
-            "error: unknown request {:?} (status, status json, reload)\n",
-            line.trim()
-        ),
-    };
-    let _ = tokio::time::timeout(CLIENT_TIME, s.write_all(body.as_bytes())).await;
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReloadBody {
+    file: Option<std::path::PathBuf>,
 }
 
-/// Sends `request` to the daemon's socket; returns its answer.
-pub async fn request(path: &Path, request: &str) -> Result<String> {
-    let mut s = UnixStream::connect(path).await.with_context(|| {
+/// 200 with "ok: ..." when applied, 409 with "error: ..." when not.
+async fn reload(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
+    let req: ReloadBody = match body.is_empty() {
+        true => ReloadBody::default(),
+        false => match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("error: bad request: {e}\n"),
+                )
+                    .into_response()
+            }
+        },
+    };
+    match ask(&tx, |tx| AdminReq::Reload { file: req.file, tx }).await {
+        Some(line) if line.starts_with("ok") => line.into_response(),
+        Some(line) => (StatusCode::CONFLICT, line).into_response(),
+        None => shutting_down(),
+    }
+}
+
+fn api_error(status: StatusCode, e: &ApiError) -> Response {
+    let body = serde_json::json!({ "Error": e });
+    (status, axum::Json(body)).into_response()
+}
+
+/// A JSON body in elbv2's shape; a malformed one is a `ValidationError`.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            &ApiError::new("ValidationError", format!("request body: {e}")),
+        )
+    })
+}
+
+async fn call(tx: &mpsc::Sender<AdminReq>, call: Call) -> Response {
+    match ask(tx, |tx| AdminReq::Api { call, tx }).await {
+        Some(Ok(v)) => axum::Json(v).into_response(),
+        Some(Err(e)) if e.code == "InternalFailure" => {
+            api_error(StatusCode::INTERNAL_SERVER_ERROR, &e)
+        }
+        Some(Err(e)) => api_error(StatusCode::BAD_REQUEST, &e),
+        None => shutting_down(),
+    }
+}
+
+async fn register(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
+    match parse::<TargetsRequest>(&body) {
+        Ok(r) => call(&tx, Call::Register(r)).await,
+        Err(resp) => resp,
+    }
+}
+
+async fn deregister(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
+    match parse::<TargetsRequest>(&body) {
+        Ok(r) => call(&tx, Call::Deregister(r)).await,
+        Err(resp) => resp,
+    }
+}
+
+async fn describe(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
+    let r = match body.is_empty() {
+        true => Ok(DescribeRequest::default()),
+        false => parse::<DescribeRequest>(&body),
+    };
+    match r {
+        Ok(r) => call(&tx, Call::Describe(r)).await,
+        Err(resp) => resp,
+    }
+}
+
+/// An answer of the daemon: HTTP status and body.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Sends one request to the daemon's socket (`body`: JSON, or none);
+/// returns its answer.
+pub async fn request(path: &Path, method: &str, uri: &str, body: Option<String>) -> Result<Answer> {
+    use http_body_util::BodyExt as _;
+    let s = UnixStream::connect(path).await.with_context(|| {
         format!(
             "connecting to {} (is `lb run` running with this gateway.admin_socket? A socket left by a daemon that died refuses connections; XDP may still forward from its pins, which `lb detach` removes)",
             path.display()
         )
     })?;
-    // A refusal (permission, busy) may come before the request is read:
-    // a failed write still leaves the answer to read.
-    let _ = s.write_all(format!("{request}\n").as_bytes()).await;
-    let mut out = Vec::new();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, http_body_util::Full<Bytes>>(TokioIo::new(s))
+            .await
+            .context("talking to the daemon")?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "lb")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(Bytes::from(
+            body.unwrap_or_default(),
+        )))?;
     // A reload may take a while (health checks are not waited for).
-    let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
+    let limit = Duration::from_secs(30);
+    let resp = tokio::time::timeout(limit, send.send_request(req))
         .await
-        .context("no answer from the daemon")?;
-    // A refusal closes without reading the request: the kernel then resets
-    // the connection after the refusal's text, which has been read.
-    match read {
-        Err(e) if out.is_empty() || e.kind() != std::io::ErrorKind::ConnectionReset => {
-            return Err(e).context("reading the daemon's answer")
-        }
-        _ => {}
-    }
-    if out.is_empty() {
-        bail!("the daemon closed the socket without an answer");
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+        .context("no answer from the daemon")?
+        .context("the daemon closed the socket without an answer")?;
+    let status = resp.status().as_u16();
+    let bytes = tokio::time::timeout(limit, resp.into_body().collect())
+        .await
+        .context("no answer from the daemon")?
+        .context("reading the daemon's answer")?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
 }

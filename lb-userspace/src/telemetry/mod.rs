@@ -3,6 +3,7 @@
 //! reads a `View` the daemon builds; it never holds the daemon itself.
 
 pub mod admin;
+pub mod elbv2;
 pub mod metrics;
 pub mod notify;
 pub mod sampler;

@@ -1,0 +1,324 @@
+//! Targets registered at runtime (`lb targets`, the elbv2-shaped API on
+//! the admin socket) under real traffic: a new target is checked and takes
+//! new flows, a deregistered one drains with its open connection working,
+//! registrations survive kill -9, SIGTERM and reloads, 100 register in one
+//! call, and bad requests get elbv2's error codes and change nothing.
+//! Root only; serial; bounded.
+
+use std::{
+    io::{Read, Write},
+    net::SocketAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use tests::{
+    e2e::{self, Conn, Daemon, TempDir, FAST_HC},
+    netns::wait_until,
+    topo::{Topology, VIP_V4},
+};
+
+const B3: &str = "[[target_group.targets]]\naddress = \"10.1.3.2\"\nport = 8080\nzone = \"b\"\n\n";
+
+fn vip() -> SocketAddr {
+    SocketAddr::new(VIP_V4.parse().unwrap(), 80)
+}
+
+/// The topology's config without b3 in tg4, its state in `dir`, drains of 4s.
+fn config(topo: &Topology, dir: &Path) -> String {
+    let c = topo.config(&format!("deregistration_delay = \"4s\"\n{FAST_HC}"));
+    assert!(c.contains(B3));
+    c.replacen(B3, "", 1).replace(
+        &format!("state_dir = \"{}\"", topo.state_dir()),
+        &format!("state_dir = \"{}\"", dir.join("state").display()),
+    )
+}
+
+/// `lb` with `args` against the daemon's config.
+fn lb(d: &Daemon, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(e2e::lb_bin())
+        .args(args)
+        .args(["--config", d.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// One HTTP request on the admin socket, as `curl --unix-socket` sends it.
+fn http(sock: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let json = out.split_once("\r\n\r\n").unwrap().1;
+    (
+        status,
+        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn describe(sock: &str) -> Vec<serde_json::Value> {
+    let (st, v) = http(
+        sock,
+        "/v1/DescribeTargetHealth",
+        r#"{"TargetGroupArn":"tg4"}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    v["TargetHealthDescriptions"].as_array().unwrap().clone()
+}
+
+fn state_of(sock: &str, id: &str) -> Option<(String, String)> {
+    describe(sock)
+        .iter()
+        .find(|t| t["Target"]["Id"] == id)
+        .map(|t| {
+            (
+                t["TargetHealth"]["State"].as_str().unwrap().to_string(),
+                t["Source"].as_str().unwrap().to_string(),
+            )
+        })
+}
+
+#[test]
+fn registered_targets_serve_drain_and_persist() {
+    let topo = e2e::served_topology();
+    let dir = TempDir::new("register");
+    let d = Daemon::start(&topo.gw, &dir.0, &config(&topo, &dir.0)).expect("lb run");
+    let sock = format!("/run/{}.sock", topo.gw.name);
+    assert!(!e2e::spread(&topo, &d, vip(), 60).contains_key("b3"));
+
+    // Registered: initial, checked, then in the rings.
+    let t0 = Instant::now();
+    let (ok, out) = lb(
+        &d,
+        &[
+            "targets",
+            "register",
+            "--target-group",
+            "tg4",
+            "10.1.3.2:8080@b",
+        ],
+    );
+    assert!(ok, "{out}");
+    d.expect_log(
+        &["registered 1 target(s) in target group tg4 (API): 10.1.3.2:8080"],
+        1,
+        Duration::from_secs(2),
+        "register",
+    );
+    let first = wait_until(Duration::from_secs(10), || {
+        let _in = topo.client.enter().unwrap();
+        e2e::tcp_exchange(vip(), b"x").is_ok_and(|n| n == "b3")
+    });
+    assert!(first, "b3 never took a new flow:\n{}", d.log_text());
+    eprintln!(
+        "register -> first new flow on the target: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        state_of(&sock, "10.1.3.2"),
+        Some(("healthy".into(), "registered".into()))
+    );
+    let (_, table) = lb(&d, &["targets", "describe", "--target-group", "tg4"]);
+    assert!(
+        table.lines().any(|l| l.contains("10.1.3.2:8080")
+            && l.contains("healthy")
+            && l.contains("registered")),
+        "{table}"
+    );
+
+    // Restarts and reloads keep it: kill -9, SIGTERM, SIGHUP.
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    d.kill9();
+    let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("restart after kill -9");
+    assert!(
+        d.log_text().contains("1 target(s) registered at runtime"),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(state_of(&sock, "10.1.3.2").unwrap().1, "registered");
+    d.signal(libc::SIGTERM);
+    assert!(wait_until(Duration::from_secs(5), || d
+        .log_text()
+        .contains("SIGTERM")));
+    drop(d);
+    let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("restart after SIGTERM");
+    d.reload(&cfg).unwrap();
+    assert!(
+        d.log_text().contains("(1 registered at runtime)"),
+        "{}",
+        d.log_text()
+    );
+    assert!(e2e::spread(&topo, &d, vip(), 90).contains_key("b3"));
+
+    // Deregistered: draining; its open connection works on, new flows avoid it.
+    let mut conn = {
+        let _in = topo.client.enter().unwrap();
+        (0..200)
+            .map(|_| Conn::open(vip()).unwrap())
+            .find(|c| c.name == "b3")
+            .expect("a connection on b3")
+    };
+    let (ok, out) = lb(
+        &d,
+        &[
+            "targets",
+            "deregister",
+            "--target-group",
+            "tg4",
+            "10.1.3.2:8080",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(state_of(&sock, "10.1.3.2").unwrap().0, "draining");
+    {
+        let _in = topo.client.enter().unwrap();
+        conn.exchange(b"still here")
+            .expect("a draining target keeps its connection");
+    }
+    assert!(!e2e::spread(&topo, &d, vip(), 60).contains_key("b3"));
+    d.expect_log(
+        &["target tg4/10.1.3.2:8080 drained"],
+        1,
+        Duration::from_secs(8),
+        "drain end",
+    );
+    assert_eq!(state_of(&sock, "10.1.3.2"), None);
+    // The state file no longer has it: a restart does not bring it back.
+    let saved = std::fs::read_to_string(dir.0.join("state/targets.json")).unwrap();
+    assert!(!saved.contains("10.1.3.2"), "{saved}");
+
+    // 100 in one call, and out again in one call.
+    let many: Vec<String> = (100..200)
+        .map(|i| format!(r#"{{"Id":"10.1.3.{i}","Port":8080,"AvailabilityZone":"b"}}"#))
+        .collect();
+    let body = format!(
+        r#"{{"TargetGroupArn":"arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/tg4/73e2d6bc24d8a067","Targets":[{}]}}"#,
+        many.join(",")
+    );
+    let t = Instant::now();
+    let (st, v) = http(&sock, "/v1/RegisterTargets", &body);
+    eprintln!("100 targets registered in one call: {:?}", t.elapsed());
+    assert_eq!((st, v), (200, serde_json::json!({})));
+    assert_eq!(describe(&sock).len(), 2 + 100);
+    assert!(
+        e2e::spread(&topo, &d, vip(), 30).len() == 2,
+        "the new ones are not healthy: no flows"
+    );
+    let (st, _) = http(&sock, "/v1/DeregisterTargets", &body);
+    assert_eq!(st, 200);
+    assert_eq!(
+        describe(&sock)
+            .iter()
+            .filter(|t| t["TargetHealth"]["State"] != "draining")
+            .count(),
+        2
+    );
+}
+
+/// Bad requests: elbv2's error codes, the field or target named, and
+/// nothing changed (state file, targets).
+#[test]
+fn bad_requests_get_elbv2_errors_and_change_nothing() {
+    let topo = e2e::served_topology();
+    let dir = TempDir::new("register-bad");
+    let d = Daemon::start(&topo.gw, &dir.0, &config(&topo, &dir.0)).expect("lb run");
+    let sock = format!("/run/{}.sock", topo.gw.name);
+    let (st, _) = http(
+        &sock,
+        "/v1/RegisterTargets",
+        r#"{"TargetGroupArn":"tg4","Targets":[{"Id":"10.1.3.2","Port":8080}]}"#,
+    );
+    assert_eq!(st, 200);
+    let saved = std::fs::read_to_string(dir.0.join("state/targets.json")).unwrap();
+    let before = describe(&sock);
+    for (body, code, says) in [
+        (
+            r#"{"TargetGroupArn":"nope","Targets":[{"Id":"10.1.3.9","Port":80}]}"#,
+            "TargetGroupNotFound",
+            "nope",
+        ),
+        (
+            r#"{"TargetGroupArn":"tg4","Targets":[{"Id":"i-0abc","Port":80}]}"#,
+            "InvalidTarget",
+            "not an IP address",
+        ),
+        (
+            r#"{"TargetGroupArn":"tg4","Targets":[{"Id":"fd01:3::9","Port":80}]}"#,
+            "InvalidTarget",
+            "IPv4",
+        ),
+        (
+            r#"{"TargetGroupArn":"tg4","Targets":[{"Id":"10.1.3.9","Port":80}"#,
+            "ValidationError",
+            "request body",
+        ),
+        (
+            r#"{"TargetGroupArn":"tg4","Targetz":[]}"#,
+            "ValidationError",
+            "Targetz",
+        ),
+    ] {
+        let (st, v) = http(&sock, "/v1/RegisterTargets", body);
+        assert_eq!(st, 400, "{body}: {v}");
+        assert_eq!(v["Error"]["Code"], code, "{body}: {v}");
+        assert!(
+            v["Error"]["Message"].as_str().unwrap().contains(says),
+            "{body}: {v}"
+        );
+    }
+    let (st, v) = http(
+        &sock,
+        "/v1/DeregisterTargets",
+        r#"{"TargetGroupArn":"tg4","Targets":[{"Id":"10.1.1.2","Port":8080}]}"#,
+    );
+    assert_eq!(
+        (st, v["Error"]["Code"].as_str()),
+        (400, Some("InvalidTarget")),
+        "{v}"
+    );
+    assert!(
+        v["Error"]["Message"]
+            .as_str()
+            .unwrap()
+            .contains("config file"),
+        "{v}"
+    );
+    let (ok, out) = lb(
+        &d,
+        &["targets", "register", "--target-group", "tg4", "10.1.3.2"],
+    );
+    assert!(!ok && out.contains("ADDR:PORT"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dir.0.join("state/targets.json")).unwrap(),
+        saved
+    );
+    assert_eq!(describe(&sock).len(), before.len());
+    // The API is the daemon's user's (and root's) only.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=12345", "--regid=12345", "--clear-groups"])
+        .arg(e2e::lb_bin())
+        .args([
+            "targets",
+            "describe",
+            "--config",
+            d.config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+}
