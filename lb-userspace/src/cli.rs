@@ -123,6 +123,40 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TargetsCmd,
     },
+    /// List tracked flows (XDP's conntrack): client, VIP, target, idle time
+    /// and state; filters take an address or ADDR:PORT.
+    ///
+    /// Example: lb flows --target 10.1.0.12:8080
+    Flows {
+        #[command(flatten)]
+        at: DaemonArgs,
+        #[arg(long)]
+        vip: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+        /// At most this many (default 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which target a new flow from CLIENT to VIP would get, and why (zone
+    /// or all-zones ring, stickiness, passive health, fail-open), computed
+    /// as the data path does.
+    ///
+    /// Example: lb explain 203.0.113.7:40001 10.100.0.1:80/tcp
+    Explain {
+        #[command(flatten)]
+        at: DaemonArgs,
+        /// CLIENT_ADDR:PORT
+        client: std::net::SocketAddr,
+        /// VIP_ADDR:PORT/PROTO (tcp or udp)
+        vip: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script.
     ///
     /// Example: lb completions bash > /etc/bash_completion.d/lb
@@ -393,6 +427,78 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Targets { cmd } => targets(cmd),
+        Cmd::Flows {
+            at,
+            vip,
+            target,
+            client,
+            limit,
+            json,
+        } => {
+            let req = serde_json::json!({ "Vip": vip, "Target": target, "Client": client, "Limit": limit });
+            let v = api(&at, "flows", req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "{:<44} {:<44} {:<5} {:<44} {:>9}  STATE",
+                "CLIENT", "VIP", "PROTO", "TARGET", "IDLE"
+            );
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+            for f in v["Flows"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<44} {:<44} {:<5} {:<44} {:>7}ms  {}",
+                    s(&f["Client"]),
+                    s(&f["Vip"]),
+                    s(&f["Protocol"]),
+                    s(&f["Target"]),
+                    f["IdleMs"],
+                    s(&f["State"])
+                );
+            }
+            let more = if v["Truncated"] == true {
+                " (more: --limit)"
+            } else {
+                ""
+            };
+            println!("{} live flows in all{more}", v["LiveFlows"]);
+            Ok(())
+        }
+        Cmd::Explain {
+            at,
+            client,
+            vip,
+            json,
+        } => {
+            let (addr, proto) = vip.rsplit_once('/').ok_or_else(|| {
+                anyhow::anyhow!("{vip}: expected VIP_ADDR:PORT/PROTO, e.g. 10.100.0.1:80/tcp")
+            })?;
+            let addr: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{addr}: expected VIP_ADDR:PORT"))?;
+            let req = serde_json::json!({ "Client": client, "Vip": addr, "Protocol": proto });
+            let v = api(&at, "explain", req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            match v["Target"].as_str() {
+                Some(t) => println!(
+                    "{client} -> {vip}: target {t} (listener {}, target group {})",
+                    v["Listener"].as_str().unwrap_or(""),
+                    v["TargetGroup"].as_str().unwrap_or("")
+                ),
+                None => println!(
+                    "{client} -> {vip}: {}",
+                    v["Outcome"].as_str().unwrap_or("no target")
+                ),
+            }
+            for w in v["Why"].as_array().into_iter().flatten() {
+                println!("  {}", w.as_str().unwrap_or(""));
+            }
+            Ok(())
+        }
         Cmd::Reload { at } => reload(&at),
         Cmd::Stop {
             at,

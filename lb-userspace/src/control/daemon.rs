@@ -475,6 +475,15 @@ impl Daemon {
             Call::Describe(r) => {
                 return Ok(serde_json::to_value(self.describe(&r)?).unwrap_or_default())
             }
+            Call::Explain(r) => {
+                let targets = &self.targets;
+                let d = Desired::compute(&self.model, &mut self.rings, |id| targets.state(id));
+                let now = crate::dataplane::xdp::ctwalk::coarse_now_ns();
+                let planes = &self.planes;
+                let suspect = |id| planes.passive(id).is_some_and(|h| h.suspect_until_ns > now);
+                return super::inspect::explain(&d, &r, &suspect);
+            }
+            Call::Flows(_) => unreachable!("answered off the main loop"),
             Call::Register(r) => (
                 self.registry
                     .register(&self.file_cfg, &r.target_group_arn, &r.targets)?,
@@ -517,6 +526,35 @@ impl Daemon {
             )
         })?;
         Ok(serde_json::json!({}))
+    }
+
+    /// What a conntrack walk for `lb flows` needs.
+    fn flows_job(&self) -> Result<super::inspect::FlowsJob, ApiError> {
+        let fd = self.planes.flow_table().ok_or_else(|| {
+            ApiError::new(
+                "UnsupportedOperation",
+                "flows are listed from XDP's conntrack; this daemon runs the proxy data plane",
+            )
+        })?;
+        Ok(super::inspect::FlowsJob {
+            fd,
+            globals: self.model.globals,
+            targets: self
+                .model
+                .backends
+                .iter()
+                .map(|(id, b)| {
+                    let addr = std::net::SocketAddr::new(b.key.address, b.key.port);
+                    (*id, (b.key.target_group.clone(), addr))
+                })
+                .collect(),
+            listeners: self
+                .model
+                .vips
+                .iter()
+                .map(|v| (v.vip_id, v.listener.clone()))
+                .collect(),
+        })
     }
 
     /// `DescribeTargetHealth`: every target of the group (or of all),
@@ -633,6 +671,20 @@ impl Daemon {
             AdminReq::Status { json: true, tx } => {
                 let _ = tx.send(status::render_json(&self.view()));
             }
+            AdminReq::Api {
+                call: Call::Flows(r),
+                tx,
+            } => match self.flows_job() {
+                // The walk may take a while on a large table: off the loop.
+                Ok(job) => {
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.send(super::inspect::flows(&job, &r));
+                    });
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            },
             AdminReq::Api { call, tx } => {
                 let _ = tx.send(self.api(call));
             }

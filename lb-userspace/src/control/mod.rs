@@ -6,6 +6,7 @@
 pub mod announce;
 pub mod daemon;
 pub mod host;
+pub mod inspect;
 pub mod instance;
 pub mod registry;
 pub mod start;

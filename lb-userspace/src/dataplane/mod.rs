@@ -76,6 +76,11 @@ pub trait Dataplane {
         None
     }
 
+    /// A handle on the flow table, for listing flows (XDP's conntrack).
+    fn flow_table(&self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
+
     /// VIP addresses this plane actually serves, when not every VIP of the
     /// last `apply` (the proxy: those with an open listener).
     fn served_addresses(&self) -> Option<BTreeSet<IpAddr>> {
@@ -158,6 +163,10 @@ impl Dataplane for Planes {
 
     fn passive(&self, backend: u32) -> Option<BackendHealth> {
         self.0.iter().find_map(|p| p.passive(backend))
+    }
+
+    fn flow_table(&self) -> Option<std::os::fd::OwnedFd> {
+        self.0.iter().find_map(|p| p.flow_table())
     }
 
     fn memory(&self) -> Option<u64> {

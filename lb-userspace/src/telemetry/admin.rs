@@ -27,7 +27,7 @@ use tokio::{
     sync::{mpsc, oneshot, Semaphore},
 };
 
-use super::elbv2::{ApiError, Call, DescribeRequest, TargetsRequest};
+use super::elbv2::{ApiError, Call, DescribeRequest, ExplainRequest, FlowsRequest, TargetsRequest};
 
 /// Clients served at once by each endpoint; more are closed at once.
 const MAX_CLIENTS: usize = 16;
@@ -277,10 +277,12 @@ fn admin_router(tx: mpsc::Sender<AdminReq>) -> Router {
         .route("/v1/RegisterTargets", post(register))
         .route("/v1/DeregisterTargets", post(deregister))
         .route("/v1/DescribeTargetHealth", post(describe))
+        .route("/v1/flows", post(flows))
+        .route("/v1/explain", post(explain))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "unknown request: GET /v1/status, POST /v1/reload, POST /v1/RegisterTargets, /v1/DeregisterTargets, /v1/DescribeTargetHealth\n",
+                "unknown request: GET /v1/status, POST /v1/reload, POST /v1/RegisterTargets, /v1/DeregisterTargets, /v1/DescribeTargetHealth, /v1/flows, /v1/explain\n",
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -367,6 +369,24 @@ async fn register(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Resp
 async fn deregister(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
     match parse::<TargetsRequest>(&body) {
         Ok(r) => call(&tx, Call::Deregister(r)).await,
+        Err(resp) => resp,
+    }
+}
+
+async fn flows(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
+    let r = match body.is_empty() {
+        true => Ok(FlowsRequest::default()),
+        false => parse::<FlowsRequest>(&body),
+    };
+    match r {
+        Ok(r) => call(&tx, Call::Flows(r)).await,
+        Err(resp) => resp,
+    }
+}
+
+async fn explain(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
+    match parse::<ExplainRequest>(&body) {
+        Ok(r) => call(&tx, Call::Explain(r)).await,
         Err(resp) => resp,
     }
 }

@@ -72,12 +72,52 @@ pub struct DescribeResponse {
     pub target_health_descriptions: Vec<TargetHealthDescription>,
 }
 
+/// `lb flows`: tracked flows, filtered; at most `limit` (default 1000).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct FlowsRequest {
+    /// The VIP's address, or ADDR:PORT.
+    #[serde(default)]
+    pub vip: Option<String>,
+    /// The target's address, or ADDR:PORT.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The client's address, or ADDR:PORT.
+    #[serde(default)]
+    pub client: Option<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// `lb explain`: the target a new flow would get, and why.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ExplainRequest {
+    pub client: std::net::SocketAddr,
+    pub vip: std::net::SocketAddr,
+    /// tcp or udp.
+    pub protocol: String,
+}
+
+/// Whether `addr` (an address, or ADDR:PORT) names `ip:port`.
+pub fn matches(filter: &Option<String>, ip: IpAddr, port: u16) -> bool {
+    match filter.as_deref() {
+        None => true,
+        Some(f) => match f.parse::<std::net::SocketAddr>() {
+            Ok(sa) => sa.ip() == ip && sa.port() == port,
+            Err(_) => f.parse::<IpAddr>().is_ok_and(|a| a == ip),
+        },
+    }
+}
+
 /// An API call, as the daemon's main loop takes it.
 #[derive(Debug, Clone)]
 pub enum Call {
     Register(TargetsRequest),
     Deregister(TargetsRequest),
     Describe(DescribeRequest),
+    Flows(FlowsRequest),
+    Explain(ExplainRequest),
 }
 
 /// An error as elbv2 reports one: its code and message.

@@ -237,6 +237,10 @@ impl Dataplane for XdpDataplane {
         Some(self.health_mem.read(backend))
     }
 
+    fn flow_table(&self) -> Option<std::os::fd::OwnedFd> {
+        self.conntrack_fd().ok()
+    }
+
     fn memory(&self) -> Option<u64> {
         Some(self.sizes.memory())
     }

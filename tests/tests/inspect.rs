@@ -1,0 +1,123 @@
+//! `lb flows` and `lb explain` against the data path (namespaces, `lb
+//! run`, native XDP): 100 open connections are listed with the targets
+//! that serve them, and `explain` names the same target for each.
+//! Root only; serial; bounded.
+
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::SocketAddr,
+    time::Duration,
+};
+
+use tests::{
+    e2e::{self, Conn, Daemon, TempDir, FAST_HC},
+    topo::VIP_V4,
+};
+
+fn api(sock: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: lb\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let json = out.split_once("\r\n\r\n").unwrap().1;
+    (
+        status,
+        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn flows_and_explain_agree_with_the_data_path() {
+    let topo = e2e::served_topology();
+    let dir = TempDir::new("inspect");
+    let d = Daemon::start(&topo.gw, &dir.0, &topo.config(FAST_HC)).expect("lb run");
+    let sock = format!("/run/{}.sock", topo.gw.name);
+    let vip = SocketAddr::new(VIP_V4.parse().unwrap(), 80);
+    let served: HashMap<String, String> = topo
+        .backends
+        .iter()
+        .map(|b| (b.name.clone(), format!("{}:8080", b.v4)))
+        .collect();
+    let conns: Vec<Conn> = {
+        let _in = topo.client.enter().unwrap();
+        (0..100).map(|_| Conn::open(vip).unwrap()).collect()
+    };
+    let (st, v) = api(
+        &sock,
+        "/v1/flows",
+        r#"{"Client":"10.0.0.2","Vip":"10.100.0.1:80"}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    let listed: HashMap<String, String> = v["Flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["Client"].as_str().unwrap().to_string(),
+                f["Target"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for c in &conns {
+        let client = c.local_addr().unwrap();
+        let want = &served[&c.name];
+        assert_eq!(
+            listed.get(&client.to_string()),
+            Some(want),
+            "lb flows for {client}"
+        );
+        let body = format!(r#"{{"Client":"{client}","Vip":"{vip}","Protocol":"tcp"}}"#);
+        let (st, e) = api(&sock, "/v1/explain", &body);
+        assert_eq!(st, 200, "{e}");
+        assert_eq!(
+            e["Target"].as_str(),
+            Some(want.as_str()),
+            "lb explain for {client}: {e}"
+        );
+    }
+    // The CLI's words, and its errors.
+    let client = conns[0].local_addr().unwrap().to_string();
+    let out = std::process::Command::new(e2e::lb_bin())
+        .args(["explain", &client, "10.100.0.1:80/tcp", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(&format!("target {}", served[&conns[0].name])),
+        "{text}"
+    );
+    assert!(text.contains("cross_zone: the all-zones ring"), "{text}");
+    let (st, e) = api(
+        &sock,
+        "/v1/explain",
+        r#"{"Client":"10.0.0.2:1","Vip":"10.100.0.1:81","Protocol":"tcp"}"#,
+    );
+    assert_eq!(
+        (st, e["Error"]["Code"].as_str()),
+        (400, Some("ListenerNotFound")),
+        "{e}"
+    );
+    let out = std::process::Command::new(e2e::lb_bin())
+        .args(["flows", "--target", &served["b2"], "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let on_b2 = conns.iter().filter(|c| c.name == "b2").count();
+    assert_eq!(
+        text.lines().filter(|l| l.contains(&served["b2"])).count(),
+        on_b2,
+        "{text}"
+    );
+    drop(conns);
+}
