@@ -337,15 +337,36 @@ pub struct FibCacheEntry {
 }
 const _: () = assert!(size_of::<FibCacheEntry>() == 48);
 
-/// Packet/byte/new-flow counters, one per VIP and one per backend (per CPU).
+/// Per-VIP and per-backend counters (per CPU): what went to targets, and
+/// (per VIP) what came back, with TCP resets each way (CloudWatch's
+/// ProcessedPackets/Bytes, TCP_Client_Reset_Count, TCP_Target_Reset_Count).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Replies translated towards clients (VIP counters only).
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
+    /// TCP RSTs from clients, and from targets (VIP counters only).
+    pub client_resets: u64,
+    pub target_resets: u64,
 }
-const _: () = assert!(size_of::<Counters>() == 24);
+const _: () = assert!(size_of::<Counters>() == 56);
+
+impl Counters {
+    /// The sum of two (CPUs, planes).
+    pub fn add(&mut self, o: &Counters) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.new_flows += o.new_flows;
+        self.reply_packets += o.reply_packets;
+        self.reply_bytes += o.reply_bytes;
+        self.client_resets += o.client_resets;
+        self.target_resets += o.target_resets;
+    }
+}
 
 /// Value of `BACKEND_HEALTH` (indexed by backend id, mmapable): what the
 /// program saw of a target's answers to new connections. The program

@@ -88,6 +88,19 @@ fn bump(c: Option<*mut Counters>, bytes: u16, new_flow: bool) {
     }
 }
 
+/// A reply counted for its VIP (and a target's RST).
+#[inline(always)]
+fn bump_reply(vip_id: u32, pkt: &Pkt) {
+    if let Some(c) = VIP_STATS.get_ptr_mut(vip_id) {
+        let c = unsafe { &mut *c };
+        c.reply_packets += 1;
+        c.reply_bytes += pkt.ip_len as u64;
+        if pkt.proto == PROTO_TCP && pkt.tcp_flags & lb_common::flow::TCP_RST != 0 {
+            c.target_resets += 1;
+        }
+    }
+}
+
 /// The packet's flow as the client sent it.
 #[inline(always)]
 fn flow_key(pkt: &Pkt) -> FlowKey {
@@ -297,6 +310,11 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
         }
     }
     bump(VIP_STATS.get_ptr_mut(meta.vip_id), pkt.ip_len, new_flow);
+    if pkt.proto == PROTO_TCP && pkt.tcp_flags & lb_common::flow::TCP_RST != 0 {
+        if let Some(c) = VIP_STATS.get_ptr_mut(meta.vip_id) {
+            unsafe { (*c).client_resets += 1 };
+        }
+    }
     bump(BACKEND_STATS.get_ptr_mut(backend_id), pkt.ip_len, new_flow);
     let (src, sport) = if snat {
         (meta.snat_addr, snat_port)
@@ -587,10 +605,22 @@ fn to_client(
     } else {
         None
     };
-    let (src, sport, dst, dport) = if let Some(sv) = sv {
-        (sv.vip_addr, sv.vip_port, sv.client_addr, sv.client_port)
+    let (src, sport, dst, dport, vip_id) = if let Some(sv) = sv {
+        (
+            sv.vip_addr,
+            sv.vip_port,
+            sv.client_addr,
+            sv.client_port,
+            sv.vip_id,
+        )
     } else if let Some((slot, _)) = rv {
-        (slot.key.addr, slot.key.port, pkt.dst, pkt.dport)
+        (
+            slot.key.addr,
+            slot.key.port,
+            pkt.dst,
+            pkt.dport,
+            slot.meta.vip_id,
+        )
     } else {
         return Err(Reason::NotVip);
     };
@@ -611,6 +641,7 @@ fn to_client(
     if rv.is_some_and(|(_, stateless)| stateless) {
         count(Reason::ReplyStateless);
     }
+    bump_reply(vip_id, pkt);
     count(Reason::FwdToClient);
     Ok(emit(ctx, pkt, rc, p))
 }

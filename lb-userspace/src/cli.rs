@@ -17,7 +17,7 @@ use crate::{
     name = "lb",
     version,
     about = "L4 TCP/UDP load balancer with an XDP data plane (and a proxy fallback)",
-    after_help = "Quick start:\n  lb check -c /etc/lb/lb.toml   # validate (errors name field and line)\n  lb run -c /etc/lb/lb.toml     # serve\n  lb reload                     # validate, reload, report (as SIGHUP)\n  lb status [--json]            # listeners, targets, last reload\n  lb stop [--detach]            # stop the daemon; XDP keeps forwarding\n  lb detach                     # take XDP down, remove pinned state\n\nSee README.md for the config reference and deployment notes."
+    after_help = "Quick start:\n  lb check -c /etc/lb/lb.toml   # validate (errors name field and line)\n  lb run -c /etc/lb/lb.toml     # serve\n  lb reload                     # validate, reload, report (as SIGHUP)\n  lb status [--json]            # listeners, targets, last reload\n  lb targets register --target-group web 10.1.0.21:8080@a   # at runtime, kept across restarts\n  lb targets describe           # health, as describe-target-health\n  lb flows | lb explain C:P V:P/tcp   # tracked flows; where a new flow goes\n  lb stop [--detach]            # stop the daemon; XDP keeps forwarding\n  lb detach                     # take XDP down, remove pinned state\n\nSee README.md for the config reference and deployment notes."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -83,7 +83,7 @@ fn every_target_unhealthy_fails_open() {
     );
     assert!(
         // Entered at the start, and again by the last reload until checks pass.
-        m.contains("lb_target_group_fail_open_total{target_group=\"tg4\"} 2"),
+        m.contains("lb_target_group_fail_open_starts_total{target_group=\"tg4\"} 2"),
         "{m}"
     );
     assert_eq!(spread(&topo, &d, 30).len(), 3);

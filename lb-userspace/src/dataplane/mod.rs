@@ -128,9 +128,7 @@ impl Dataplane for Planes {
         let mut c = Counters::default();
         for p in &self.0 {
             let x = p.counters(kind, id);
-            c.packets += x.packets;
-            c.bytes += x.bytes;
-            c.new_flows += x.new_flows;
+            c.add(&x);
         }
         c
     }

@@ -169,7 +169,7 @@ fn accept_loop<L, F, Fut>(
     });
 }
 
-/// Serves `GET /metrics` (Prometheus text format 0.0.4).
+/// Serves `GET /metrics` (OpenMetrics text).
 pub async fn serve_metrics(addr: SocketAddr, tx: mpsc::Sender<AdminReq>) -> Result<()> {
     let l = TcpListener::bind(addr)
         .await
@@ -193,7 +193,9 @@ pub async fn serve_metrics(addr: SocketAddr, tx: mpsc::Sender<AdminReq>) -> Resu
 
 async fn metrics(State(tx): State<mpsc::Sender<AdminReq>>) -> Response {
     match ask(&tx, AdminReq::Metrics).await {
-        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Some(text) => {
+            ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response()
+        }
         None => shutting_down(),
     }
 }

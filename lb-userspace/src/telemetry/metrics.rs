@@ -1,8 +1,16 @@
-//! The Prometheus text exposition (`/metrics`).
+//! `/metrics`, encoded by `prometheus-client` (OpenMetrics text). Every
+//! scrape builds its families from the daemon's `View`: the counters live
+//! in the data planes (per-CPU maps), so there is nothing to keep here.
+//! The README maps each CloudWatch `AWS/NetworkELB` metric to these.
 
-use std::{collections::BTreeSet, fmt::Write as _, net::SocketAddr};
+use std::{collections::BTreeMap, net::SocketAddr};
 
-use lb_common::Reason;
+use lb_common::{Counters, Reason};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
 
 use super::View;
 use crate::{
@@ -11,284 +19,294 @@ use crate::{
     model::BackendModel,
 };
 
-/// A label value, escaped as the exposition format wants.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+type Labels = Vec<(String, String)>;
+
+/// The content type of what `render` returns.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Label pairs, their values escaped as the text format wants
+/// (prometheus-client 0.24 writes them as given).
+fn l(pairs: &[(&str, String)]) -> Labels {
+    let esc = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    pairs.iter().map(|(k, v)| (k.to_string(), esc(v))).collect()
 }
 
-fn family(o: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+fn target_labels(b: &BackendModel) -> Labels {
+    l(&[
+        ("target_group", b.key.target_group.clone()),
+        (
+            "target",
+            SocketAddr::new(b.key.address, b.key.port).to_string(),
+        ),
+        ("zone", b.zone.clone()),
+    ])
 }
 
-/// `target_group`, `target` and `zone` labels.
-fn target_labels(b: &BackendModel) -> String {
-    format!(
-        "target_group=\"{}\",target=\"{}\",zone=\"{}\"",
-        label(&b.key.target_group),
-        SocketAddr::new(b.key.address, b.key.port),
-        label(&b.zone)
-    )
+/// A counter family (`name` gets `_total` when encoded).
+fn counter(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) {
+    let f = Family::<Labels, Counter>::default();
+    for (labels, v) in rows {
+        f.get_or_create(&labels).inc_by(v);
+    }
+    r.register(name, help, f);
+}
+
+fn gauge(r: &mut Registry, name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, i64)>) {
+    let f = Family::<Labels, Gauge>::default();
+    for (labels, v) in rows {
+        f.get_or_create(&labels).set(v);
+    }
+    r.register(name, help, f);
+}
+
+fn gauge_f(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, f64)>,
+) {
+    let f = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for (labels, v) in rows {
+        f.get_or_create(&labels).set(v);
+    }
+    r.register(name, help, f);
 }
 
 pub fn render(v: &View) -> String {
-    let mut o = String::new();
-    listener_counters(v, &mut o);
-    target_counters(v, &mut o);
-    target_gauges(v, &mut o);
-    target_passive(v, &mut o);
-    fail_open(v, &mut o);
-    data_plane(v, &mut o);
-    daemon(v, &mut o);
-    announce(v, &mut o);
-    dataplane_info(v, &mut o);
-    o
+    let mut r = Registry::default();
+    listeners(v, &mut r);
+    targets(v, &mut r);
+    groups(v, &mut r);
+    data_plane(v, &mut r);
+    daemon(v, &mut r);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
 }
 
-const COUNTERS: [&str; 3] = ["packets", "bytes", "new_flows"];
-
-fn pick(c: &lb_common::Counters, f: usize) -> u64 {
-    [c.packets, c.bytes, c.new_flows][f]
-}
-
-fn listener_counters(v: &View, o: &mut String) {
-    for (f, what) in COUNTERS.iter().enumerate() {
-        let name = format!("lb_listener_{what}_total");
-        let help = match f {
-            0 => "Packets forwarded to targets, per listener.",
-            1 => "Bytes (IP length) forwarded to targets, per listener.",
-            _ => "Flows created, per listener.",
-        };
-        family(o, &name, "counter", help);
-        for vip in &v.model.vips {
-            let c = v.sampler.current(Stats::Vip, vip.vip_id);
-            let _ = writeln!(
-                o,
-                "{name}{{listener=\"{}\",address=\"{}\",port=\"{}\",protocol=\"{}\"}} {}",
-                label(&vip.listener),
-                vip.lkey.address,
-                vip.lkey.port,
-                proto_name(vip.lkey.proto),
-                pick(&c, f)
-            );
-        }
+fn listeners(v: &View, r: &mut Registry) {
+    let rows = |f: fn(&Counters) -> u64| {
+        v.model
+            .vips
+            .iter()
+            .map(move |x| {
+                let c = v.sampler.current(Stats::Vip, x.vip_id);
+                let labels = l(&[
+                    ("listener", x.listener.clone()),
+                    ("address", x.lkey.address.to_string()),
+                    ("port", x.lkey.port.to_string()),
+                    ("protocol", proto_name(x.lkey.proto).to_string()),
+                ]);
+                (labels, f(&c))
+            })
+            .collect::<Vec<_>>()
+    };
+    let families: [(&str, &str, fn(&Counters) -> u64); 7] = [
+        ("lb_listener_packets", "Packets forwarded to targets, per listener.", |c| c.packets),
+        ("lb_listener_bytes", "Bytes (IP length) forwarded to targets, per listener.", |c| c.bytes),
+        ("lb_listener_new_flows", "Flows created, per listener (CloudWatch NewFlowCount_TCP/_UDP).", |c| c.new_flows),
+        ("lb_listener_reply_packets", "Replies translated back to clients, per listener (XDP).", |c| c.reply_packets),
+        ("lb_listener_reply_bytes", "Bytes (IP length) of the replies translated back to clients (XDP).", |c| c.reply_bytes),
+        ("lb_listener_client_resets", "TCP RSTs sent by clients (CloudWatch TCP_Client_Reset_Count; XDP).", |c| c.client_resets),
+        ("lb_listener_target_resets", "TCP RSTs sent by targets (CloudWatch TCP_Target_Reset_Count; XDP), including refusals redispatched.", |c| c.target_resets),
+    ];
+    for (name, help, f) in families {
+        counter(r, name, help, rows(f));
     }
+    gauge_f(
+        r,
+        "lb_listener_peak_packets_per_second",
+        "Packets per second to targets in the busiest 10 s window of the last minute (CloudWatch PeakPacketsPerSecond).",
+        v.model.vips.iter().map(|x| {
+            let labels = l(&[
+                ("listener", x.listener.clone()),
+                ("protocol", proto_name(x.lkey.proto).to_string()),
+            ]);
+            (labels, v.sampler.peak_pps(Stats::Vip, x.vip_id))
+        }),
+    );
 }
 
-fn target_counters(v: &View, o: &mut String) {
-    for (f, what) in COUNTERS.iter().enumerate() {
-        let name = format!("lb_target_{what}_total");
-        let help = match f {
-            0 => "Packets forwarded to a target.",
-            1 => "Bytes (IP length) forwarded to a target.",
-            _ => "Flows assigned to a target.",
-        };
-        family(o, &name, "counter", help);
-        for b in v.model.backends.values() {
-            let c = v.sampler.current(Stats::Backend, b.id);
-            let _ = writeln!(o, "{name}{{{}}} {}", target_labels(b), pick(&c, f));
-        }
+fn targets(v: &View, r: &mut Registry) {
+    let backends = || v.model.backends.values();
+    let families: [(&str, &str, fn(&Counters) -> u64); 3] = [
+        ("lb_target_packets", "Packets forwarded to a target.", |c| {
+            c.packets
+        }),
+        (
+            "lb_target_bytes",
+            "Bytes (IP length) forwarded to a target.",
+            |c| c.bytes,
+        ),
+        ("lb_target_new_flows", "Flows assigned to a target.", |c| {
+            c.new_flows
+        }),
+    ];
+    for (name, help, f) in families {
+        let rows = backends().map(|b| {
+            (
+                target_labels(b),
+                f(&v.sampler.current(Stats::Backend, b.id)),
+            )
+        });
+        counter(r, name, help, rows);
     }
-}
-
-/// Passive health: the data path's view of connection attempts (XDP).
-fn target_passive(v: &View, o: &mut String) {
-    let rows: Vec<_> = v
-        .model
-        .backends
-        .values()
+    gauge(
+        r,
+        "lb_target_healthy",
+        "1 when the target passes its health checks.",
+        backends().map(|b| {
+            let h = v.targets.get(&b.key).is_some_and(|t| t.healthy);
+            (target_labels(b), i64::from(h))
+        }),
+    );
+    gauge(
+        r,
+        "lb_target_state",
+        "1 for the target's current state (initial, healthy, suspect, unhealthy, draining).",
+        backends().map(|b| {
+            let mut labels = target_labels(b);
+            labels.push(("state".into(), v.state(&b.key).to_string()));
+            (labels, 1)
+        }),
+    );
+    gauge(
+        r,
+        "lb_target_active_flows",
+        "Live flows on the target: conntrack entries fresh by their timeout, not closed (counted every 5s).",
+        backends().map(|b| {
+            let n = v.flows.per_backend.get(&b.id).copied().unwrap_or(0);
+            (target_labels(b), n as i64)
+        }),
+    );
+    let passive: Vec<_> = backends()
         .filter_map(|b| Some((b, v.planes.passive(b.id)?)))
         .collect();
-    if rows.is_empty() {
+    if passive.is_empty() {
         return;
     }
-    family(
-        o,
-        "lb_target_connection_attempts_total",
-        "counter",
+    counter(
+        r,
+        "lb_target_connection_attempts",
         "New connections' first SYNs as the target answered them (passive health): answered, refused (RST) or unanswered (retransmitted).",
+        passive.iter().flat_map(|(b, h)| {
+            [
+                ("answered", h.answered),
+                ("refused", h.refused),
+                ("unanswered", h.unanswered),
+            ]
+            .map(|(result, n)| {
+                let mut labels = target_labels(b);
+                labels.push(("result".into(), result.into()));
+                (labels, n)
+            })
+        }),
     );
-    for (b, h) in &rows {
-        for (result, n) in [
-            ("answered", h.answered),
-            ("refused", h.refused),
-            ("unanswered", h.unanswered),
-        ] {
-            let _ = writeln!(
-                o,
-                "lb_target_connection_attempts_total{{{},result=\"{result}\"}} {n}",
-                target_labels(b)
-            );
-        }
-    }
-    family(
-        o,
-        "lb_target_passive_trips_total",
-        "counter",
+    counter(
+        r,
+        "lb_target_passive_trips",
         "Times failed connection attempts in a row made the target suspect (passive health).",
+        passive.iter().map(|(b, h)| (target_labels(b), h.trips)),
     );
-    for (b, h) in &rows {
-        let _ = writeln!(
-            o,
-            "lb_target_passive_trips_total{{{}}} {}",
-            target_labels(b),
-            h.trips
-        );
-    }
 }
 
-fn target_gauges(v: &View, o: &mut String) {
-    family(
-        o,
-        "lb_target_healthy",
-        "gauge",
-        "1 when the target passes its health checks.",
-    );
+/// Per target group (and zone): CloudWatch's HealthyHostCount and
+/// UnHealthyHostCount, and fail-open.
+fn groups(v: &View, r: &mut Registry) {
+    let mut hosts: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
     for b in v.model.backends.values() {
-        let h = v.targets.get(&b.key).is_some_and(|t| t.healthy) as u8;
-        let _ = writeln!(o, "lb_target_healthy{{{}}} {h}", target_labels(b));
-    }
-    family(
-        o,
-        "lb_target_state",
-        "gauge",
-        "1 for the target's current state (initial, healthy, suspect, unhealthy, draining).",
-    );
-    for b in v.model.backends.values() {
-        let _ = writeln!(
-            o,
-            "lb_target_state{{{},state=\"{}\"}} 1",
-            target_labels(b),
-            v.state(&b.key)
-        );
-    }
-    family(
-        o,
-        "lb_target_active_flows",
-        "gauge",
-        "Live flows on the target: conntrack entries fresh by their timeout, not closed (counted every 5s).",
-    );
-    for b in v.model.backends.values() {
-        let n = v.flows.per_backend.get(&b.id).copied().unwrap_or(0);
-        let _ = writeln!(o, "lb_target_active_flows{{{}}} {n}", target_labels(b));
-    }
-}
-
-fn data_plane(v: &View, o: &mut String) {
-    family(o, "lb_active_flows", "gauge", "Conntrack entries in use.");
-    let _ = writeln!(o, "lb_active_flows {}", v.flows.total);
-    family(
-        o,
-        "lb_xdp_packets_total",
-        "counter",
-        "Packets by what the XDP program did with them (pass/drop reasons and forwarding).",
-    );
-    if let Some(r) = v.planes.reasons() {
-        for (reason, n) in Reason::ALL.iter().zip(r) {
-            let _ = writeln!(
-                o,
-                "lb_xdp_packets_total{{reason=\"{}\"}} {n}",
-                reason.name()
-            );
+        let Some(t) = v.targets.get(&b.key) else {
+            continue;
+        };
+        if t.state == "draining" {
+            continue;
+        }
+        let e = hosts
+            .entry((b.key.target_group.clone(), b.zone.clone()))
+            .or_default();
+        match t.healthy {
+            true => e.0 += 1,
+            false => e.1 += 1,
         }
     }
-    family(
-        o,
-        "lb_map_memory_bytes",
-        "gauge",
-        "BPF map memory the config sizes (approximate).",
+    let gz = |g: &str, z: &str| l(&[("target_group", g.to_string()), ("zone", z.to_string())]);
+    gauge(
+        r,
+        "lb_target_group_healthy_targets",
+        "Registered targets passing their health checks, per group and zone (CloudWatch HealthyHostCount).",
+        hosts.iter().map(|((g, z), (h, _))| (gz(g, z), *h)),
     );
-    let _ = writeln!(o, "lb_map_memory_bytes {}", v.planes.memory().unwrap_or(0));
-    family(o, "lb_proxy_events_total", "counter", "Proxy data plane events (connect_failed, no_backend, udp_sessions_full, socket_error, splice_started).");
-    for (name, n) in v.planes.events() {
-        let _ = writeln!(o, "lb_proxy_events_total{{event=\"{name}\"}} {n}");
-    }
-}
-
-fn fail_open(v: &View, o: &mut String) {
-    let groups: BTreeSet<&str> = v
+    gauge(
+        r,
+        "lb_target_group_unhealthy_targets",
+        "Registered targets not passing them (initial, suspect, unhealthy), per group and zone (CloudWatch UnHealthyHostCount).",
+        hosts.iter().map(|((g, z), (_, u))| (gz(g, z), *u)),
+    );
+    let groups: std::collections::BTreeSet<&str> = v
         .model
         .vips
         .iter()
         .map(|x| x.target_group.as_str())
         .collect();
-    family(
-        o,
+    let g = |name: &str| l(&[("target_group", name.to_string())]);
+    gauge(
+        r,
         "lb_target_group_fail_open",
-        "gauge",
-        "1 while every target of the group is unhealthy and new flows go to all of them.",
+        "1 while the group has fewer healthy targets than its minimum and new flows go to all of them.",
+        groups.iter().map(|n| (g(n), i64::from(v.failed_open.contains_key(*n)))),
     );
-    for g in &groups {
-        let on = u8::from(v.failed_open.contains_key(*g));
-        let _ = writeln!(
-            o,
-            "lb_target_group_fail_open{{target_group=\"{}\"}} {on}",
-            label(g)
-        );
-    }
-    family(
-        o,
-        "lb_target_group_fail_open_total",
-        "counter",
+    counter(
+        r,
+        "lb_target_group_fail_open_starts",
         "Times the group started to fail open.",
+        groups
+            .iter()
+            .map(|n| (g(n), v.fail_open_total.get(*n).copied().unwrap_or(0))),
     );
-    for g in &groups {
-        let n = v.fail_open_total.get(*g).copied().unwrap_or(0);
-        let _ = writeln!(
-            o,
-            "lb_target_group_fail_open_total{{target_group=\"{}\"}} {n}",
-            label(g)
+}
+
+fn data_plane(v: &View, r: &mut Registry) {
+    gauge(
+        r,
+        "lb_active_flows",
+        "Live flows (CloudWatch ActiveFlowCount).",
+        [(Labels::new(), v.flows.total as i64)],
+    );
+    if let Some(reasons) = v.planes.reasons() {
+        counter(
+            r,
+            "lb_xdp_packets",
+            "Packets by what the XDP program did with them (pass/drop reasons and forwarding).",
+            Reason::ALL
+                .iter()
+                .zip(reasons)
+                .map(|(reason, n)| (l(&[("reason", reason.name().to_string())]), n)),
         );
     }
-}
-
-fn daemon(v: &View, o: &mut String) {
-    family(
-        o,
-        "lb_config_reloads_total",
-        "counter",
-        "Config reloads by result.",
+    gauge(
+        r,
+        "lb_map_memory_bytes",
+        "BPF map memory the config sizes (approximate).",
+        [(Labels::new(), v.planes.memory().unwrap_or(0) as i64)],
     );
-    let _ = writeln!(
-        o,
-        "lb_config_reloads_total{{result=\"ok\"}} {}",
-        v.reloads.0
-    );
-    let _ = writeln!(
-        o,
-        "lb_config_reloads_total{{result=\"error\"}} {}",
-        v.reloads.1
-    );
-}
-
-/// Only with [announce]: a 0 would otherwise look like an outage.
-fn announce(v: &View, o: &mut String) {
-    let Some((_, announced)) = &v.announced else {
-        return;
-    };
-    family(
-        o,
-        "lb_vip_announced",
-        "gauge",
-        "1 while the VIP address's route is in the [announce] table (read back from the kernel), else 0.",
-    );
-    let addrs: BTreeSet<_> = v.model.vips.iter().map(|v| v.lkey.address).collect();
-    for a in addrs {
-        let _ = writeln!(
-            o,
-            "lb_vip_announced{{address=\"{a}\"}} {}",
-            u8::from(announced.contains(&a))
-        );
-    }
-}
-
-fn dataplane_info(v: &View, o: &mut String) {
-    family(
-        o,
-        "lb_dataplane_info",
-        "gauge",
-        "The data plane in use, per interface.",
+    counter(
+        r,
+        "lb_proxy_events",
+        "Proxy data plane events (connect_failed, no_backend, udp_sessions_full, socket_error, splice_started).",
+        v.planes
+            .events()
+            .into_iter()
+            .map(|(name, n)| (l(&[("event", name.to_string())]), n)),
     );
     // reason: why this data plane (a fallback's cause, or "configured").
     let reason = match (v.fallback, v.dataplane) {
@@ -296,21 +314,65 @@ fn dataplane_info(v: &View, o: &mut String) {
         (None, DataplaneKind::Auto) => "auto",
         (None, _) => "configured",
     };
-    for (iface, mode) in v.planes.modes() {
-        let _ = writeln!(
-            o,
-            "lb_dataplane_info{{interface=\"{}\",mode=\"{mode}\",reason=\"{reason}\"}} 1",
-            label(&iface)
+    gauge(
+        r,
+        "lb_dataplane_info",
+        "The data plane in use, per interface.",
+        v.planes.modes().into_iter().map(|(iface, mode)| {
+            let labels = l(&[
+                ("interface", iface),
+                ("mode", mode),
+                ("reason", reason.to_string()),
+            ]);
+            (labels, 1)
+        }),
+    );
+}
+
+fn daemon(v: &View, r: &mut Registry) {
+    counter(
+        r,
+        "lb_config_reloads",
+        "Config reloads by result.",
+        [
+            (l(&[("result", "ok".into())]), v.reloads.0),
+            (l(&[("result", "error".into())]), v.reloads.1),
+        ],
+    );
+    // Only with [announce]: a 0 would otherwise look like an outage.
+    if let Some((_, announced)) = &v.announced {
+        let addrs: std::collections::BTreeSet<_> =
+            v.model.vips.iter().map(|x| x.lkey.address).collect();
+        gauge(
+            r,
+            "lb_vip_announced",
+            "1 while the VIP address's route is in the [announce] table (read back from the kernel), else 0.",
+            addrs
+                .into_iter()
+                .map(|a| (l(&[("address", a.to_string())]), i64::from(announced.contains(&a)))),
         );
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::label;
+    use prometheus_client::{encoding::text::encode, registry::Registry};
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn label_values_are_escaped_and_counters_get_total() {
+        let mut r = Registry::default();
+        super::counter(
+            &mut r,
+            "lb_x",
+            "help",
+            [(super::l(&[("listener", "a\"b\\c\nd".into())]), 3)],
+        );
+        let mut out = String::new();
+        encode(&mut out, &r).unwrap();
+        assert!(
+            out.contains(r#"lb_x_total{listener="a\"b\\c\nd"} 3"#),
+            "{out}"
+        );
+        assert!(out.ends_with("# EOF\n"), "{out}");
     }
 }

@@ -1,7 +1,11 @@
-//! Counter samples taken by the main loop's tick; rates come from the last
-//! two.
+//! Counter samples taken by the main loop's tick: rates come from the last
+//! two; the peak packet rate (CloudWatch's PeakPacketsPerSecond) from the
+//! busiest 10 s window of the last minute.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
 
 use lb_common::Counters;
 
@@ -29,12 +33,14 @@ impl Sample {
     }
 }
 
-/// The last two samples.
+/// The samples of the last minute, newest last.
 #[derive(Default)]
 pub struct Sampler {
-    prev: Option<Sample>,
-    cur: Option<Sample>,
+    recent: VecDeque<Sample>,
 }
+
+const KEEP: Duration = Duration::from_secs(62);
+const PEAK_WINDOW: Duration = Duration::from_secs(10);
 
 impl Sampler {
     /// Reads all counters of `model`'s VIPs and backends.
@@ -54,20 +60,54 @@ impl Sampler {
             vips,
             backends,
         };
-        self.prev = self.cur.replace(s);
+        while self
+            .recent
+            .front()
+            .is_some_and(|f| s.at.duration_since(f.at) > KEEP)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(s);
+    }
+
+    /// Packets per second of the busiest window of about 10 s in the last
+    /// minute (the widest there is, early on).
+    pub fn peak_pps(&self, kind: Stats, id: u32) -> f64 {
+        let mut peak = 0f64;
+        for (i, a) in self.recent.iter().enumerate() {
+            let Some(b) = self
+                .recent
+                .iter()
+                .skip(i + 1)
+                .find(|b| b.at.duration_since(a.at) >= PEAK_WINDOW)
+                .or_else(|| (i == 0).then(|| self.recent.back()).flatten())
+            else {
+                continue;
+            };
+            let dt = b.at.duration_since(a.at).as_secs_f64();
+            if dt > 0.0 {
+                let n = b
+                    .get(kind, id)
+                    .packets
+                    .saturating_sub(a.get(kind, id).packets);
+                peak = peak.max(n as f64 / dt);
+            }
+        }
+        peak
     }
 
     /// The counters as last sampled.
     pub fn current(&self, kind: Stats, id: u32) -> Counters {
-        self.cur
-            .as_ref()
+        self.recent
+            .back()
             .map(|s| s.get(kind, id))
             .unwrap_or_default()
     }
 
     /// Per-second (packets, bytes, new flows) between the last two samples.
     pub fn rate(&self, kind: Stats, id: u32) -> (f64, f64, f64) {
-        let (Some(a), Some(b)) = (&self.prev, &self.cur) else {
+        let n = self.recent.len();
+        let (Some(a), Some(b)) = (self.recent.get(n.wrapping_sub(2)), self.recent.back()) else {
             return (0.0, 0.0, 0.0);
         };
         let dt = b.at.duration_since(a.at).as_secs_f64().max(1e-3);

@@ -61,6 +61,7 @@ impl AtomicCounters {
             packets: self.packets.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             new_flows: self.new_flows.load(Ordering::Relaxed),
+            ..Default::default()
         }
     }
 }

@@ -101,7 +101,7 @@ impl XdpDataplane {
             adopted = dir.join("maps").join(names::GLOBALS).exists();
             if adopted {
                 pins::check_pinned_sizes(dir, &sizes)?;
-                for m in pins::renew_counters(dir)? {
+                for m in pins::renew_counters(dir, &sizes)? {
                     log::info!("{m}");
                 }
             }

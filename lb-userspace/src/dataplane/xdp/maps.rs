@@ -49,7 +49,7 @@ impl Sizes {
         let snat = self.snat as u64 * (40 + 48 + 64);
         let passthrough = self.passthrough as u64 * (40 + 8 + 64);
         let backends = (self.max_targets as u64 + 1) * (32 + 72);
-        let stats = (self.max_vips as u64 + self.max_targets as u64 + 1) * 24 * cpus;
+        let stats = (self.max_vips as u64 + self.max_targets as u64 + 1) * 56 * cpus;
         ring + ct + snat + passthrough + backends + stats
     }
 }

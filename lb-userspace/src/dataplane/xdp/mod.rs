@@ -163,9 +163,7 @@ impl XdpDataplane {
         };
         let mut c = Counters::default();
         for v in arr.get(&index, 0)?.iter() {
-            c.packets += v.packets;
-            c.bytes += v.bytes;
-            c.new_flows += v.new_flows;
+            c.add(v);
         }
         Ok(c)
     }

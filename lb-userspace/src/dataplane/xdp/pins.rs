@@ -75,26 +75,44 @@ pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
     Ok(())
 }
 
-/// Pinned counter maps whose shape a newer build changed (a reason added):
-/// they hold no flow state, so they are replaced (their counts restart)
-/// rather than refusing the upgrade. Returns what to log.
-pub fn renew_counters(dir: &Path) -> Result<Vec<String>> {
-    let path = dir.join("maps").join(names::REASONS);
-    if !path.exists() {
-        return Ok(Vec::new());
+/// Pinned counter maps whose shape a newer build changed (a reason or a
+/// counter added): they hold no flow state, so they are replaced (their
+/// counts restart) rather than refusing the upgrade. Returns what to log.
+pub fn renew_counters(dir: &Path, s: &Sizes) -> Result<Vec<String>> {
+    use std::mem::size_of;
+    let want: [(&str, u32, usize); 3] = [
+        (names::REASONS, lb_common::REASON_COUNT, 8),
+        (
+            names::VIP_STATS,
+            s.max_vips,
+            size_of::<lb_common::Counters>(),
+        ),
+        (
+            names::BACKEND_STATS,
+            s.max_targets + 1,
+            size_of::<lb_common::Counters>(),
+        ),
+    ];
+    let mut done = Vec::new();
+    for (name, entries, value) in want {
+        let path = dir.join("maps").join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .with_context(|| format!("reading pinned map {}", path.display()))?;
+        if info.max_entries() == entries && info.value_size() as usize == value {
+            continue;
+        }
+        std::fs::remove_file(&path).with_context(|| format!("replacing {}", path.display()))?;
+        done.push(format!(
+            "pinned map {} held {} counters of {} bytes, this build counts {entries} of {value}: replaced, its counters start at 0",
+            path.display(),
+            info.max_entries(),
+            info.value_size()
+        ));
     }
-    let info = aya::maps::MapInfo::from_pin(&path)
-        .with_context(|| format!("reading pinned map {}", path.display()))?;
-    if info.max_entries() == lb_common::REASON_COUNT {
-        return Ok(Vec::new());
-    }
-    std::fs::remove_file(&path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(vec![format!(
-        "pinned map {} counted {} reasons, this build counts {}: replaced, its counters start at 0",
-        path.display(),
-        info.max_entries(),
-        lb_common::REASON_COUNT
-    )])
+    Ok(done)
 }
 
 /// `lb detach`: detaches the pinned links and removes the pinned maps.
