@@ -123,6 +123,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TargetsCmd,
     },
+    /// Target group attributes at runtime, by NLB's keys (as
+    /// modify-target-group-attributes), kept across restarts and reloads;
+    /// they override the config file's values until reset.
+    ///
+    /// Example: lb attributes set --target-group web deregistration_delay.timeout_seconds=30
+    Attributes {
+        #[command(subcommand)]
+        cmd: AttributesCmd,
+    },
+    /// Turn the saved JSON output of `aws elbv2 describe-load-balancers`,
+    /// `describe-listeners`, `describe-target-groups`,
+    /// `describe-target-group-attributes` and `describe-target-health` into
+    /// an lb.toml and a state file of registered targets, and report what
+    /// has no equivalent here.
+    ///
+    /// Example: lb import --load-balancers lb.json --listeners l.json --target-groups tg.json --attributes web=web-attrs.json --health web=web-health.json --interfaces eth0,eth1 --zone eu-west-1a --out lb.toml
+    Import(ImportArgs),
     /// List tracked flows (XDP's conntrack): client, VIP, target, idle time
     /// and state; filters take an address or ADDR:PORT.
     ///
@@ -161,6 +178,77 @@ enum Cmd {
     ///
     /// Example: lb completions bash > /etc/bash_completion.d/lb
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum AttributesCmd {
+    /// The attributes in effect (and which were set at runtime).
+    Show {
+        #[command(flatten)]
+        at: DaemonArgs,
+        #[arg(long)]
+        target_group: String,
+    },
+    /// Set KEY=VALUE attributes (NLB's keys and values).
+    Set {
+        #[command(flatten)]
+        at: DaemonArgs,
+        #[arg(long)]
+        target_group: String,
+        #[arg(required = true)]
+        attributes: Vec<String>,
+    },
+    /// Back to the config file's values for these keys.
+    Reset {
+        #[command(flatten)]
+        at: DaemonArgs,
+        #[arg(long)]
+        target_group: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// Output of `aws elbv2 describe-load-balancers` (one network LB).
+    #[arg(long)]
+    load_balancers: PathBuf,
+    /// Output of `aws elbv2 describe-listeners`.
+    #[arg(long)]
+    listeners: PathBuf,
+    /// Output of `aws elbv2 describe-target-groups`.
+    #[arg(long)]
+    target_groups: PathBuf,
+    /// GROUP=FILE: `describe-target-group-attributes` of a group (name or ARN).
+    #[arg(long)]
+    attributes: Vec<String>,
+    /// GROUP=FILE: `describe-target-health` of a group (name or ARN).
+    #[arg(long)]
+    health: Vec<String>,
+    /// gateway.interfaces of the new config (comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
+    interfaces: Vec<String>,
+    /// This gateway's zone (e.g. the AZ name it replaces).
+    #[arg(long)]
+    zone: String,
+    /// VIPs, when the NLB had no fixed addresses.
+    #[arg(long)]
+    vip4: Option<std::net::IpAddr>,
+    #[arg(long)]
+    vip6: Option<std::net::IpAddr>,
+    /// Source addresses for groups that did not preserve client IPs.
+    #[arg(long)]
+    snat4: Option<std::net::IpAddr>,
+    #[arg(long)]
+    snat6: Option<std::net::IpAddr>,
+    /// Where to write the config (not over an existing file).
+    #[arg(long, default_value = "lb.toml")]
+    out: PathBuf,
+    /// Where to write targets.json (default: beside --out); the daemon
+    /// reads it from gateway.state_dir.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -295,6 +383,132 @@ fn api(at: &DaemonArgs, action: &str, body: serde_json::Value) -> Result<serde_j
     Ok(v)
 }
 
+fn attributes(cmd: AttributesCmd) -> Result<()> {
+    let (at, group, action, attrs) = match cmd {
+        AttributesCmd::Show { at, target_group } => (
+            at,
+            target_group,
+            "DescribeTargetGroupAttributes",
+            Vec::new(),
+        ),
+        AttributesCmd::Set {
+            at,
+            target_group,
+            attributes,
+        } => {
+            let attrs = attributes
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("{kv}: expected KEY=VALUE"))?;
+                    Ok(serde_json::json!({ "Key": k, "Value": v }))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            (at, target_group, "ModifyTargetGroupAttributes", attrs)
+        }
+        AttributesCmd::Reset {
+            at,
+            target_group,
+            keys,
+        } => {
+            let attrs = keys
+                .iter()
+                .map(|k| serde_json::json!({ "Key": k }))
+                .collect();
+            (at, target_group, "ResetTargetGroupAttributes", attrs)
+        }
+    };
+    let v = api(
+        &at,
+        action,
+        serde_json::json!({ "TargetGroupArn": group, "Attributes": attrs }),
+    )?;
+    for a in v["Attributes"].as_array().into_iter().flatten() {
+        let runtime = if a["SetAtRuntime"] == true {
+            "  (set at runtime)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<80} {}{runtime}",
+            a["Key"].as_str().unwrap_or(""),
+            a["Value"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `lb import`: writes the config and the state file, prints the report.
+fn import(a: ImportArgs) -> Result<()> {
+    use anyhow::Context as _;
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let pairs = |v: &[String]| -> Result<Vec<(String, String)>> {
+        v.iter()
+            .map(|kv| {
+                let (g, f) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("{kv}: expected GROUP=FILE"))?;
+                Ok((g.to_string(), read(Path::new(f))?))
+            })
+            .collect()
+    };
+    let (lbs, ls, tgs) = (
+        read(&a.load_balancers)?,
+        read(&a.listeners)?,
+        read(&a.target_groups)?,
+    );
+    let (attrs, health) = (pairs(&a.attributes)?, pairs(&a.health)?);
+    let inputs = crate::config::import::Inputs {
+        load_balancers: &lbs,
+        listeners: &ls,
+        target_groups: &tgs,
+        attributes: attrs.iter().map(|(g, t)| (g.clone(), t.as_str())).collect(),
+        health: health
+            .iter()
+            .map(|(g, t)| (g.clone(), t.as_str()))
+            .collect(),
+        interfaces: a.interfaces,
+        zone: a.zone,
+        vip4: a.vip4,
+        vip6: a.vip6,
+        snat4: a.snat4,
+        snat6: a.snat6,
+    };
+    let out = crate::config::import::import(&inputs).map_err(anyhow::Error::msg)?;
+    if a.out.exists() {
+        anyhow::bail!(
+            "{} exists: not overwritten (choose another --out)",
+            a.out.display()
+        );
+    }
+    std::fs::write(&a.out, &out.toml).with_context(|| format!("writing {}", a.out.display()))?;
+    let dir = a.state_dir.unwrap_or_else(|| {
+        a.out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    });
+    let n: usize = out.targets.values().map(Vec::len).sum();
+    let reg = control::registry::Registry {
+        target_groups: out.targets,
+        ..Default::default()
+    };
+    let state = reg.save(&dir)?;
+    println!(
+        "wrote {} and {} ({n} registered targets)",
+        a.out.display(),
+        state.display()
+    );
+    println!("check it with `lb check {}`; the daemon reads the targets from gateway.state_dir (default /var/lib/lb)", a.out.display());
+    for r in &out.report {
+        println!("no equivalent: {r}");
+    }
+    Ok(())
+}
+
 fn targets(cmd: TargetsCmd) -> Result<()> {
     use crate::telemetry::elbv2::{parse_target, DescribeResponse};
     let parse = |ts: &[String]| -> Result<Vec<_>> {
@@ -427,6 +641,8 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Targets { cmd } => targets(cmd),
+        Cmd::Attributes { cmd } => attributes(cmd),
+        Cmd::Import(a) => import(a),
         Cmd::Flows {
             at,
             vip,

@@ -113,7 +113,7 @@ fn registered_targets_serve_drain_and_persist() {
     );
     assert!(ok, "{out}");
     d.expect_log(
-        &["registered 1 target(s) in target group tg4 (API): 10.1.3.2:8080"],
+        &["target group tg4: registered 1 target(s): 10.1.3.2:8080 (API)"],
         1,
         Duration::from_secs(2),
         "register",
@@ -321,4 +321,90 @@ fn bad_requests_get_elbv2_errors_and_change_nothing() {
     let text =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
+}
+
+fn attr(sock: &str, key: &str) -> (String, bool) {
+    let (st, v) = http(
+        sock,
+        "/v1/DescribeTargetGroupAttributes",
+        r#"{"TargetGroupArn":"tg4"}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    let a = v["Attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["Key"] == key)
+        .unwrap_or_else(|| panic!("no {key}: {v}"))
+        .clone();
+    (
+        a["Value"].as_str().unwrap().to_string(),
+        a["SetAtRuntime"] == true,
+    )
+}
+
+/// NLB's target group attributes modified at runtime take effect on
+/// traffic (stickiness: one client, one target), survive a restart, are
+/// refused when unknown or malformed, and reset to the file's values.
+#[test]
+fn attributes_modified_at_runtime_apply_and_persist() {
+    let topo = e2e::served_topology();
+    let dir = TempDir::new("attrs");
+    let cfg = config(&topo, &dir.0);
+    let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
+    let sock = format!("/run/{}.sock", topo.gw.name);
+    assert_eq!(
+        e2e::spread(&topo, &d, vip(), 40).len(),
+        2,
+        "b1 and b2 share flows"
+    );
+    let set = r#"{"TargetGroupArn":"tg4","Attributes":[{"Key":"stickiness.enabled","Value":"true"},{"Key":"stickiness.type","Value":"source_ip"}]}"#;
+    let (st, v) = http(&sock, "/v1/ModifyTargetGroupAttributes", set);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(attr(&sock, "stickiness.enabled"), ("true".into(), true));
+    assert_eq!(
+        e2e::spread(&topo, &d, vip(), 40).len(),
+        1,
+        "sticky: one client, one target"
+    );
+    d.expect_log(
+        &["modified attributes stickiness.enabled=true"],
+        1,
+        Duration::from_secs(2),
+        "logged",
+    );
+
+    d.kill9();
+    let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("restart");
+    assert_eq!(attr(&sock, "stickiness.enabled"), ("true".into(), true));
+    assert_eq!(
+        e2e::spread(&topo, &d, vip(), 40).len(),
+        1,
+        "still sticky after a restart"
+    );
+
+    for body in [
+        r#"{"TargetGroupArn":"tg4","Attributes":[{"Key":"load_balancing.algorithm.type","Value":"x"}]}"#,
+        r#"{"TargetGroupArn":"tg4","Attributes":[{"Key":"deregistration_delay.timeout_seconds","Value":"soon"}]}"#,
+        r#"{"TargetGroupArn":"tg4","Attributes":[{"Key":"health_check.healthy_threshold_count","Value":"50"}]}"#,
+    ] {
+        let (st, v) = http(&sock, "/v1/ModifyTargetGroupAttributes", body);
+        assert_eq!(
+            (st, v["Error"]["Code"].as_str()),
+            (400, Some("InvalidConfigurationRequest")),
+            "{body}: {v}"
+        );
+    }
+    let (st, v) = http(
+        &sock,
+        "/v1/ResetTargetGroupAttributes",
+        r#"{"TargetGroupArn":"tg4","Attributes":[{"Key":"stickiness.enabled"}]}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(attr(&sock, "stickiness.enabled"), ("false".into(), false));
+    assert_eq!(
+        e2e::spread(&topo, &d, vip(), 40).len(),
+        2,
+        "the file's value again"
+    );
 }

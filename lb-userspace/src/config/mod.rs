@@ -2,6 +2,7 @@
 //! they are written). Validation is in `validate`; every error names the
 //! field path (and `locate` finds its line) so an operator can find it.
 
+pub mod import;
 mod locate;
 mod syntax;
 mod validate;

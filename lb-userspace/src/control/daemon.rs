@@ -471,7 +471,23 @@ impl Daemon {
     /// the state file, then applied as a reload would (one rebuild for the
     /// whole call); a refused call changes nothing.
     fn api(&mut self, call: Call) -> Result<serde_json::Value, ApiError> {
-        let (next, verb, req) = match call {
+        let names = |ts: &[elbv2::TargetDescription]| {
+            let n: Vec<String> = ts
+                .iter()
+                .map(|t| match t.port {
+                    Some(p) => format!("{}:{p}", t.id),
+                    None => t.id.clone(),
+                })
+                .collect();
+            format!("{} target(s): {}", n.len(), n.join(", "))
+        };
+        let pairs = |r: &elbv2::AttributesRequest| -> Vec<(String, String)> {
+            r.attributes
+                .iter()
+                .map(|a| (a.key.clone(), a.value.clone()))
+                .collect()
+        };
+        let (next, verb, what, arn) = match call {
             Call::Describe(r) => {
                 return Ok(serde_json::to_value(self.describe(&r)?).unwrap_or_default())
             }
@@ -484,17 +500,48 @@ impl Daemon {
                 return super::inspect::explain(&d, &r, &suspect);
             }
             Call::Flows(_) => unreachable!("answered off the main loop"),
+            Call::DescribeAttributes(r) => return self.attributes_of(&r.target_group_arn),
             Call::Register(r) => (
                 self.registry
                     .register(&self.file_cfg, &r.target_group_arn, &r.targets)?,
                 "registered",
-                r,
+                names(&r.targets),
+                r.target_group_arn,
             ),
             Call::Deregister(r) => (
                 self.registry
                     .deregister(&self.file_cfg, &r.target_group_arn, &r.targets)?,
                 "deregistered",
-                r,
+                names(&r.targets),
+                r.target_group_arn,
+            ),
+            Call::ModifyAttributes(r) => (
+                self.registry
+                    .modify(&self.file_cfg, &r.target_group_arn, &pairs(&r), false)?,
+                "modified",
+                format!(
+                    "attributes {}",
+                    r.attributes
+                        .iter()
+                        .map(|a| format!("{}={}", a.key, a.value))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                r.target_group_arn,
+            ),
+            Call::ResetAttributes(r) => (
+                self.registry
+                    .modify(&self.file_cfg, &r.target_group_arn, &pairs(&r), true)?,
+                "reset",
+                format!(
+                    "attributes {} (to the config file's values)",
+                    r.attributes
+                        .iter()
+                        .map(|a| a.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                r.target_group_arn,
             ),
         };
         let (merged, _) = next.merged(&self.file_cfg);
@@ -505,27 +552,39 @@ impl Daemon {
             .map_err(|e| ApiError::new("InternalFailure", format!("{e:#} (nothing was {verb})")))?;
         self.registry = next;
         self.apply_config(merged);
-        let names: Vec<String> = req
-            .targets
-            .iter()
-            .map(|t| match t.port {
-                Some(p) => format!("{}:{p}", t.id),
-                None => t.id.clone(),
-            })
-            .collect();
-        info!(
-            "{verb} {} target(s) in target group {} (API): {}",
-            names.len(),
-            elbv2::group_name(&req.target_group_arn),
-            names.join(", ")
-        );
+        let group = elbv2::group_name(&arn).to_string();
+        info!("target group {group}: {verb} {what} (API)");
         self.sync().map_err(|e| {
             ApiError::new(
                 "InternalFailure",
                 format!("{verb} and saved, but programming the data plane failed: {e:#}"),
             )
         })?;
-        Ok(serde_json::json!({}))
+        match verb {
+            "modified" | "reset" => self.attributes_of(&group),
+            _ => Ok(serde_json::json!({})),
+        }
+    }
+
+    /// `DescribeTargetGroupAttributes`: the attributes in effect, and which
+    /// were set at runtime.
+    fn attributes_of(&self, arn: &str) -> Result<serde_json::Value, ApiError> {
+        let group = elbv2::group_name(arn);
+        let tg = self
+            .cfg
+            .target_groups
+            .iter()
+            .find(|t| t.name == group)
+            .ok_or_else(|| ApiError::not_found(group))?;
+        let runtime = self.registry.attributes.get(group);
+        let attrs: Vec<serde_json::Value> = super::attributes::all(tg)
+            .into_iter()
+            .map(|(k, v)| {
+                let set = runtime.is_some_and(|r| r.contains_key(&k));
+                serde_json::json!({ "Key": k, "Value": v, "SetAtRuntime": set })
+            })
+            .collect();
+        Ok(serde_json::json!({ "Attributes": attrs }))
     }
 
     /// What a conntrack walk for `lb flows` needs.

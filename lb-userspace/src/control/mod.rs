@@ -4,6 +4,7 @@
 //! itself (`start`), and `lb stop` / `lb detach` (`stop`).
 
 pub mod announce;
+pub mod attributes;
 pub mod daemon;
 pub mod host;
 pub mod inspect;

@@ -3,7 +3,9 @@
 //! atomically, and merged with the config file's targets on start and on
 //! every reload. Where both name a target (group, address, port), the
 //! config's entry wins (its zone and weight), and the config's targets
-//! cannot be deregistered through the API (edit the file).
+//! cannot be deregistered through the API (edit the file). Target group
+//! attributes modified at runtime (`ModifyTargetGroupAttributes`) are kept
+//! in the same file and override the config file's values until reset.
 
 use std::{
     collections::BTreeMap,
@@ -26,6 +28,9 @@ pub const STATE_FILE: &str = "targets.json";
 pub struct Registry {
     /// By target group name, in registration order.
     pub target_groups: BTreeMap<String, Vec<Target>>,
+    /// Attributes set at runtime, by target group name (NLB's keys).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn same(a: &Target, addr: IpAddr, port: u16) -> bool {
@@ -93,7 +98,60 @@ impl Registry {
                 }
             }
         }
+        for (group, attrs) in &self.attributes {
+            let Some(tg) = cfg.target_groups.iter_mut().find(|t| &t.name == group) else {
+                warnings.push(format!(
+                    "attributes set at runtime for target group {group:?}, which the config no longer has: kept in the state file, not applied"
+                ));
+                continue;
+            };
+            for (k, v) in attrs {
+                if let Err(e) = super::attributes::set(tg, k, v) {
+                    warnings.push(format!(
+                        "target group {group}: runtime attribute {e}: not applied"
+                    ));
+                }
+            }
+        }
         (cfg, warnings)
+    }
+
+    /// This registry with `attrs` set on `arn`'s group (`reset`: the
+    /// keys' overrides removed, back to the config file's values).
+    pub fn modify(
+        &self,
+        file: &Config,
+        arn: &str,
+        attrs: &[(String, String)],
+        reset: bool,
+    ) -> Result<Registry, ApiError> {
+        let group = group_name(arn);
+        let mut tg = group_of(file, group)?.clone();
+        let mut next = self.clone();
+        let over = next.attributes.entry(group.to_string()).or_default();
+        for (k, v) in attrs {
+            if reset {
+                if !super::attributes::KEYS.contains(&k.as_str()) {
+                    return Err(ApiError::new(
+                        "InvalidConfigurationRequest",
+                        format!("{k}: not an attribute this gateway has"),
+                    ));
+                }
+                over.remove(k);
+            } else {
+                super::attributes::set(&mut tg, k, v)
+                    .map_err(|e| ApiError::new("InvalidConfigurationRequest", e))?;
+                over.insert(k.clone(), v.clone());
+            }
+        }
+        if over.is_empty() {
+            next.attributes.remove(group);
+        }
+        let (merged, _) = next.merged(file);
+        if let Some(e) = merged.validate().into_iter().next() {
+            return Err(ApiError::new("InvalidConfigurationRequest", e.to_string()));
+        }
+        Ok(next)
     }
 
     /// This registry with `targets` registered in `arn`'s group; already

@@ -27,7 +27,10 @@ use tokio::{
     sync::{mpsc, oneshot, Semaphore},
 };
 
-use super::elbv2::{ApiError, Call, DescribeRequest, ExplainRequest, FlowsRequest, TargetsRequest};
+use super::elbv2::{
+    ApiError, AttributesRequest, Call, DescribeRequest, ExplainRequest, FlowsRequest,
+    TargetsRequest,
+};
 
 /// Clients served at once by each endpoint; more are closed at once.
 const MAX_CLIENTS: usize = 16;
@@ -279,12 +282,15 @@ fn admin_router(tx: mpsc::Sender<AdminReq>) -> Router {
         .route("/v1/RegisterTargets", post(register))
         .route("/v1/DeregisterTargets", post(deregister))
         .route("/v1/DescribeTargetHealth", post(describe))
+        .route("/v1/ModifyTargetGroupAttributes", post(modify_attributes))
+        .route("/v1/DescribeTargetGroupAttributes", post(describe_attributes))
+        .route("/v1/ResetTargetGroupAttributes", post(reset_attributes))
         .route("/v1/flows", post(flows))
         .route("/v1/explain", post(explain))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "unknown request: GET /v1/status, POST /v1/reload, POST /v1/RegisterTargets, /v1/DeregisterTargets, /v1/DescribeTargetHealth, /v1/flows, /v1/explain\n",
+                "unknown request: GET /v1/status, POST /v1/reload, POST /v1/RegisterTargets, /v1/DeregisterTargets, /v1/DescribeTargetHealth, /v1/ModifyTargetGroupAttributes, /v1/DescribeTargetGroupAttributes, /v1/ResetTargetGroupAttributes, /v1/flows, /v1/explain\n",
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -371,6 +377,27 @@ async fn register(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Resp
 async fn deregister(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
     match parse::<TargetsRequest>(&body) {
         Ok(r) => call(&tx, Call::Deregister(r)).await,
+        Err(resp) => resp,
+    }
+}
+
+async fn modify_attributes(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
+    match parse::<AttributesRequest>(&body) {
+        Ok(r) => call(&tx, Call::ModifyAttributes(r)).await,
+        Err(resp) => resp,
+    }
+}
+
+async fn reset_attributes(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
+    match parse::<AttributesRequest>(&body) {
+        Ok(r) => call(&tx, Call::ResetAttributes(r)).await,
+        Err(resp) => resp,
+    }
+}
+
+async fn describe_attributes(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
+    match parse::<AttributesRequest>(&body) {
+        Ok(r) => call(&tx, Call::DescribeAttributes(r)).await,
         Err(resp) => resp,
     }
 }

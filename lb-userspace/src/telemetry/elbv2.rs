@@ -72,6 +72,24 @@ pub struct DescribeResponse {
     pub target_health_descriptions: Vec<TargetHealthDescription>,
 }
 
+/// `Attributes[]` of `ModifyTargetGroupAttributes` and its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Attribute {
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct AttributesRequest {
+    pub target_group_arn: String,
+    /// Absent for `DescribeTargetGroupAttributes`.
+    #[serde(default)]
+    pub attributes: Vec<Attribute>,
+}
+
 /// `lb flows`: tracked flows, filtered; at most `limit` (default 1000).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -118,6 +136,10 @@ pub enum Call {
     Describe(DescribeRequest),
     Flows(FlowsRequest),
     Explain(ExplainRequest),
+    ModifyAttributes(AttributesRequest),
+    /// Not elbv2: removes the runtime overrides of the listed keys.
+    ResetAttributes(AttributesRequest),
+    DescribeAttributes(AttributesRequest),
 }
 
 /// An error as elbv2 reports one: its code and message.
