@@ -347,12 +347,12 @@ fn api_error(status: StatusCode, e: &ApiError) -> Response {
 }
 
 /// A JSON body in elbv2's shape; a malformed one is a `ValidationError`.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
-        api_error(
+        Box::new(api_error(
             StatusCode::BAD_REQUEST,
             &ApiError::new("ValidationError", format!("request body: {e}")),
-        )
+        ))
     })
 }
 
@@ -370,35 +370,35 @@ async fn call(tx: &mpsc::Sender<AdminReq>, call: Call) -> Response {
 async fn register(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
     match parse::<TargetsRequest>(&body) {
         Ok(r) => call(&tx, Call::Register(r)).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
 async fn deregister(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
     match parse::<TargetsRequest>(&body) {
         Ok(r) => call(&tx, Call::Deregister(r)).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
 async fn modify_attributes(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
     match parse::<AttributesRequest>(&body) {
         Ok(r) => call(&tx, Call::ModifyAttributes(r)).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
 async fn reset_attributes(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
     match parse::<AttributesRequest>(&body) {
         Ok(r) => call(&tx, Call::ResetAttributes(r)).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
 async fn describe_attributes(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
     match parse::<AttributesRequest>(&body) {
         Ok(r) => call(&tx, Call::DescribeAttributes(r)).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
@@ -409,14 +409,14 @@ async fn flows(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Respons
     };
     match r {
         Ok(r) => call(&tx, Call::Flows(r)).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
 async fn explain(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
     match parse::<ExplainRequest>(&body) {
         Ok(r) => call(&tx, Call::Explain(r)).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
@@ -427,7 +427,7 @@ async fn describe(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Resp
     };
     match r {
         Ok(r) => call(&tx, Call::Describe(r)).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 

@@ -20,6 +20,8 @@ use crate::{
 };
 
 type Labels = Vec<(String, String)>;
+/// A counter family's name, help, and the field it reads.
+type CounterFamily = (&'static str, &'static str, fn(&Counters) -> u64);
 
 /// The content type of what `render` returns.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -111,7 +113,7 @@ fn listeners(v: &View, r: &mut Registry) {
             })
             .collect::<Vec<_>>()
     };
-    let families: [(&str, &str, fn(&Counters) -> u64); 7] = [
+    let families: [CounterFamily; 7] = [
         ("lb_listener_packets", "Packets forwarded to targets, per listener.", |c| c.packets),
         ("lb_listener_bytes", "Bytes (IP length) forwarded to targets, per listener.", |c| c.bytes),
         ("lb_listener_new_flows", "Flows created, per listener (CloudWatch NewFlowCount_TCP/_UDP).", |c| c.new_flows),
@@ -139,7 +141,7 @@ fn listeners(v: &View, r: &mut Registry) {
 
 fn targets(v: &View, r: &mut Registry) {
     let backends = || v.model.backends.values();
-    let families: [(&str, &str, fn(&Counters) -> u64); 3] = [
+    let families: [CounterFamily; 3] = [
         ("lb_target_packets", "Packets forwarded to a target.", |c| {
             c.packets
         }),
