@@ -392,8 +392,13 @@ pub struct BackendHealth {
     /// The last trip's streak and how long it took (ns).
     pub trip_streak: u64,
     pub trip_span_ns: u64,
+    /// When the target last answered a first SYN: a retransmitted SYN
+    /// counts as unanswered only if the target answered nothing since the
+    /// flow's first one (a client cannot fake failures of a live target by
+    /// resending SYNs the target dropped, e.g. with a bad checksum).
+    pub last_answer_ns: u64,
 }
-const _: () = assert!(size_of::<BackendHealth>() == 72);
+const _: () = assert!(size_of::<BackendHealth>() == 80);
 
 /// Why the program passed or dropped a packet (index into `REASONS`).
 #[repr(u32)]

@@ -89,6 +89,25 @@ pub fn opening_flags(syn: bool, last_resort: bool) -> u32 {
     }
 }
 
+/// The flags after a client's packet that continues the flow: an ACK
+/// means the handshake completed (its SYN-ACK may have come back through
+/// another gateway), so the flow is no longer opening.
+#[inline(always)]
+pub fn client_flags(flags: u32, syn: bool) -> u32 {
+    if syn {
+        flags
+    } else {
+        flags & !(FLOW_F_OPENING | FLOW_F_LAST_RESORT)
+    }
+}
+
+/// An unanswered retry counts against the target only if the target
+/// answered no first SYN since the flow's previous SYN.
+#[inline(always)]
+pub fn counts_unanswered(last_answer_ns: u64, previous_syn_ns: u64) -> bool {
+    last_answer_ns < previous_syn_ns
+}
+
 /// The flags after the target's first answer (`OPENING` cleared; a
 /// redispatched refusal marks the flow `REFUSED`).
 #[inline(always)]
@@ -164,5 +183,9 @@ mod tests {
         assert!(!trips(100, 0, false), "off");
         assert_eq!(opening_flags(false, true), 0);
         assert_eq!(opening_flags(true, false), FLOW_F_OPENING);
+        assert_eq!(client_flags(FLOW_F_OPENING, false), 0, "the client's ACK");
+        assert_eq!(client_flags(FLOW_F_OPENING, true), FLOW_F_OPENING);
+        assert!(counts_unanswered(5, 10), "nothing answered since");
+        assert!(!counts_unanswered(12, 10), "it answers others: not dead");
     }
 }

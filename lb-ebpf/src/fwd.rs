@@ -197,7 +197,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
             if same_vip && goes_on && syn {
                 let r = passive::retry(st.flags, age, slot.meta.flags & VIP_F_REDISPATCH != 0);
                 if r.unanswered {
-                    crate::passive::failed(st.backend_id, false, now);
+                    crate::passive::unanswered(st.backend_id, st.last_seen_ns, now);
                 }
                 if r.elsewhere {
                     avoid = st.backend_id;
@@ -225,7 +225,8 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
                     if b.flags & BACKEND_F_VALID != 0 && mode_ok {
                         backend_id = st.backend_id;
                         snat_port = st.snat_port;
-                        st.flags = flow::next_flags(g, pkt.proto, st.flags, age, closing);
+                        let flags = passive::client_flags(st.flags, syn);
+                        st.flags = flow::next_flags(g, pkt.proto, flags, age, closing);
                         st.last_seen_ns = now;
                         hit = Some(&slot.meta);
                     }
@@ -488,6 +489,7 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlo
     let sc = SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
     let sc = unsafe { &mut *sc };
     let closing = flow::is_closing(pkt.proto, pkt.tcp_flags);
+    sc.other_target = 0;
     for i in 0..REVERSE_SLOTS {
         let Some((e, slot)) = served(rv, i) else {
             break;
@@ -525,10 +527,23 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlo
                 st.flags = flow::next_flags(g, pkt.proto, st.flags, age, closing);
                 return Ok(Some((slot, false)));
             }
+            if flow::live(g, pkt.proto, st.flags, age) {
+                sc.other_target = 1;
+            }
         }
     }
     if direct_is_newer(pkt, g, 0, now) {
         return Err(Reason::DirectToTarget);
+    }
+    // The client's flow is on another target: a moved SYN's old target
+    // answering late. Translated, the client would take it and then reach
+    // the new target mid-handshake. (A flag in memory, read here: carried
+    // in a register, it would double the states of all that follows.)
+    if pkt.proto == PROTO_TCP
+        && passive::is_syn_ack(pkt.tcp_flags)
+        && unsafe { core::ptr::read_volatile(&sc.other_target) } != 0
+    {
+        return Err(Reason::SynRedispatch);
     }
     let m = g.ring_size;
     if m == 0 {
@@ -679,8 +694,12 @@ fn snat_opening_refused(pkt: &Pkt, sv: &SnatVal, g: &Globals, now: u64) -> bool 
         && BACKENDS
             .get(st.backend_id)
             .is_some_and(|b| b.addr == pkt.src && b.port == pkt.sport);
-    if !ours || !flow::live(g, pkt.proto, st.flags, now.wrapping_sub(st.last_seen_ns)) {
+    if !flow::live(g, pkt.proto, st.flags, now.wrapping_sub(st.last_seen_ns)) {
         return false;
+    }
+    if !ours {
+        // A moved SYN's old target answering late, through the old port.
+        return passive::is_syn_ack(pkt.tcp_flags);
     }
     let redispatch = VIP_SLOTS
         .get(sv.vip_id)

@@ -65,6 +65,9 @@ pub struct Scratch {
     /// A new flow's conntrack value, made when its target is picked.
     pub state: FlowState,
     pub flow: FlowKey,
+    /// `nat_reply` found the reply's client flow on another target (kept
+    /// in memory, not a register: see `nat_reply`).
+    pub other_target: u32,
     pub snat_key: SnatKey,
     pub snat_val: SnatVal,
 }

@@ -7,7 +7,7 @@ use core::{ffi::c_void, intrinsics::AtomicOrdering};
 use aya_ebpf::helpers::generated::bpf_loop;
 use lb_common::{passive, select, BackendHealth, FlowState, VipMeta};
 
-use crate::{BACKENDS, BACKEND_HEALTH, RING, SCRATCH};
+use crate::{BACKENDS, BACKEND_HEALTH, RING, SCRATCH, VIP_STATS};
 
 #[inline(always)]
 fn add(p: *mut u64) {
@@ -30,13 +30,27 @@ pub fn suspect(id: u32, now: u64) -> bool {
 
 /// The target answered a first SYN.
 #[inline(always)]
-pub fn answered(id: u32) {
+pub fn answered(id: u32, now: u64) {
     let Some(h) = entry(id) else { return };
     let h = unsafe { &mut *h };
     add(&mut h.answered);
+    h.last_answer_ns = now;
     // A store only when it changes: the entry's line stays shared.
     if h.streak != 0 {
         h.streak = 0;
+    }
+}
+
+/// A SYN retransmitted without an answer since `previous_syn_ns`: a
+/// failure, unless the target answered other flows meanwhile.
+#[inline(always)]
+pub fn unanswered(id: u32, previous_syn_ns: u64, now: u64) {
+    let answered_since = entry(id).is_some_and(|h| {
+        let last = unsafe { core::ptr::read_volatile(&(*h).last_answer_ns) };
+        !passive::counts_unanswered(last, previous_syn_ns)
+    });
+    if !answered_since {
+        failed(id, false, now);
     }
 }
 
@@ -76,7 +90,7 @@ pub fn on_reply(st: &mut FlowState, tcp_flags: u8, vip_redispatch: bool, now: u6
         passive::Reply::NotOpening => false,
         passive::Reply::Answered => {
             if passive::is_syn_ack(tcp_flags) {
-                answered(st.backend_id);
+                answered(st.backend_id, now);
             }
             st.flags = passive::answered_flags(st.flags, false);
             false
@@ -85,6 +99,12 @@ pub fn on_reply(st: &mut FlowState, tcp_flags: u8, vip_redispatch: bool, now: u6
             failed(st.backend_id, true, now);
             let drop = passive::redispatches(st.flags, vip_redispatch);
             st.flags = passive::answered_flags(st.flags, drop);
+            if drop {
+                // Not translated, so not counted with the replies.
+                if let Some(c) = VIP_STATS.get_ptr_mut(st.vip_id) {
+                    unsafe { (*c).target_resets += 1 };
+                }
+            }
             drop
         }
     }

@@ -483,7 +483,6 @@ fn import(a: ImportArgs) -> Result<()> {
             a.out.display()
         );
     }
-    std::fs::write(&a.out, &out.toml).with_context(|| format!("writing {}", a.out.display()))?;
     let dir = a.state_dir.unwrap_or_else(|| {
         a.out
             .parent()
@@ -491,6 +490,13 @@ fn import(a: ImportArgs) -> Result<()> {
             .unwrap_or(Path::new("."))
             .to_path_buf()
     });
+    if dir.join(control::registry::STATE_FILE).exists() {
+        anyhow::bail!(
+            "{} exists: not overwritten (it may hold a running daemon's registered targets; choose another --state-dir)",
+            dir.join(control::registry::STATE_FILE).display()
+        );
+    }
+    std::fs::write(&a.out, &out.toml).with_context(|| format!("writing {}", a.out.display()))?;
     let n: usize = out.targets.values().map(Vec::len).sum();
     let reg = control::registry::Registry {
         target_groups: out.targets,

@@ -143,6 +143,18 @@ fn refused_first_syn_is_dropped_and_the_retry_goes_elsewhere() {
         assert_ne!(flow_flags(&env, &s) & FLOW_F_REFUSED, 0);
         let h = env.dp.passive(id).expect("XDP has passive health");
         assert_eq!((h.refused, h.streak), (1, 1));
+        let vip_id = env
+            .model
+            .vips
+            .iter()
+            .find(|v| v.listener == if v6 { "nat6" } else { "nat4" } && v.key.proto == 6)
+            .unwrap()
+            .vip_id;
+        let vc = env.dp.counters(lb_userspace::dataplane::Stats::Vip, vip_id);
+        assert_eq!(
+            vc.target_resets, 1,
+            "a dropped refusal is still a target's reset"
+        );
 
         // The client retransmits its SYN: picked again, not on `t`.
         let (a, out) = run(&mut env, &s);
@@ -264,6 +276,29 @@ fn an_established_flows_rst_passes() {
     assert_eq!((h.answered, h.refused), (1, 0));
 }
 
+/// A flow whose SYN-ACK came back through another gateway: the client's
+/// ACK ends its opening, so a later RST of the target is not a refusal.
+#[test]
+fn the_clients_ack_ends_the_opening() {
+    let mut env = env();
+    let s = syn(false, 43100, "10.100.0.1");
+    let (t, tport) = expected_target(&env, &s);
+    run(&mut env, &s);
+    let mut ack = s.clone();
+    ack.l4 = tests::packet::ACK;
+    run(&mut env, &ack);
+    let (a, _) = run(
+        &mut env,
+        &from_target(&t, tport, "10.0.0.2", 43100, RST_ACK),
+    );
+    assert_eq!(
+        action_name(a),
+        "XDP_REDIRECT",
+        "an established flow's RST passes"
+    );
+    assert_eq!(env.dp.passive(env.backend_id(&t)).unwrap().refused, 0);
+}
+
 /// A SYN retransmitted without an answer counts against its target and,
 /// with redispatch, goes to another one; without, it stays.
 #[test]
@@ -283,6 +318,36 @@ fn unanswered_syn_retry_counts_and_moves() {
     assert_eq!(action_name(a), "XDP_REDIRECT");
     assert_ne!(dst_of(&out).to_string(), t, "the retry moved");
     assert_eq!(env.dp.passive(id).unwrap().unanswered, 1);
+    // The old target's late SYN-ACK must not reach the client: it would
+    // take it, then send its ACK to the new target.
+    let tport = 8080;
+    let before = env.reasons()[Reason::SynRedispatch as usize];
+    let (a, _) = run(
+        &mut env,
+        &from_target(&t, tport, "10.0.0.2", 44000, SYN_ACK),
+    );
+    assert_eq!(
+        action_name(a),
+        "XDP_DROP",
+        "a moved flow's old target answering late"
+    );
+    assert_eq!(env.reasons()[Reason::SynRedispatch as usize], before + 1);
+
+    // A target that answers other flows meanwhile is not failing: a
+    // client resending its SYN (e.g. one the target dropped for a bad
+    // checksum) does not count against it.
+    let others = ports_to(&env, false, "10.100.0.1", &t, 2);
+    let (slow, fast) = (others[0], others[1]);
+    run(&mut env, &syn(false, slow, "10.100.0.1"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    run(&mut env, &syn(false, fast, "10.100.0.1"));
+    run(&mut env, &from_target(&t, tport, "10.0.0.2", fast, SYN_ACK));
+    run(&mut env, &syn(false, slow, "10.100.0.1"));
+    assert_eq!(
+        env.dp.passive(id).unwrap().unanswered,
+        1,
+        "answered since: not counted"
+    );
 
     let cfg = CONFIG.replace(
         "[[target_group]]\nname = \"nat4\"\n",
@@ -326,4 +391,10 @@ fn snat_refusal_is_dropped_and_the_retry_goes_elsewhere() {
     assert_eq!(env.dp.passive(id_of(&env, &t, 9090)).unwrap().refused, 1);
     let (_, out) = run(&mut env, &s);
     assert_ne!(dst_of(&out).to_string(), t);
+    // The old target answering late, through the old port: dropped.
+    let (a, _) = run(
+        &mut env,
+        &from_target(&t, 9090, "10.1.0.1", gw_port, SYN_ACK),
+    );
+    assert_eq!(action_name(a), "XDP_DROP");
 }

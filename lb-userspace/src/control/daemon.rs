@@ -148,10 +148,19 @@ impl Daemon {
 
     /// The file's config with the registered targets (what cannot be
     /// placed is logged).
+    /// A merge that does not validate (the file changed under runtime
+    /// settings while the daemon was down) serves the file alone, loudly;
+    /// the state file keeps them.
     fn merged(&self) -> Config {
         let (cfg, warnings) = self.registry.merged(&self.file_cfg);
         for w in warnings {
             warn!("{w}");
+        }
+        if let Some(e) = cfg.validate().into_iter().next() {
+            error!(
+                "the targets and attributes set at runtime do not fit the config file ({e}): serving the file's config alone; fix the file or the runtime settings (lb targets, lb attributes)"
+            );
+            return self.file_cfg.clone();
         }
         cfg
     }
@@ -349,7 +358,11 @@ impl Daemon {
                 return;
             };
             if let Some(prev) = self.passive_seen.get(&id) {
-                if now.trips > prev.trips {
+                // Fewer than before: the id's counts were reset (a new
+                // target took it); nothing tripped.
+                if now.trips > prev.trips
+                    && now.refused + now.unanswered >= prev.refused + prev.unanswered
+                {
                     let why = crate::health::passive::describe(prev, &now);
                     msgs.extend(self.targets.on_passive(id, why));
                 }
@@ -421,6 +434,14 @@ impl Daemon {
         })?;
         let kept = file.gateway.keep_restart_only(&self.cfg.gateway);
         let (new, placed) = self.registry.merged(&file);
+        if let Some(e) = new.validate().into_iter().next() {
+            return Err((
+                Failure::Refused,
+                format!(
+                    "with the targets and attributes set at runtime, the new config is invalid: {e} (lb targets deregister / lb attributes reset, or change the file)"
+                ),
+            ));
+        }
         let kept = if kept.is_empty() {
             String::new()
         } else {

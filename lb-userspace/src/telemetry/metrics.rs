@@ -70,6 +70,13 @@ fn gauge(r: &mut Registry, name: &str, help: &str, rows: impl IntoIterator<Item 
     r.register(name, help, f);
 }
 
+/// A gauge without labels (a family would write `name{} v`).
+fn gauge_one(r: &mut Registry, name: &str, help: &str, v: i64) {
+    let g = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+    g.set(v);
+    r.register(name, help, g);
+}
+
 fn gauge_f(
     r: &mut Registry,
     name: &str,
@@ -278,11 +285,11 @@ fn groups(v: &View, r: &mut Registry) {
 }
 
 fn data_plane(v: &View, r: &mut Registry) {
-    gauge(
+    gauge_one(
         r,
         "lb_active_flows",
         "Live flows (CloudWatch ActiveFlowCount).",
-        [(Labels::new(), v.flows.total as i64)],
+        v.flows.total as i64,
     );
     if let Some(reasons) = v.planes.reasons() {
         counter(
@@ -295,11 +302,11 @@ fn data_plane(v: &View, r: &mut Registry) {
                 .map(|(reason, n)| (l(&[("reason", reason.name().to_string())]), n)),
         );
     }
-    gauge(
+    gauge_one(
         r,
         "lb_map_memory_bytes",
         "BPF map memory the config sizes (approximate).",
-        [(Labels::new(), v.planes.memory().unwrap_or(0) as i64)],
+        v.planes.memory().unwrap_or(0) as i64,
     );
     counter(
         r,
@@ -376,5 +383,10 @@ mod tests {
             "{out}"
         );
         assert!(out.ends_with("# EOF\n"), "{out}");
+        let mut r = Registry::default();
+        super::gauge_one(&mut r, "lb_y", "help", 7);
+        let mut out = String::new();
+        encode(&mut out, &r).unwrap();
+        assert!(out.contains("\nlb_y 7\n"), "no labels, no braces: {out}");
     }
 }

@@ -23,7 +23,7 @@ impl HealthMmap {
     }
 
     fn at(&self, id: u32) -> Option<*mut BackendHealth> {
-        // 72-byte values: a multiple of the 8-byte slot, so packed.
+        // 80-byte values: a multiple of the 8-byte slot, so packed.
         (id < self.entries)
             .then(|| unsafe { (self.mem.ptr as *mut BackendHealth).add(id as usize) })
     }
@@ -34,10 +34,14 @@ impl HealthMmap {
             .unwrap_or_default()
     }
 
-    /// The active checks passed again: new flows may go to it.
+    /// The active checks passed again: new flows may go to it, and its
+    /// failures count from zero (out of the rings, no SYN-ACK reset them).
     pub fn clear_suspect(&mut self, id: u32) {
         if let Some(p) = self.at(id) {
-            unsafe { std::ptr::write_volatile(&mut (*p).suspect_until_ns, 0) };
+            unsafe {
+                std::ptr::write_volatile(&mut (*p).streak, 0);
+                std::ptr::write_volatile(&mut (*p).suspect_until_ns, 0);
+            }
         }
     }
 

@@ -48,7 +48,7 @@ impl Sizes {
         let ct = self.conntrack as u64 * (40 + 24 + 64);
         let snat = self.snat as u64 * (40 + 48 + 64);
         let passthrough = self.passthrough as u64 * (40 + 8 + 64);
-        let backends = (self.max_targets as u64 + 1) * (32 + 72);
+        let backends = (self.max_targets as u64 + 1) * (32 + 80);
         let stats = (self.max_vips as u64 + self.max_targets as u64 + 1) * 56 * cpus;
         ring + ct + snat + passthrough + backends + stats
     }
