@@ -134,6 +134,19 @@ impl Daemon {
         self.keep_pins = true;
     }
 
+    /// SIGTERM, as `systemctl restart` stops it: the daemon exits and XDP
+    /// keeps forwarding from the pins, which stay for the next start.
+    pub fn sigterm(mut self) {
+        self.signal(libc::SIGTERM);
+        if !wait_until(Duration::from_secs(5), || {
+            self.child.try_wait().ok().flatten().is_some()
+        }) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        self.keep_pins = true;
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -99,6 +99,9 @@ fn registered_targets_serve_drain_and_persist() {
     let sock = format!("/run/{}.sock", topo.gw.name);
     assert!(!e2e::spread(&topo, &d, vip(), 60).contains_key("b3"));
 
+    // Connection: close load throughout (10 s at one per 10 ms): no
+    // registration, restart, reload or drain below may fail one.
+    let load = tests::load::start(&topo.client.name, vip(), 1000, Duration::from_millis(10), 8);
     // Registered: initial, checked, then in the rings.
     let t0 = Instant::now();
     let (ok, out) = lb(
@@ -149,11 +152,7 @@ fn registered_targets_serve_drain_and_persist() {
         d.log_text()
     );
     assert_eq!(state_of(&sock, "10.1.3.2").unwrap().1, "registered");
-    d.signal(libc::SIGTERM);
-    assert!(wait_until(Duration::from_secs(5), || d
-        .log_text()
-        .contains("SIGTERM")));
-    drop(d);
+    d.sigterm();
     let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("restart after SIGTERM");
     d.reload(&cfg).unwrap();
     assert!(
@@ -199,6 +198,20 @@ fn registered_targets_serve_drain_and_persist() {
     // The state file no longer has it: a restart does not bring it back.
     let saved = std::fs::read_to_string(dir.0.join("state/targets.json")).unwrap();
     assert!(!saved.contains("10.1.3.2"), "{saved}");
+
+    let attempts = load.join();
+    let failed: Vec<_> = attempts.iter().filter(|a| a.result.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} connections failed meanwhile: {:?}",
+        failed.len(),
+        attempts.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        attempts.iter().any(|a| a.result.as_deref() == Ok("b3")),
+        "the load reached the registered target"
+    );
 
     // 100 in one call, and out again in one call.
     let many: Vec<String> = (100..200)
