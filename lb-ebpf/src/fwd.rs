@@ -77,13 +77,16 @@ fn port_bits(port_be: u16) -> u8 {
 }
 
 #[inline(always)]
-fn bump(c: Option<*mut Counters>, bytes: u16, new_flow: bool) {
+fn bump(c: Option<*mut Counters>, bytes: u16, new_flow: bool, client_reset: bool) {
     if let Some(c) = c {
         let c = unsafe { &mut *c };
         c.packets += 1;
         c.bytes += bytes as u64;
         if new_flow {
             c.new_flows += 1;
+        }
+        if client_reset {
+            c.client_resets += 1;
         }
     }
 }
@@ -139,6 +142,20 @@ fn snat_val(pkt: &Pkt, vip_id: u32) -> SnatVal {
         vip_port: pkt.dport,
         vip_id,
         gen: 0,
+    }
+}
+
+/// The client's flow (its conntrack key) that a `SNAT` entry was made for.
+#[inline(always)]
+fn snat_flow(v: &SnatVal, proto: u8, family: u8) -> FlowKey {
+    FlowKey {
+        src: v.client_addr,
+        dst: v.vip_addr,
+        sport: v.client_port,
+        dport: v.vip_port,
+        proto,
+        family,
+        _pad: [0; 2],
     }
 }
 
@@ -310,13 +327,19 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
             return Err(Reason::MapError);
         }
     }
-    bump(VIP_STATS.get_ptr_mut(meta.vip_id), pkt.ip_len, new_flow);
-    if pkt.proto == PROTO_TCP && pkt.tcp_flags & lb_common::flow::TCP_RST != 0 {
-        if let Some(c) = VIP_STATS.get_ptr_mut(meta.vip_id) {
-            unsafe { (*c).client_resets += 1 };
-        }
-    }
-    bump(BACKEND_STATS.get_ptr_mut(backend_id), pkt.ip_len, new_flow);
+    let rst = pkt.proto == PROTO_TCP && pkt.tcp_flags & lb_common::flow::TCP_RST != 0;
+    bump(
+        VIP_STATS.get_ptr_mut(meta.vip_id),
+        pkt.ip_len,
+        new_flow,
+        rst,
+    );
+    bump(
+        BACKEND_STATS.get_ptr_mut(backend_id),
+        pkt.ip_len,
+        new_flow,
+        false,
+    );
     let (src, sport) = if snat {
         (meta.snat_addr, snat_port)
     } else {
@@ -363,16 +386,7 @@ fn alloc_snat_port(pkt: &Pkt, meta: &VipMeta, b: &Backend, g: &Globals, now: u64
         };
         let gen_ptr = unsafe { core::ptr::addr_of_mut!((*old).gen) };
         let gen = unsafe { core::ptr::read_volatile(gen_ptr) };
-        let o = unsafe { &*old };
-        sc.flow = FlowKey {
-            src: o.client_addr,
-            dst: o.vip_addr,
-            sport: o.client_port,
-            dport: o.vip_port,
-            proto: pkt.proto,
-            family: pkt.family,
-            _pad: [0; 2],
-        };
+        sc.flow = snat_flow(unsafe { &*old }, pkt.proto, pkt.family);
         let held = unsafe { CONNTRACK.get(&sc.flow) }.is_some_and(|s| {
             s.snat_port == port
                 && flow::live(g, pkt.proto, s.flags, now.wrapping_sub(s.last_seen_ns))
@@ -604,7 +618,7 @@ fn to_client(
         None
     };
     if let Some(sv) = sv {
-        if snat_opening_refused(pkt, sv, g, now) {
+        if snat_opening_drop(pkt, sv, g, now) {
             count(Reason::SynRedispatch);
             return Ok(xdp_action::XDP_DROP);
         }
@@ -663,10 +677,10 @@ fn to_client(
 
 /// A `snat` reply that may answer a flow's first SYN (SYN or RST set):
 /// passive health, as `nat_reply` does for `nat`. Its flow is looked up in
-/// conntrack only then, so other replies pay nothing. True: a refusal to
-/// drop (redispatch).
+/// conntrack only then, so other replies pay nothing. True: drop it (a
+/// refusal to redispatch, or a moved flow's old target answering late).
 #[inline(always)]
-fn snat_opening_refused(pkt: &Pkt, sv: &SnatVal, g: &Globals, now: u64) -> bool {
+fn snat_opening_drop(pkt: &Pkt, sv: &SnatVal, g: &Globals, now: u64) -> bool {
     use lb_common::flow::{TCP_RST, TCP_SYN};
     if pkt.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_RST) == 0 {
         return false;
@@ -675,15 +689,7 @@ fn snat_opening_refused(pkt: &Pkt, sv: &SnatVal, g: &Globals, now: u64) -> bool 
         return false;
     };
     let sc = unsafe { &mut *sc };
-    sc.flow = FlowKey {
-        src: sv.client_addr,
-        dst: sv.vip_addr,
-        sport: sv.client_port,
-        dport: sv.vip_port,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    };
+    sc.flow = snat_flow(sv, pkt.proto, pkt.family);
     let Some(st) = CONNTRACK.get_ptr_mut(&sc.flow) else {
         return false;
     };

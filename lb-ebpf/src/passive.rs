@@ -45,12 +45,11 @@ pub fn answered(id: u32, now: u64) {
 /// failure, unless the target answered other flows meanwhile.
 #[inline(always)]
 pub fn unanswered(id: u32, previous_syn_ns: u64, now: u64) {
-    let answered_since = entry(id).is_some_and(|h| {
-        let last = unsafe { core::ptr::read_volatile(&(*h).last_answer_ns) };
-        !passive::counts_unanswered(last, previous_syn_ns)
-    });
-    if !answered_since {
-        failed(id, false, now);
+    let Some(h) = entry(id) else { return };
+    let h = unsafe { &mut *h };
+    let last = unsafe { core::ptr::read_volatile(&h.last_answer_ns) };
+    if passive::counts_unanswered(last, previous_syn_ns) {
+        fail(h, id, false, now);
     }
 }
 
@@ -58,8 +57,13 @@ pub fn unanswered(id: u32, previous_syn_ns: u64, now: u64) {
 /// target when the streak reaches its threshold.
 #[inline(always)]
 pub fn failed(id: u32, refused: bool, now: u64) {
-    let Some(h) = entry(id) else { return };
-    let h = unsafe { &mut *h };
+    if let Some(h) = entry(id) {
+        fail(unsafe { &mut *h }, id, refused, now);
+    }
+}
+
+#[inline(always)]
+fn fail(h: &mut BackendHealth, id: u32, refused: bool, now: u64) {
     add(if refused {
         &mut h.refused
     } else {

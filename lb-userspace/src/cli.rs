@@ -522,43 +522,51 @@ fn targets(cmd: TargetsCmd) -> Result<()> {
             .map(|t| parse_target(t).map_err(anyhow::Error::msg))
             .collect()
     };
+    // A registration or deregistration, and what to say when done.
+    let change =
+        |at: &DaemonArgs, group: &str, targets: &[String], action: &str, said: [&str; 3]| {
+            let ts = parse(targets)?;
+            let body = serde_json::json!({ "TargetGroupArn": group, "Targets": ts });
+            api(at, action, body)?;
+            let [verb, prep, tail] = said;
+            let n = ts.len();
+            println!(
+                "{verb} {n} target(s) {prep} {group}: {}; {tail}",
+                targets.join(", ")
+            );
+            Ok(())
+        };
     match cmd {
         TargetsCmd::Register {
             at,
             target_group,
             targets,
-        } => {
-            let ts = parse(&targets)?;
-            api(
-                &at,
-                "RegisterTargets",
-                serde_json::json!({ "TargetGroupArn": target_group, "Targets": ts }),
-            )?;
-            println!(
-                "registered {} target(s) in {target_group}: {}; each takes new flows once its health checks pass (lb targets describe)",
-                ts.len(),
-                targets.join(", ")
-            );
-            Ok(())
-        }
+        } => change(
+            &at,
+            &target_group,
+            &targets,
+            "RegisterTargets",
+            [
+                "registered",
+                "in",
+                "each takes new flows once its health checks pass (lb targets describe)",
+            ],
+        ),
         TargetsCmd::Deregister {
             at,
             target_group,
             targets,
-        } => {
-            let ts = parse(&targets)?;
-            api(
-                &at,
-                "DeregisterTargets",
-                serde_json::json!({ "TargetGroupArn": target_group, "Targets": ts }),
-            )?;
-            println!(
-                "deregistered {} target(s) from {target_group}: {}; they drain for its deregistration_delay",
-                ts.len(),
-                targets.join(", ")
-            );
-            Ok(())
-        }
+        } => change(
+            &at,
+            &target_group,
+            &targets,
+            "DeregisterTargets",
+            [
+                "deregistered",
+                "from",
+                "they drain for its deregistration_delay",
+            ],
+        ),
         TargetsCmd::Describe {
             at,
             target_group,

@@ -445,3 +445,48 @@ pub fn have(bin: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// One POST to the daemon's admin socket, as `curl --unix-socket` sends
+/// it: (HTTP status, JSON body or null).
+pub fn admin_post(sock: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let json = out.split_once("\r\n\r\n").unwrap().1;
+    (
+        status,
+        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Starts HAProxy in `ns` with config `text` (written to `conf`), and
+/// waits until it listens on `addr` (as `ss -ltn` shows it).
+pub fn start_haproxy(
+    ns: &Netns,
+    conf: &Path,
+    text: &str,
+    addr: &str,
+) -> Result<std::process::Child> {
+    std::fs::write(conf, text)?;
+    let child = ns
+        .command(&["haproxy", "-db", "-f", conf.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    if !wait_until(Duration::from_secs(10), || {
+        ns.exec(&["ss", "-ltn"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{addr} ")))
+            .unwrap_or(false)
+    }) {
+        bail!("haproxy did not start");
+    }
+    Ok(child)
+}

@@ -21,7 +21,7 @@ use crate::{
     netns::{veth, Netns},
     packet::{Spec, L4},
 };
-use lb_common::select::{flow_key_hash, pick};
+use lb_common::select::{flow_key_hash, pick_avoiding};
 use lb_userspace::model::addr_words;
 
 pub const XDP_ABORTED: u32 = 0;
@@ -448,6 +448,15 @@ pub fn proto(l4: L4) -> u8 {
 
 /// The target the ring names for a packet (what the program must pick).
 pub fn expected_target(env: &Env, p: &Spec) -> (String, u16) {
+    let id = ring_pick(env, p, &|_| false);
+    let b = &env.model.backends[&id];
+    (b.key.address.to_string(), b.key.port)
+}
+
+/// The backend id the program must pick for a new flow of `p` when the
+/// targets `avoid` names are passed over (`select::pick_avoiding`, as the
+/// program's suspect marks and retries use it).
+pub fn ring_pick(env: &Env, p: &Spec, avoid: &dyn Fn(u32) -> bool) -> u32 {
     let (src, _) = addr_words(p.src);
     let (dst, _) = addr_words(p.dst);
     let vip = env
@@ -466,16 +475,16 @@ pub fn expected_target(env: &Env, p: &Spec) -> (String, u16) {
     );
     let unhealthy = env.unhealthy.clone();
     let (zone, all) = env.model.rings(vip, &|id| !unhealthy.contains_key(&id));
-    let id = pick(
+    let (id, _) = pick_avoiding(
         vip.flags,
         env.model.globals.ring_size,
         h,
         |i| zone[i as usize],
         |i| all[i as usize],
+        avoid,
     );
     assert_ne!(id, 0, "ring is empty");
-    let b = &env.model.backends[&id];
-    (b.key.address.to_string(), b.key.port)
+    id
 }
 
 pub fn last_byte(addr: &str) -> u8 {

@@ -3,36 +3,12 @@
 //! that serve them, and `explain` names the same target for each.
 //! Root only; serial; bounded.
 
-use std::{
-    collections::HashMap,
-    io::{Read, Write},
-    net::SocketAddr,
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use tests::{
     e2e::{self, Conn, Daemon, TempDir, FAST_HC},
     topo::VIP_V4,
 };
-
-fn api(sock: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: lb\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let json = out.split_once("\r\n\r\n").unwrap().1;
-    (
-        status,
-        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
-    )
-}
 
 #[test]
 fn flows_and_explain_agree_with_the_data_path() {
@@ -50,7 +26,7 @@ fn flows_and_explain_agree_with_the_data_path() {
         let _in = topo.client.enter().unwrap();
         (0..100).map(|_| Conn::open(vip).unwrap()).collect()
     };
-    let (st, v) = api(
+    let (st, v) = e2e::admin_post(
         &sock,
         "/v1/flows",
         r#"{"Client":"10.0.0.2","Vip":"10.100.0.1:80"}"#,
@@ -76,7 +52,7 @@ fn flows_and_explain_agree_with_the_data_path() {
             "lb flows for {client}"
         );
         let body = format!(r#"{{"Client":"{client}","Vip":"{vip}","Protocol":"tcp"}}"#);
-        let (st, e) = api(&sock, "/v1/explain", &body);
+        let (st, e) = e2e::admin_post(&sock, "/v1/explain", &body);
         assert_eq!(st, 200, "{e}");
         assert_eq!(
             e["Target"].as_str(),
@@ -97,7 +73,7 @@ fn flows_and_explain_agree_with_the_data_path() {
         "{text}"
     );
     assert!(text.contains("cross_zone: the all-zones ring"), "{text}");
-    let (st, e) = api(
+    let (st, e) = e2e::admin_post(
         &sock,
         "/v1/explain",
         r#"{"Client":"10.0.0.2:1","Vip":"10.100.0.1:81","Protocol":"tcp"}"#,

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use lb_common::{select::pick_avoiding, FlowKey, Reason, FLOW_F_CLOSING, FLOW_F_REFUSED};
+use lb_common::{FlowKey, Reason, FLOW_F_CLOSING, FLOW_F_REFUSED};
 use lb_userspace::{dataplane::Dataplane as _, model::addr_words};
 use tests::{
     fixture::*,
@@ -52,31 +52,6 @@ fn ports_to(env: &Env, v6: bool, vip: &str, target: &str, n: usize) -> Vec<u16> 
         .filter(|&p| expected_target(env, &syn(v6, p, vip)).0 == target)
         .take(n)
         .collect()
-}
-
-/// The target the program must pick for `p` when `avoid` ids are passed
-/// over (the same `pick_avoiding` the proxy uses).
-fn pick_avoiding_id(env: &Env, p: &Spec, avoid: &dyn Fn(u32) -> bool) -> u32 {
-    let (src, _) = addr_words(p.src);
-    let (dst, _) = addr_words(p.dst);
-    let vip = env
-        .model
-        .vips
-        .iter()
-        .find(|v| v.key.addr == dst && v.key.proto == 6 && v.key.port == p.dport.to_be())
-        .expect("a VIP");
-    let h =
-        lb_common::select::flow_key_hash(vip.flags, &src, &dst, p.sport.to_be(), 80u16.to_be(), 6);
-    let (zone, all) = env.model.rings(vip, &|_| true);
-    pick_avoiding(
-        vip.flags,
-        env.model.globals.ring_size,
-        h,
-        |i| zone[i as usize],
-        |i| all[i as usize],
-        avoid,
-    )
-    .0
 }
 
 /// The backend id of target `addr:port` (an address may serve groups on
@@ -164,7 +139,7 @@ fn refused_first_syn_is_dropped_and_the_retry_goes_elsewhere() {
             moved_to, t,
             "the retry must avoid the target that refused it"
         );
-        let want = pick_avoiding_id(&env, &s, &|b| b == id);
+        let want = ring_pick(&env, &s, &|b| b == id);
         assert_eq!(
             env.backend_id(&moved_to),
             want,
@@ -215,7 +190,7 @@ fn refusals_in_a_row_make_the_target_suspect_for_new_flows() {
         assert_eq!(action_name(a), "XDP_REDIRECT");
         let got = env.backend_id(&dst_of(&out).to_string());
         assert_ne!(got, id, "port {p}: a new flow went to the suspect target");
-        assert_eq!(got, pick_avoiding_id(&env, &s, &|b| b == id));
+        assert_eq!(got, ring_pick(&env, &s, &|b| b == id));
     }
     // An answer from another target does not clear the mark, nor does one
     // more failure trip it twice.

@@ -6,7 +6,6 @@
 //! Root only; serial; bounded.
 
 use std::{
-    io::{Read, Write},
     net::SocketAddr,
     path::Path,
     time::{Duration, Instant},
@@ -49,28 +48,8 @@ fn lb(d: &Daemon, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// One HTTP request on the admin socket, as `curl --unix-socket` sends it.
-fn http(sock: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let json = out.split_once("\r\n\r\n").unwrap().1;
-    (
-        status,
-        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
-    )
-}
-
 fn describe(sock: &str) -> Vec<serde_json::Value> {
-    let (st, v) = http(
+    let (st, v) = e2e::admin_post(
         sock,
         "/v1/DescribeTargetHealth",
         r#"{"TargetGroupArn":"tg4"}"#,
@@ -222,7 +201,7 @@ fn registered_targets_serve_drain_and_persist() {
         many.join(",")
     );
     let t = Instant::now();
-    let (st, v) = http(&sock, "/v1/RegisterTargets", &body);
+    let (st, v) = e2e::admin_post(&sock, "/v1/RegisterTargets", &body);
     eprintln!("100 targets registered in one call: {:?}", t.elapsed());
     assert_eq!((st, v), (200, serde_json::json!({})));
     assert_eq!(describe(&sock).len(), 2 + 100);
@@ -230,7 +209,7 @@ fn registered_targets_serve_drain_and_persist() {
         e2e::spread(&topo, &d, vip(), 30).len() == 2,
         "the new ones are not healthy: no flows"
     );
-    let (st, _) = http(&sock, "/v1/DeregisterTargets", &body);
+    let (st, _) = e2e::admin_post(&sock, "/v1/DeregisterTargets", &body);
     assert_eq!(st, 200);
     assert_eq!(
         describe(&sock)
@@ -249,7 +228,7 @@ fn bad_requests_get_elbv2_errors_and_change_nothing() {
     let dir = TempDir::new("register-bad");
     let d = Daemon::start(&topo.gw, &dir.0, &config(&topo, &dir.0)).expect("lb run");
     let sock = format!("/run/{}.sock", topo.gw.name);
-    let (st, _) = http(
+    let (st, _) = e2e::admin_post(
         &sock,
         "/v1/RegisterTargets",
         r#"{"TargetGroupArn":"tg4","Targets":[{"Id":"10.1.3.2","Port":8080}]}"#,
@@ -284,7 +263,7 @@ fn bad_requests_get_elbv2_errors_and_change_nothing() {
             "Targetz",
         ),
     ] {
-        let (st, v) = http(&sock, "/v1/RegisterTargets", body);
+        let (st, v) = e2e::admin_post(&sock, "/v1/RegisterTargets", body);
         assert_eq!(st, 400, "{body}: {v}");
         assert_eq!(v["Error"]["Code"], code, "{body}: {v}");
         assert!(
@@ -292,7 +271,7 @@ fn bad_requests_get_elbv2_errors_and_change_nothing() {
             "{body}: {v}"
         );
     }
-    let (st, v) = http(
+    let (st, v) = e2e::admin_post(
         &sock,
         "/v1/DeregisterTargets",
         r#"{"TargetGroupArn":"tg4","Targets":[{"Id":"10.1.1.2","Port":8080}]}"#,
@@ -337,7 +316,7 @@ fn bad_requests_get_elbv2_errors_and_change_nothing() {
 }
 
 fn attr(sock: &str, key: &str) -> (String, bool) {
-    let (st, v) = http(
+    let (st, v) = e2e::admin_post(
         sock,
         "/v1/DescribeTargetGroupAttributes",
         r#"{"TargetGroupArn":"tg4"}"#,
@@ -372,7 +351,7 @@ fn attributes_modified_at_runtime_apply_and_persist() {
         "b1 and b2 share flows"
     );
     let set = r#"{"TargetGroupArn":"tg4","Attributes":[{"Key":"stickiness.enabled","Value":"true"},{"Key":"stickiness.type","Value":"source_ip"}]}"#;
-    let (st, v) = http(&sock, "/v1/ModifyTargetGroupAttributes", set);
+    let (st, v) = e2e::admin_post(&sock, "/v1/ModifyTargetGroupAttributes", set);
     assert_eq!(st, 200, "{v}");
     assert_eq!(attr(&sock, "stickiness.enabled"), ("true".into(), true));
     assert_eq!(
@@ -401,14 +380,14 @@ fn attributes_modified_at_runtime_apply_and_persist() {
         r#"{"TargetGroupArn":"tg4","Attributes":[{"Key":"deregistration_delay.timeout_seconds","Value":"soon"}]}"#,
         r#"{"TargetGroupArn":"tg4","Attributes":[{"Key":"health_check.healthy_threshold_count","Value":"50"}]}"#,
     ] {
-        let (st, v) = http(&sock, "/v1/ModifyTargetGroupAttributes", body);
+        let (st, v) = e2e::admin_post(&sock, "/v1/ModifyTargetGroupAttributes", body);
         assert_eq!(
             (st, v["Error"]["Code"].as_str()),
             (400, Some("InvalidConfigurationRequest")),
             "{body}: {v}"
         );
     }
-    let (st, v) = http(
+    let (st, v) = e2e::admin_post(
         &sock,
         "/v1/ResetTargetGroupAttributes",
         r#"{"TargetGroupArn":"tg4","Attributes":[{"Key":"stickiness.enabled"}]}"#,

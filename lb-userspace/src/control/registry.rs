@@ -147,11 +147,17 @@ impl Registry {
         if over.is_empty() {
             next.attributes.remove(group);
         }
-        let (merged, _) = next.merged(file);
-        if let Some(e) = merged.validate().into_iter().next() {
-            return Err(ApiError::new("InvalidConfigurationRequest", e.to_string()));
+        next.valid_with(file, "InvalidConfigurationRequest")
+    }
+
+    /// This registry, if the config with it validates; else the first
+    /// error, as `code`.
+    fn valid_with(self, file: &Config, code: &str) -> Result<Registry, ApiError> {
+        let (merged, _) = self.merged(file);
+        match merged.validate().into_iter().next() {
+            Some(e) => Err(ApiError::new(code, e.to_string())),
+            None => Ok(self),
         }
-        Ok(next)
     }
 
     /// This registry with `targets` registered in `arn`'s group; already
@@ -175,11 +181,7 @@ impl Registry {
                 list.push(t);
             }
         }
-        let (merged, _) = next.merged(file);
-        if let Some(e) = merged.validate().into_iter().next() {
-            return Err(ApiError::new("ValidationError", e.to_string()));
-        }
-        Ok(next)
+        next.valid_with(file, "ValidationError")
     }
 
     /// This registry without `targets`; each must be registered here.

@@ -13,7 +13,7 @@ use axum::{
     extract::{Query, State},
     http::{header, StatusCode},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, MethodRouter},
     Router,
 };
 use hyper_util::{
@@ -27,10 +27,7 @@ use tokio::{
     sync::{mpsc, oneshot, Semaphore},
 };
 
-use super::elbv2::{
-    ApiError, AttributesRequest, Call, DescribeRequest, ExplainRequest, FlowsRequest,
-    TargetsRequest,
-};
+use super::elbv2::{ApiError, Call, DescribeRequest, FlowsRequest};
 
 /// Clients served at once by each endpoint; more are closed at once.
 const MAX_CLIENTS: usize = 16;
@@ -279,14 +276,26 @@ fn admin_router(tx: mpsc::Sender<AdminReq>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/reload", post(reload))
-        .route("/v1/RegisterTargets", post(register))
-        .route("/v1/DeregisterTargets", post(deregister))
-        .route("/v1/DescribeTargetHealth", post(describe))
-        .route("/v1/ModifyTargetGroupAttributes", post(modify_attributes))
-        .route("/v1/DescribeTargetGroupAttributes", post(describe_attributes))
-        .route("/v1/ResetTargetGroupAttributes", post(reset_attributes))
-        .route("/v1/flows", post(flows))
-        .route("/v1/explain", post(explain))
+        .route("/v1/RegisterTargets", api_post(Call::Register, None))
+        .route("/v1/DeregisterTargets", api_post(Call::Deregister, None))
+        .route(
+            "/v1/DescribeTargetHealth",
+            api_post(Call::Describe, Some(DescribeRequest::default)),
+        )
+        .route(
+            "/v1/ModifyTargetGroupAttributes",
+            api_post(Call::ModifyAttributes, None),
+        )
+        .route(
+            "/v1/DescribeTargetGroupAttributes",
+            api_post(Call::DescribeAttributes, None),
+        )
+        .route(
+            "/v1/ResetTargetGroupAttributes",
+            api_post(Call::ResetAttributes, None),
+        )
+        .route("/v1/flows", api_post(Call::Flows, Some(FlowsRequest::default)))
+        .route("/v1/explain", api_post(Call::Explain, None))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -367,68 +376,27 @@ async fn call(tx: &mpsc::Sender<AdminReq>, call: Call) -> Response {
     }
 }
 
-async fn register(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
-    match parse::<TargetsRequest>(&body) {
-        Ok(r) => call(&tx, Call::Register(r)).await,
-        Err(resp) => *resp,
-    }
-}
-
-async fn deregister(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
-    match parse::<TargetsRequest>(&body) {
-        Ok(r) => call(&tx, Call::Deregister(r)).await,
-        Err(resp) => *resp,
-    }
-}
-
-async fn modify_attributes(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
-    match parse::<AttributesRequest>(&body) {
-        Ok(r) => call(&tx, Call::ModifyAttributes(r)).await,
-        Err(resp) => *resp,
-    }
-}
-
-async fn reset_attributes(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
-    match parse::<AttributesRequest>(&body) {
-        Ok(r) => call(&tx, Call::ResetAttributes(r)).await,
-        Err(resp) => *resp,
-    }
-}
-
-async fn describe_attributes(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
-    match parse::<AttributesRequest>(&body) {
-        Ok(r) => call(&tx, Call::DescribeAttributes(r)).await,
-        Err(resp) => *resp,
-    }
-}
-
-async fn flows(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
-    let r = match body.is_empty() {
-        true => Ok(FlowsRequest::default()),
-        false => parse::<FlowsRequest>(&body),
-    };
-    match r {
-        Ok(r) => call(&tx, Call::Flows(r)).await,
-        Err(resp) => *resp,
-    }
-}
-
-async fn explain(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
-    match parse::<ExplainRequest>(&body) {
-        Ok(r) => call(&tx, Call::Explain(r)).await,
-        Err(resp) => *resp,
-    }
-}
-
-async fn describe(State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes) -> Response {
-    let r = match body.is_empty() {
-        true => Ok(DescribeRequest::default()),
-        false => parse::<DescribeRequest>(&body),
-    };
-    match r {
-        Ok(r) => call(&tx, Call::Describe(r)).await,
-        Err(resp) => *resp,
-    }
+/// A POST of the API: its JSON body as `T` (an empty body is `empty()`,
+/// where the call has one), made into a call for the main loop.
+fn api_post<T>(
+    make: fn(T) -> Call,
+    empty: Option<fn() -> T>,
+) -> MethodRouter<mpsc::Sender<AdminReq>>
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+{
+    post(
+        move |State(tx): State<mpsc::Sender<AdminReq>>, body: Bytes| async move {
+            let r = match (body.is_empty(), empty) {
+                (true, Some(empty)) => Ok(empty()),
+                _ => parse::<T>(&body),
+            };
+            match r {
+                Ok(r) => call(&tx, make(r)).await,
+                Err(resp) => *resp,
+            }
+        },
+    )
 }
 
 /// An answer of the daemon: HTTP status and body.

@@ -6,12 +6,7 @@
 //! a SYN retransmission, and the failover time (kill to the last attempt
 //! that failed or waited). One run each, in one process, same topology.
 //! Writes target/bench/fault.{json,md}.
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    process::{Child, Stdio},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, process::Child, time::Duration};
 
 use anyhow::{bail, Result};
 use tests::{
@@ -42,23 +37,12 @@ fn haproxy(topo: &Topology, dir: &std::path::Path) -> Result<Child> {
             b.name, b.v4
         );
     }
-    let conf = dir.join("haproxy-fault.cfg");
-    std::fs::write(&conf, c)?;
-    let child = topo
-        .gw
-        .command(&["haproxy", "-db", "-f", conf.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let gw = &topo.gw;
-    if !wait_until(Duration::from_secs(10), || {
-        gw.exec(&["ss", "-ltn"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP_V4}:80 ")))
-            .unwrap_or(false)
-    }) {
-        bail!("haproxy did not start");
-    }
-    Ok(child)
+    tests::e2e::start_haproxy(
+        &topo.gw,
+        &dir.join("haproxy-fault.cfg"),
+        &c,
+        &format!("{VIP_V4}:80"),
+    )
 }
 
 enum Running {

@@ -21,7 +21,7 @@ use lb_userspace::{
 };
 use tests::{
     chart::{render_png, Bars},
-    e2e::{Daemon, TempDir},
+    e2e::{have, Daemon, TempDir},
     netns::{wait_until, Netns},
     topo::{Topology, VIP_V4},
 };
@@ -45,14 +45,6 @@ const PATHS: [&str; 6] = [
     "HAProxy",
 ];
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-
-fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -228,23 +220,12 @@ fn haproxy(topo: &Topology, dir: &Path) -> Result<Child> {
             c += &format!("  server {} {}:{port}\n", b.name, b.v4);
         }
     }
-    let conf = dir.join("haproxy.cfg");
-    std::fs::write(&conf, c)?;
-    let child = topo
-        .gw
-        .command(&["haproxy", "-db", "-f", conf.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let gw = &topo.gw;
-    if !wait_until(Duration::from_secs(10), || {
-        gw.exec(&["ss", "-ltn"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP_V4}:80 ")))
-            .unwrap_or(false)
-    }) {
-        bail!("haproxy did not start");
-    }
-    Ok(child)
+    tests::e2e::start_haproxy(
+        &topo.gw,
+        &dir.join("haproxy.cfg"),
+        &c,
+        &format!("{VIP_V4}:80"),
+    )
 }
 
 /// A running path; dropped to stop it.
