@@ -55,13 +55,10 @@ pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
         (names::VIP_SLOTS, s.max_vips, size_of::<VipSlot>()),
     ];
     for (name, entries, value) in want {
-        let path = dir.join("maps").join(name);
-        if !path.exists() {
-            // Added by a newer version: created fresh and pinned.
+        // A map added by a newer version is created fresh and pinned.
+        let Some((path, info)) = pinned(dir, name)? else {
             continue;
-        }
-        let info = aya::maps::MapInfo::from_pin(&path)
-            .with_context(|| format!("reading pinned map {}", path.display()))?;
+        };
         if info.max_entries() != entries || info.value_size() as usize != value {
             bail!(
                 "pinned map {} has {} entries of {} bytes, this config and build need {entries} of {value}: \
@@ -73,6 +70,17 @@ pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The pinned map `name` in `dir` and its shape, if it is there.
+fn pinned(dir: &Path, name: &str) -> Result<Option<(std::path::PathBuf, aya::maps::MapInfo)>> {
+    let path = dir.join("maps").join(name);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let info = aya::maps::MapInfo::from_pin(&path)
+        .with_context(|| format!("reading pinned map {}", path.display()))?;
+    Ok(Some((path, info)))
 }
 
 /// Pinned counter maps whose shape a newer build changed (a reason or a
@@ -95,12 +103,9 @@ pub fn renew_counters(dir: &Path, s: &Sizes) -> Result<Vec<String>> {
     ];
     let mut done = Vec::new();
     for (name, entries, value) in want {
-        let path = dir.join("maps").join(name);
-        if !path.exists() {
+        let Some((path, info)) = pinned(dir, name)? else {
             continue;
-        }
-        let info = aya::maps::MapInfo::from_pin(&path)
-            .with_context(|| format!("reading pinned map {}", path.display()))?;
+        };
         if info.max_entries() == entries && info.value_size() as usize == value {
             continue;
         }
