@@ -493,3 +493,82 @@ fn config_is_checked_against_the_host() {
         d.log_text()
     );
 }
+
+/// What this wave added, the way the unit runs it: targets registered at
+/// runtime are written to the state directory systemd gives the service
+/// user (`StateDirectory=lb`), passive health reads and clears its marks
+/// through the mmapped map, and `lb flows` walks conntrack, all without
+/// root, while `Connection: close` load runs through a target's death.
+#[test]
+fn registration_and_passive_health_under_the_units_capabilities() {
+    require_root();
+    let (mut topo, dir, cfg) = unit_setup("unit-reg");
+    let state = dir.0.join("state");
+    prepare(&state, &topo.pin_path());
+    let b3 = "[[target_group.targets]]\naddress = \"10.1.3.2\"\nport = 8080\nzone = \"b\"\n\n";
+    let cfg = cfg.replacen(b3, "", 1).replace(
+        &format!("state_dir = \"{}\"", topo.state_dir()),
+        &format!("state_dir = \"{}\"", state.display()),
+    );
+    let prefix = as_the_unit();
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let d = Daemon::start_with(&topo.gw, &dir.0, &cfg, &prefix).expect("lb run");
+    let lb = |args: &[&str]| {
+        let out = std::process::Command::new(e2e::lb_bin())
+            .args(args)
+            .args(["--config", d.config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "lb {args:?}: {text}");
+        text
+    };
+    lb(&[
+        "targets",
+        "register",
+        "--target-group",
+        "tg4",
+        "10.1.3.2:8080@b",
+    ]);
+    let saved = state.join("targets.json");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&saved).unwrap());
+    assert_eq!(owner, UID, "written by the service user");
+    assert!(tests::netns::wait_until(
+        std::time::Duration::from_secs(10),
+        || { e2e::spread(&topo, &d, sock(VIP_V4, 80), 30).contains_key("b3") }
+    ));
+    // b2 dies under load: no connection error, passive health acts.
+    let vip = sock(VIP_V4, 80);
+    let l = tests::load::start(
+        &topo.client.name,
+        vip,
+        200,
+        std::time::Duration::from_millis(10),
+        8,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    topo.backends[1].ns.kill_all();
+    let a = l.join();
+    let connect_errors = a
+        .iter()
+        .filter(|x| x.result.as_ref().is_err_and(|e| e.starts_with("connect ")))
+        .count();
+    assert_eq!(connect_errors, 0, "{a:?}");
+    d.expect_log(
+        &["tg4/10.1.2.2:8080", "healthy -> suspect: passive:"],
+        1,
+        std::time::Duration::from_secs(2),
+        "passive trip as the service user",
+    );
+    // Back: its checks clear the mark (the daemon's store into the map).
+    e2e::start_server(&mut topo.backends[1].ns, "b2", 8080).unwrap();
+    d.expect_log(
+        &["tg4/10.1.2.2:8080", "-> healthy"],
+        1,
+        std::time::Duration::from_secs(6),
+        "b2 back",
+    );
+    let flows = lb(&["flows", "--json"]);
+    assert!(flows.contains("\"LiveFlows\""), "{flows}");
+}
