@@ -12,11 +12,15 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// Idle time after which an entry no longer holds its flow.
+/// Idle time after which an entry no longer holds its flow. `idle_s` is
+/// the flow's own idle timeout (its listener's `tcp_idle_timeout`, kept in
+/// the entry when the flow opened); 0: the gateway's for its protocol.
 #[inline(always)]
-pub fn timeout_ns(g: &Globals, proto: u8, closing: bool) -> u64 {
+pub fn timeout_ns(g: &Globals, proto: u8, idle_s: u16, closing: bool) -> u64 {
     let s = if closing {
         g.closing_timeout_s
+    } else if idle_s != 0 {
+        idle_s as u32
     } else if proto == PROTO_TCP {
         g.tcp_timeout_s
     } else {
@@ -29,8 +33,14 @@ pub fn timeout_ns(g: &Globals, proto: u8, closing: bool) -> u64 {
 /// timeout, the closing timeout once FIN or RST was seen (also a refusal
 /// dropped for redispatch: the client retries within seconds, or never).
 #[inline(always)]
-pub fn live(g: &Globals, proto: u8, flags: u32, age_ns: u64) -> bool {
-    age_ns <= timeout_ns(g, proto, flags & (FLOW_F_CLOSING | FLOW_F_REFUSED) != 0)
+pub fn live(g: &Globals, proto: u8, idle_s: u16, flags: u32, age_ns: u64) -> bool {
+    age_ns
+        <= timeout_ns(
+            g,
+            proto,
+            idle_s,
+            flags & (FLOW_F_CLOSING | FLOW_F_REFUSED) != 0,
+        )
 }
 
 /// A TCP SYN without ACK: the first packet of a connection.
@@ -52,11 +62,11 @@ pub fn is_closing(proto: u8, tcp_flags: u8) -> bool {
 /// flow idle for less than the full timeout, even past the closing timeout:
 /// a flow that still sends after a RST (a spoofed one) keeps its target.
 #[inline(always)]
-pub fn continues(g: &Globals, proto: u8, flags: u32, age_ns: u64, syn: bool) -> bool {
+pub fn continues(g: &Globals, proto: u8, idle_s: u16, flags: u32, age_ns: u64, syn: bool) -> bool {
     if syn {
-        flags & FLOW_F_CLOSING == 0 && live(g, proto, flags, age_ns)
+        flags & FLOW_F_CLOSING == 0 && live(g, proto, idle_s, flags, age_ns)
     } else {
-        age_ns <= timeout_ns(g, proto, false)
+        age_ns <= timeout_ns(g, proto, idle_s, false)
     }
 }
 
@@ -64,10 +74,17 @@ pub fn continues(g: &Globals, proto: u8, flags: u32, age_ns: u64, syn: bool) -> 
 /// closing; any other packet after the closing timeout clears the mark
 /// (the flow is alive after all).
 #[inline(always)]
-pub fn next_flags(g: &Globals, proto: u8, flags: u32, age_ns: u64, closing_pkt: bool) -> u32 {
+pub fn next_flags(
+    g: &Globals,
+    proto: u8,
+    idle_s: u16,
+    flags: u32,
+    age_ns: u64,
+    closing_pkt: bool,
+) -> u32 {
     if closing_pkt {
         flags | FLOW_F_CLOSING
-    } else if flags & FLOW_F_CLOSING != 0 && !live(g, proto, flags, age_ns) {
+    } else if flags & FLOW_F_CLOSING != 0 && !live(g, proto, idle_s, flags, age_ns) {
         flags & !FLOW_F_CLOSING
     } else {
         flags
@@ -85,49 +102,66 @@ mod tests {
     fn syn_reopens_closing_and_expired_flows_only() {
         let g = Globals::default();
         let t = PROTO_TCP;
-        assert!(continues(&g, t, 0, S, true), "SYN retransmission");
+        assert!(continues(&g, t, 0, 0, S, true), "SYN retransmission");
         assert!(
-            !continues(&g, t, FLOW_F_CLOSING, S, true),
+            !continues(&g, t, 0, FLOW_F_CLOSING, S, true),
             "SYN after FIN/RST"
         );
         assert!(
-            !continues(&g, t, 0, 351 * S, true),
+            !continues(&g, t, 0, 0, 351 * S, true),
             "SYN on an expired flow"
         );
         assert!(
-            continues(&g, t, FLOW_F_CLOSING, 11 * S, false),
+            continues(&g, t, 0, FLOW_F_CLOSING, 11 * S, false),
             "data after a RST"
         );
         assert!(
-            !continues(&g, t, 0, 351 * S, false),
+            !continues(&g, t, 0, 0, 351 * S, false),
             "idle past the timeout"
         );
-        assert!(continues(&g, PROTO_UDP, 0, 119 * S, false));
-        assert!(!continues(&g, PROTO_UDP, 0, 121 * S, false));
+        assert!(continues(&g, PROTO_UDP, 0, 0, 119 * S, false));
+        assert!(!continues(&g, PROTO_UDP, 0, 0, 121 * S, false));
     }
 
     #[test]
     fn closing_mark_is_set_and_cleared() {
         let g = Globals::default();
         let t = PROTO_TCP;
-        assert_eq!(next_flags(&g, t, 0, 0, true), FLOW_F_CLOSING);
+        assert_eq!(next_flags(&g, t, 0, 0, 0, true), FLOW_F_CLOSING);
         // The last ACK of a close keeps the mark.
-        assert_eq!(next_flags(&g, t, FLOW_F_CLOSING, S, false), FLOW_F_CLOSING);
+        assert_eq!(
+            next_flags(&g, t, 0, FLOW_F_CLOSING, S, false),
+            FLOW_F_CLOSING
+        );
         // Still sending past the closing timeout: alive.
-        assert_eq!(next_flags(&g, t, FLOW_F_CLOSING, 11 * S, false), 0);
+        assert_eq!(next_flags(&g, t, 0, FLOW_F_CLOSING, 11 * S, false), 0);
     }
 
     #[test]
     fn a_closed_flow_frees_its_entry_after_the_closing_timeout() {
         let g = Globals::default();
-        assert!(live(&g, PROTO_TCP, FLOW_F_CLOSING, 9 * S));
-        assert!(!live(&g, PROTO_TCP, FLOW_F_CLOSING, 11 * S));
-        assert!(live(&g, PROTO_TCP, 0, 300 * S));
-        assert!(!live(&g, PROTO_TCP, FLOW_F_REFUSED, 11 * S));
+        assert!(live(&g, PROTO_TCP, 0, FLOW_F_CLOSING, 9 * S));
+        assert!(!live(&g, PROTO_TCP, 0, FLOW_F_CLOSING, 11 * S));
+        assert!(live(&g, PROTO_TCP, 0, 0, 300 * S));
+        assert!(!live(&g, PROTO_TCP, 0, FLOW_F_REFUSED, 11 * S));
         assert!(
-            continues(&g, PROTO_TCP, FLOW_F_REFUSED, S, true),
+            continues(&g, PROTO_TCP, 0, FLOW_F_REFUSED, S, true),
             "its retry"
         );
+    }
+
+    #[test]
+    fn a_listeners_idle_timeout_replaces_the_gateways() {
+        let g = Globals::default();
+        let (t, u) = (PROTO_TCP, PROTO_UDP);
+        assert!(!live(&g, t, 60, 0, 61 * S), "its own 60 s");
+        assert!(live(&g, t, 6000, 0, 5999 * S), "its own 6000 s");
+        assert!(live(&g, t, 0, 0, 349 * S), "0: the gateway's 350 s");
+        assert!(!continues(&g, t, 60, 0, 61 * S, false));
+        assert!(live(&g, u, 0, 0, 119 * S) && !live(&g, u, 0, 0, 121 * S));
+        // Closing still ends a flow after the closing timeout.
+        assert!(!live(&g, t, 6000, FLOW_F_CLOSING, 11 * S));
+        assert_eq!(next_flags(&g, t, 6000, FLOW_F_CLOSING, 11 * S, false), 0);
     }
 
     #[test]

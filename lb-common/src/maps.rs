@@ -179,7 +179,10 @@ pub struct FlowState {
     pub last_seen_ns: u64,
     /// Allocated source port (network order) in `snat` mode, else 0.
     pub snat_port: u16,
-    pub _pad: [u8; 2],
+    /// The listener's idle timeout when the flow opened (its
+    /// `tcp_idle_timeout`), so every reader of the entry (hit path, SNAT
+    /// port reuse, the daemon's walks) ages it alike; 0: the gateway's.
+    pub idle_timeout_s: u16,
     /// The VIP's slot in `VIP_SLOTS`, so a hit needs no `VIPS` lookup.
     pub vip_id: u32,
 }
@@ -191,7 +194,10 @@ const _: () = assert!(size_of::<FlowState>() == 24);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipSlot {
     pub key: VipKey,
-    pub _pad: u32,
+    /// The listener's idle timeout (1-6000 s), copied into its new flows;
+    /// 0: the gateway's. (Was padding: pinned slots of older builds read 0.)
+    pub idle_timeout_s: u16,
+    pub _pad: u16,
     pub meta: VipMeta,
 }
 const _: () = assert!(size_of::<VipSlot>() == 56);

@@ -209,7 +209,8 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
                 && k.proto == pkt.proto
                 && k.family == pkt.family;
             let age = now.wrapping_sub(st.last_seen_ns);
-            let goes_on = flow::continues(g, pkt.proto, st.flags, age, syn);
+            let idle = st.idle_timeout_s;
+            let goes_on = flow::continues(g, pkt.proto, idle, st.flags, age, syn);
             let mut moved = false;
             if same_vip && goes_on && syn {
                 let r = passive::retry(st.flags, age, slot.meta.flags & VIP_F_REDISPATCH != 0);
@@ -243,7 +244,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
                         backend_id = st.backend_id;
                         snat_port = st.snat_port;
                         let flags = passive::client_flags(st.flags, syn);
-                        st.flags = flow::next_flags(g, pkt.proto, flags, age, closing);
+                        st.flags = flow::next_flags(g, pkt.proto, idle, flags, age, closing);
                         st.last_seen_ns = now;
                         hit = Some(&slot.meta);
                     }
@@ -293,14 +294,17 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
         // through the SNAT port search, and the verifier explores that
         // search once for each combination.
         let sc = SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
+        // The listener's idle timeout goes with the flow (a new flow only:
+        // one array lookup).
+        let idle = VIP_SLOTS.get(meta.vip_id).map_or(0, |s| s.idle_timeout_s);
         unsafe {
             (*sc).state = FlowState {
                 backend_id,
-                flags: flow::next_flags(g, pkt.proto, 0, 0, closing)
+                flags: flow::next_flags(g, pkt.proto, idle, 0, 0, closing)
                     | passive::opening_flags(syn, last_resort),
                 last_seen_ns: now,
                 snat_port: 0,
-                _pad: [0; 2],
+                idle_timeout_s: idle,
                 vip_id: meta.vip_id,
             }
         };
@@ -389,7 +393,13 @@ fn alloc_snat_port(pkt: &Pkt, meta: &VipMeta, b: &Backend, g: &Globals, now: u64
         sc.flow = snat_flow(unsafe { &*old }, pkt.proto, pkt.family);
         let held = unsafe { CONNTRACK.get(&sc.flow) }.is_some_and(|s| {
             s.snat_port == port
-                && flow::live(g, pkt.proto, s.flags, now.wrapping_sub(s.last_seen_ns))
+                && flow::live(
+                    g,
+                    pkt.proto,
+                    s.idle_timeout_s,
+                    s.flags,
+                    now.wrapping_sub(s.last_seen_ns),
+                )
         });
         if held {
             continue;
@@ -463,7 +473,7 @@ fn direct_is_newer(pkt: &Pkt, g: &Globals, than: u64, now: u64) -> bool {
         return false;
     };
     let p = unsafe { &mut *p };
-    let fresh = now.wrapping_sub(p.last_seen_ns) <= flow::timeout_ns(g, pkt.proto, false);
+    let fresh = now.wrapping_sub(p.last_seen_ns) <= flow::timeout_ns(g, pkt.proto, 0, false);
     if fresh && p.last_seen_ns > than {
         p.last_seen_ns = now;
         return true;
@@ -522,7 +532,9 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlo
         if let Some(st) = CONNTRACK.get_ptr_mut(&sc.flow) {
             let st = unsafe { &mut *st };
             let age = now.wrapping_sub(st.last_seen_ns);
-            if st.backend_id == e.backend_id && flow::continues(g, pkt.proto, st.flags, age, false)
+            let idle = st.idle_timeout_s;
+            if st.backend_id == e.backend_id
+                && flow::continues(g, pkt.proto, idle, st.flags, age, false)
             {
                 // The client may also reach this target directly from the
                 // same address and port (a reused source port, a resolver
@@ -538,10 +550,10 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlo
                 {
                     return Err(Reason::SynRedispatch);
                 }
-                st.flags = flow::next_flags(g, pkt.proto, st.flags, age, closing);
+                st.flags = flow::next_flags(g, pkt.proto, idle, st.flags, age, closing);
                 return Ok(Some((slot, false)));
             }
-            if flow::live(g, pkt.proto, st.flags, age) {
+            if flow::live(g, pkt.proto, idle, st.flags, age) {
                 sc.other_target = 1;
             }
         }
@@ -700,7 +712,8 @@ fn snat_opening_drop(pkt: &Pkt, sv: &SnatVal, g: &Globals, now: u64) -> bool {
         && BACKENDS
             .get(st.backend_id)
             .is_some_and(|b| b.addr == pkt.src && b.port == pkt.sport);
-    if !flow::live(g, pkt.proto, st.flags, now.wrapping_sub(st.last_seen_ns)) {
+    let age = now.wrapping_sub(st.last_seen_ns);
+    if !flow::live(g, pkt.proto, st.idle_timeout_s, st.flags, age) {
         return false;
     }
     if !ours {

@@ -123,11 +123,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TargetsCmd,
     },
-    /// Target group attributes at runtime, by NLB's keys (as
-    /// modify-target-group-attributes), kept across restarts and reloads;
-    /// they override the config file's values until reset.
+    /// Target group and listener attributes at runtime, by NLB's keys (as
+    /// modify-target-group-attributes and modify-listener-attributes), kept
+    /// across restarts and reloads; they override the config file's values
+    /// until reset.
     ///
     /// Example: lb attributes set --target-group web deregistration_delay.timeout_seconds=30
+    ///
+    /// Example: lb attributes set --listener web tcp.idle_timeout.seconds=1200
     Attributes {
         #[command(subcommand)]
         cmd: AttributesCmd,
@@ -186,15 +189,15 @@ enum AttributesCmd {
     Show {
         #[command(flatten)]
         at: DaemonArgs,
-        #[arg(long)]
-        target_group: String,
+        #[command(flatten)]
+        of: OwnerArgs,
     },
     /// Set KEY=VALUE attributes (NLB's keys and values).
     Set {
         #[command(flatten)]
         at: DaemonArgs,
-        #[arg(long)]
-        target_group: String,
+        #[command(flatten)]
+        of: OwnerArgs,
         #[arg(required = true)]
         attributes: Vec<String>,
     },
@@ -202,11 +205,39 @@ enum AttributesCmd {
     Reset {
         #[command(flatten)]
         at: DaemonArgs,
-        #[arg(long)]
-        target_group: String,
+        #[command(flatten)]
+        of: OwnerArgs,
         #[arg(required = true)]
         keys: Vec<String>,
     },
+}
+
+/// Whose attributes: a target group's or a listener's.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct OwnerArgs {
+    /// A target group (name or ARN).
+    #[arg(long)]
+    target_group: Option<String>,
+    /// A listener, by its config name.
+    #[arg(long)]
+    listener: Option<String>,
+}
+
+impl OwnerArgs {
+    /// The API's action name for `verb` and the request field naming it.
+    fn call(&self, verb: &str) -> (String, serde_json::Value) {
+        match (&self.target_group, &self.listener) {
+            (Some(g), _) => (
+                format!("{verb}TargetGroupAttributes"),
+                serde_json::json!({ "TargetGroupArn": g }),
+            ),
+            (None, l) => (
+                format!("{verb}ListenerAttributes"),
+                serde_json::json!({ "ListenerArn": l }),
+            ),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -384,18 +415,9 @@ fn api(at: &DaemonArgs, action: &str, body: serde_json::Value) -> Result<serde_j
 }
 
 fn attributes(cmd: AttributesCmd) -> Result<()> {
-    let (at, group, action, attrs) = match cmd {
-        AttributesCmd::Show { at, target_group } => (
-            at,
-            target_group,
-            "DescribeTargetGroupAttributes",
-            Vec::new(),
-        ),
-        AttributesCmd::Set {
-            at,
-            target_group,
-            attributes,
-        } => {
+    let (at, of, verb, attrs) = match cmd {
+        AttributesCmd::Show { at, of } => (at, of, "Describe", Vec::new()),
+        AttributesCmd::Set { at, of, attributes } => {
             let attrs = attributes
                 .iter()
                 .map(|kv| {
@@ -405,25 +427,19 @@ fn attributes(cmd: AttributesCmd) -> Result<()> {
                     Ok(serde_json::json!({ "Key": k, "Value": v }))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            (at, target_group, "ModifyTargetGroupAttributes", attrs)
+            (at, of, "Modify", attrs)
         }
-        AttributesCmd::Reset {
-            at,
-            target_group,
-            keys,
-        } => {
+        AttributesCmd::Reset { at, of, keys } => {
             let attrs = keys
                 .iter()
                 .map(|k| serde_json::json!({ "Key": k }))
                 .collect();
-            (at, target_group, "ResetTargetGroupAttributes", attrs)
+            (at, of, "Reset", attrs)
         }
     };
-    let v = api(
-        &at,
-        action,
-        serde_json::json!({ "TargetGroupArn": group, "Attributes": attrs }),
-    )?;
+    let (action, mut body) = of.call(verb);
+    body["Attributes"] = serde_json::Value::Array(attrs);
+    let v = api(&at, &action, body)?;
     for a in v["Attributes"].as_array().into_iter().flatten() {
         let runtime = if a["SetAtRuntime"] == true {
             "  (set at runtime)"
@@ -672,18 +688,18 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<44} {:<44} {:<5} {:<44} {:>9}  STATE",
-                "CLIENT", "VIP", "PROTO", "TARGET", "IDLE"
+                "{:<44} {:<44} {:<5} {:<44} {:>14}  STATE",
+                "CLIENT", "VIP", "PROTO", "TARGET", "IDLE/TIMEOUT"
             );
             let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
             for f in v["Flows"].as_array().into_iter().flatten() {
                 println!(
-                    "{:<44} {:<44} {:<5} {:<44} {:>7}ms  {}",
+                    "{:<44} {:<44} {:<5} {:<44} {:>14}  {}",
                     s(&f["Client"]),
                     s(&f["Vip"]),
                     s(&f["Protocol"]),
                     s(&f["Target"]),
-                    f["IdleMs"],
+                    format!("{}ms/{}s", f["IdleMs"], f["IdleTimeoutS"]),
                     s(&f["State"])
                 );
             }

@@ -910,6 +910,78 @@ fn idle_and_closing_flows_age_out() {
     );
 }
 
+/// A listener's `tcp_idle_timeout` goes with its TCP flows into
+/// conntrack and ages them; its UDP flows and other listeners' flows keep
+/// the gateway's timeouts.
+#[test]
+fn a_listeners_tcp_idle_timeout_ages_its_tcp_flows() {
+    let cfg = CONFIG.replace(
+        "protocol = \"tcp_udp\"\ntarget_group = \"nat4\"",
+        "protocol = \"tcp_udp\"\ntarget_group = \"nat4\"\ntcp_idle_timeout = \"1s\"",
+    );
+    let mut env = Env::new(&cfg).unwrap();
+    // A flow to `vip` that target .11 gets (sticky4 hashes the client
+    // address only, so the clients vary too).
+    let on_11 = |env: &Env, vip: &str, l4: L4| {
+        (2..250u16)
+            .flat_map(|c| (40000..40004u16).map(move |p| (c, p)))
+            .map(|(c, p)| Spec::new(&format!("10.0.0.{c}"), p, vip, 80, l4))
+            .find(|s| expected_target(env, s).0 == "10.1.0.11")
+            .unwrap()
+    };
+    let mut short = on_11(&env, "10.100.0.1", SYN);
+    let udp = on_11(&env, "10.100.0.1", L4::Udp);
+    let mut other = on_11(&env, "10.100.0.3", SYN);
+    for p in [&short, &udp, &other] {
+        env.run(&p.build()).unwrap();
+    }
+    let idle_of = |env: &Env, p: &Spec, proto: u8| {
+        let key = FlowKey {
+            src: addr_words(p.src).0,
+            dst: addr_words(p.dst).0,
+            sport: p.sport.to_be(),
+            dport: 80u16.to_be(),
+            proto,
+            family: 4,
+            _pad: [0; 2],
+        };
+        let st = env.dp.maps.conntrack.get(&key, 0).expect("flow is tracked");
+        st.idle_timeout_s
+    };
+    assert_eq!(idle_of(&env, &short, 6), 1, "the listener's timeout");
+    assert_eq!(idle_of(&env, &udp, 17), 0, "UDP: the gateway's");
+    assert_eq!(
+        idle_of(&env, &other, 6),
+        0,
+        "another listener: the gateway's"
+    );
+    // Target .11 out of every ring (still registered: flows keep it).
+    let a11: std::net::IpAddr = "10.1.0.11".parse().unwrap();
+    let ids: Vec<u32> = (env.model.backends.values())
+        .filter(|b| b.key.address == a11)
+        .map(|b| b.id)
+        .collect();
+    for id in ids {
+        env.unhealthy.insert(id, true);
+    }
+    env.sync().unwrap();
+    short.l4 = ACK;
+    other.l4 = ACK;
+    let dst = |env: &mut Env, p: &Spec| env.run(&p.build()).unwrap().1[14 + 19];
+    std::thread::sleep(std::time::Duration::from_millis(2300));
+    assert_ne!(
+        dst(&mut env, &short),
+        11,
+        "idle past its listener's 1 s: a new flow, re-picked"
+    );
+    assert_eq!(dst(&mut env, &udp), 11, "UDP keeps the gateway's 120 s");
+    assert_eq!(
+        dst(&mut env, &other),
+        11,
+        "another listener keeps the gateway's 350 s"
+    );
+}
+
 #[test]
 fn snat_reply_wins_over_nat_on_a_shared_target_port() {
     // snat4's targets on 8080, the port nat4's targets already serve.

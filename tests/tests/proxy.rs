@@ -346,3 +346,30 @@ fn stopping_proxy_withdraws_then_serves_through_the_grace() {
         "",
     );
 }
+
+/// A listener's `tcp_idle_timeout` closes its idle proxied connections
+/// (as NLB's idle timeout closes them); the other listener's connection,
+/// on the gateway's 350 s, stays open through the same idle time.
+#[test]
+fn proxy_closes_connections_idle_past_their_listeners_timeout() {
+    let topo = topology();
+    let dir = TempDir::new("pidle");
+    let cfg = proxy_config(&topo).replacen(
+        "target_group = \"tg4\"\n",
+        "target_group = \"tg4\"\ntcp_idle_timeout = \"2s\"\n",
+        1,
+    );
+    assert!(cfg.contains("tcp_idle_timeout = \"2s\""));
+    let _d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
+    let _in = topo.client.enter().unwrap();
+    let mut short = Conn::open(sock(VIP_V4, 80)).unwrap();
+    let mut long = Conn::open(sock(VIP_V6, 80)).unwrap();
+    short.exchange(b"before\n").unwrap();
+    long.exchange(b"before\n").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        short.exchange(b"after\n").is_err(),
+        "idle 3 s on a 2 s listener: closed"
+    );
+    long.exchange(b"after\n").unwrap();
+}

@@ -400,3 +400,136 @@ fn attributes_modified_at_runtime_apply_and_persist() {
         "the file's value again"
     );
 }
+
+fn listener_idle(sock: &str, listener: &str) -> (String, bool) {
+    let body = format!(r#"{{"ListenerArn":"{listener}"}}"#);
+    let (st, v) = e2e::admin_post(sock, "/v1/DescribeListenerAttributes", &body);
+    assert_eq!(st, 200, "{v}");
+    let a = &v["Attributes"][0];
+    assert_eq!(a["Key"], "tcp.idle_timeout.seconds", "{v}");
+    (
+        a["Value"].as_str().unwrap().to_string(),
+        a["SetAtRuntime"] == true,
+    )
+}
+
+/// The idle timeout `lb flows` reports for `client`'s flow, if listed.
+fn listed_timeout(sock: &str, client: SocketAddr) -> Option<u64> {
+    let (st, v) = e2e::admin_post(sock, "/v1/flows", r#"{"Vip":"10.100.0.1:80"}"#);
+    assert_eq!(st, 200, "{v}");
+    v["Flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["Client"] == client.to_string().as_str())
+        .map(|f| f["IdleTimeoutS"].as_u64().unwrap())
+}
+
+/// NLB's per-listener TCP idle timeout set at runtime: the listener's new
+/// flows take it (`lb flows` shows it, and stops listing them once idle
+/// past it), its open flows keep the timeout they opened with, the other
+/// listener keeps the gateway's; it survives kill -9, bad requests are
+/// refused with elbv2's codes, and a reset restores the file's value.
+#[test]
+fn listener_idle_timeout_set_at_runtime_applies_to_new_flows_and_persists() {
+    let topo = e2e::served_topology();
+    let dir = TempDir::new("idle");
+    let cfg = config(&topo, &dir.0);
+    let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
+    let sock = format!("/run/{}.sock", topo.gw.name);
+    assert_eq!(listener_idle(&sock, "web4"), ("350".into(), false));
+    let mut old = {
+        let _in = topo.client.enter().unwrap();
+        Conn::open(vip()).unwrap()
+    };
+    let (ok, out) = lb(
+        &d,
+        &[
+            "attributes",
+            "set",
+            "--listener",
+            "web4",
+            "tcp.idle_timeout.seconds=2",
+        ],
+    );
+    assert!(ok && out.contains("(set at runtime)"), "{out}");
+    d.expect_log(
+        &["listener web4: modified attributes tcp.idle_timeout.seconds=2"],
+        1,
+        Duration::from_secs(2),
+        "logged",
+    );
+    assert_eq!(listener_idle(&sock, "web6"), ("350".into(), false));
+    let mut new = {
+        let _in = topo.client.enter().unwrap();
+        Conn::open(vip()).unwrap()
+    };
+    let (o, n) = (old.local_addr().unwrap(), new.local_addr().unwrap());
+    assert_eq!(listed_timeout(&sock, o), Some(350), "opened before: 350 s");
+    assert_eq!(listed_timeout(&sock, n), Some(2), "the listener's 2 s");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        listed_timeout(&sock, n),
+        None,
+        "idle past 2 s: no longer held"
+    );
+    assert_eq!(listed_timeout(&sock, o), Some(350), "still held");
+    // Past its timeout a flow is picked again: the same target while the
+    // ring is unchanged, so the connection goes on.
+    new.exchange(b"after idle\n").unwrap();
+    old.exchange(b"still here\n").unwrap();
+
+    d.kill9();
+    let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("restart");
+    assert_eq!(listener_idle(&sock, "web4"), ("2".into(), true));
+    for (body, code) in [
+        (
+            r#"{"ListenerArn":"web4","Attributes":[{"Key":"tcp.idle_timeout.seconds","Value":"7000"}]}"#,
+            "InvalidConfigurationRequest",
+        ),
+        (
+            r#"{"ListenerArn":"web4","Attributes":[{"Key":"idle_timeout.timeout_seconds","Value":"60"}]}"#,
+            "InvalidConfigurationRequest",
+        ),
+        (
+            r#"{"ListenerArn":"api","Attributes":[{"Key":"tcp.idle_timeout.seconds","Value":"60"}]}"#,
+            "ListenerNotFound",
+        ),
+        (
+            r#"{"ListenerArn":"web4","TargetGroupArn":"tg4","Attributes":[]}"#,
+            "ValidationError",
+        ),
+    ] {
+        let (st, v) = e2e::admin_post(&sock, "/v1/ModifyListenerAttributes", body);
+        assert_eq!(
+            (st, v["Error"]["Code"].as_str()),
+            (400, Some(code)),
+            "{body}: {v}"
+        );
+    }
+    assert_eq!(
+        listener_idle(&sock, "web4"),
+        ("2".into(), true),
+        "unchanged"
+    );
+    let (ok, out) = lb(
+        &d,
+        &[
+            "attributes",
+            "reset",
+            "--listener",
+            "web4",
+            "tcp.idle_timeout.seconds",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(listener_idle(&sock, "web4"), ("350".into(), false));
+    let fresh = {
+        let _in = topo.client.enter().unwrap();
+        Conn::open(vip()).unwrap()
+    };
+    assert_eq!(
+        listed_timeout(&sock, fresh.local_addr().unwrap()),
+        Some(350)
+    );
+}

@@ -421,6 +421,8 @@ fn convert_listeners(
             port: Port(l.port),
             protocol,
             target_group: groups[gi].target_group_name.clone(),
+            // describe-listeners does not carry listener attributes.
+            tcp_idle_timeout: None,
         });
         kept.groups.push(gi);
     }

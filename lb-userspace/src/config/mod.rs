@@ -244,6 +244,19 @@ pub struct Listener {
     pub port: Port,
     pub protocol: Protocol,
     pub target_group: String,
+    /// This listener's TCP idle timeout (NLB's `tcp.idle_timeout.seconds`);
+    /// unset: `gateway.tcp_idle_timeout`.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub tcp_idle_timeout: Option<Duration>,
+}
+
+impl Listener {
+    /// The TCP idle timeout in seconds the data plane keeps per flow (the
+    /// listener's, else 0: the gateway's).
+    pub fn tcp_idle_secs(&self) -> u16 {
+        self.tcp_idle_timeout
+            .map_or(0, |d| d.as_secs().clamp(1, 6000) as u16)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

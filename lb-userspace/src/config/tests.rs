@@ -285,6 +285,24 @@ fn bounds_an_operator_can_rely_on() {
             "target_group[0].health_check.unhealthy_threshold: 1 is out of range (2-10)",
         ),
         (
+            BASE.replace(
+                "protocol = \"tcp\"",
+                "protocol = \"tcp\"\ntcp_idle_timeout = \"2h\"",
+            ),
+            "listener[0].tcp_idle_timeout: 2h is out of range (1s-6000s)",
+        ),
+        (
+            BASE.replace(
+                "protocol = \"tcp\"",
+                "protocol = \"udp\"\ntcp_idle_timeout = \"60s\"",
+            )
+            .replace(
+                "name = \"web\"\n[[target_group.targets]]",
+                "name = \"web\"\nhealth_check = { enabled = false }\n[[target_group.targets]]",
+            ),
+            "listener[0].tcp_idle_timeout: a UDP listener has no TCP idle timeout",
+        ),
+        (
             BASE.replace("address = \"10.0.0.1\"", "address = \"0.0.0.0\""),
             "listener[0].address: 0.0.0.0 cannot be a VIP",
         ),

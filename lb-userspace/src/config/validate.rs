@@ -366,6 +366,22 @@ fn listeners(cfg: &Config, tg_index: &HashMap<&str, usize>, errs: &mut Errors) -
             );
         }
         listener_address(cfg, i, errs);
+        if let Some(t) = l.tcp_idle_timeout {
+            if l.protocol == super::Protocol::Udp {
+                errs.push(
+                    format!("{p}.tcp_idle_timeout"),
+                    "a UDP listener has no TCP idle timeout (UDP flows use gateway.udp_idle_timeout)",
+                );
+            }
+            // NLB takes 60s-6000s; shorter, as the gateway's key takes, too.
+            errs.duration_range(
+                format!("{p}.tcp_idle_timeout"),
+                t,
+                Duration::from_secs(1),
+                Duration::from_secs(6000),
+                "1s-6000s",
+            );
+        }
         for &proto in l.protocol.ip_protos() {
             if let Some(j) = keys.insert((l.address, l.port, proto), i) {
                 errs.push(

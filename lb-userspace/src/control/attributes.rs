@@ -1,11 +1,69 @@
 //! Target group attributes by NLB's keys (`ModifyTargetGroupAttributes`,
 //! and `ModifyTargetGroup`'s health check settings as `health_check.*`
-//! keys): read from and written to a `TargetGroup`. Values as elbv2 takes
-//! them: strings ("true", "300", "source_ip").
+//! keys) and listener attributes (`ModifyListenerAttributes`): read from
+//! and written to the config's `TargetGroup` and `Listener`. Values as
+//! elbv2 takes them: strings ("true", "300", "source_ip").
 
 use std::time::Duration;
 
-use crate::config::{HealthProtocol, Port, Stickiness, TargetGroup};
+use crate::{
+    config::{Config, HealthProtocol, Listener, Port, Protocol, Stickiness, TargetGroup},
+    telemetry::elbv2::Owner,
+};
+
+/// The listener keys this gateway takes (NLB: TCP listeners only).
+pub const LISTENER_KEYS: [&str; 1] = ["tcp.idle_timeout.seconds"];
+
+/// The keys `owner` takes.
+pub fn keys_of(owner: &Owner) -> &'static [&'static str] {
+    match owner {
+        Owner::Group(_) => &KEYS,
+        Owner::Listener(_) => &LISTENER_KEYS,
+    }
+}
+
+/// Sets `key` to `value` on `owner` in `cfg`; the caller validates the
+/// result as a whole. `Ok(false)`: `cfg` has no such owner.
+pub fn apply(cfg: &mut Config, owner: &Owner, key: &str, value: &str) -> Result<bool, String> {
+    match owner {
+        Owner::Group(g) => match cfg.target_groups.iter_mut().find(|t| &t.name == g) {
+            Some(tg) => set(tg, key, value).map(|_| true),
+            None => Ok(false),
+        },
+        Owner::Listener(l) => match cfg.listeners.iter_mut().find(|x| &x.name == l) {
+            Some(l) => set_listener(l, key, value).map(|_| true),
+            None => Ok(false),
+        },
+    }
+}
+
+/// Sets a listener attribute.
+pub fn set_listener(l: &mut Listener, key: &str, value: &str) -> Result<(), String> {
+    match key {
+        "tcp.idle_timeout.seconds" if l.protocol == Protocol::Udp => Err(format!(
+            "{key}: listener {:?} is UDP (NLB has this attribute on TCP listeners only)",
+            l.name
+        )),
+        "tcp.idle_timeout.seconds" => {
+            l.tcp_idle_timeout = Some(secs(key, value)?);
+            Ok(())
+        }
+        _ => Err(format!(
+            "{key}: not a listener attribute this gateway has (it takes {})",
+            LISTENER_KEYS.join(", ")
+        )),
+    }
+}
+
+/// Every attribute of listener `l` (none for UDP, as NLB), with the
+/// gateway's default where the listener sets none.
+pub fn listener_all(l: &Listener, gateway_tcp_idle: Duration) -> Vec<(String, String)> {
+    if l.protocol == Protocol::Udp {
+        return Vec::new();
+    }
+    let idle = l.tcp_idle_timeout.unwrap_or(gateway_tcp_idle);
+    vec![(LISTENER_KEYS[0].to_string(), idle.as_secs().to_string())]
+}
 
 /// The keys this gateway takes, in the order they are listed.
 pub const KEYS: [&str; 19] = [
@@ -183,5 +241,25 @@ mod tests {
         assert!(set(&mut tg, "load_balancing.algorithm.type", "x")
             .unwrap_err()
             .contains("not an attribute"));
+    }
+
+    #[test]
+    fn listener_idle_timeout() {
+        let text = "name = \"web\"\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\ntarget_group = \"web\"";
+        let mut l: Listener = toml::from_str(text).unwrap();
+        let gw = Duration::from_secs(350);
+        assert_eq!(listener_all(&l, gw)[0].1, "350", "the gateway's, unset");
+        set_listener(&mut l, "tcp.idle_timeout.seconds", "600").unwrap();
+        assert_eq!(l.tcp_idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(listener_all(&l, gw)[0].1, "600");
+        assert_eq!(l.tcp_idle_secs(), 600);
+        assert!(set_listener(&mut l, "tcp.idle_timeout.seconds", "ten")
+            .unwrap_err()
+            .contains("whole number"));
+        l.protocol = Protocol::Udp;
+        assert!(listener_all(&l, gw).is_empty());
+        assert!(set_listener(&mut l, "tcp.idle_timeout.seconds", "60")
+            .unwrap_err()
+            .contains("UDP"));
     }
 }

@@ -508,7 +508,7 @@ impl Daemon {
                 .map(|a| (a.key.clone(), a.value.clone()))
                 .collect()
         };
-        let (next, verb, what, arn) = match call {
+        let (next, verb, what, owner) = match call {
             Call::Describe(r) => {
                 return Ok(serde_json::to_value(self.describe(&r)?).unwrap_or_default())
             }
@@ -521,24 +521,24 @@ impl Daemon {
                 return super::inspect::explain(&d, &r, &suspect);
             }
             Call::Flows(_) => unreachable!("answered off the main loop"),
-            Call::DescribeAttributes(r) => return self.attributes_of(&r.target_group_arn),
+            Call::DescribeAttributes(r) => return self.attributes_of(&r.owner()?),
             Call::Register(r) => (
                 self.registry
                     .register(&self.file_cfg, &r.target_group_arn, &r.targets)?,
                 "registered",
                 names(&r.targets),
-                r.target_group_arn,
+                elbv2::Owner::Group(elbv2::group_name(&r.target_group_arn).to_string()),
             ),
             Call::Deregister(r) => (
                 self.registry
                     .deregister(&self.file_cfg, &r.target_group_arn, &r.targets)?,
                 "deregistered",
                 names(&r.targets),
-                r.target_group_arn,
+                elbv2::Owner::Group(elbv2::group_name(&r.target_group_arn).to_string()),
             ),
             Call::ModifyAttributes(r) => (
                 self.registry
-                    .modify(&self.file_cfg, &r.target_group_arn, &pairs(&r), false)?,
+                    .modify(&self.file_cfg, &r.owner()?, &pairs(&r), false)?,
                 "modified",
                 format!(
                     "attributes {}",
@@ -548,11 +548,11 @@ impl Daemon {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                r.target_group_arn,
+                r.owner()?,
             ),
             Call::ResetAttributes(r) => (
                 self.registry
-                    .modify(&self.file_cfg, &r.target_group_arn, &pairs(&r), true)?,
+                    .modify(&self.file_cfg, &r.owner()?, &pairs(&r), true)?,
                 "reset",
                 format!(
                     "attributes {} (to the config file's values)",
@@ -562,7 +562,7 @@ impl Daemon {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                r.target_group_arn,
+                r.owner()?,
             ),
         };
         let (merged, _) = next.merged(&self.file_cfg);
@@ -573,8 +573,7 @@ impl Daemon {
             .map_err(|e| ApiError::new("InternalFailure", format!("{e:#} (nothing was {verb})")))?;
         self.registry = next;
         self.apply_config(merged);
-        let group = elbv2::group_name(&arn).to_string();
-        info!("target group {group}: {verb} {what} (API)");
+        info!("{owner}: {verb} {what} (API)");
         self.sync().map_err(|e| {
             ApiError::new(
                 "InternalFailure",
@@ -582,23 +581,29 @@ impl Daemon {
             )
         })?;
         match verb {
-            "modified" | "reset" => self.attributes_of(&group),
+            "modified" | "reset" => self.attributes_of(&owner),
             _ => Ok(serde_json::json!({})),
         }
     }
 
-    /// `DescribeTargetGroupAttributes`: the attributes in effect, and which
-    /// were set at runtime.
-    fn attributes_of(&self, arn: &str) -> Result<serde_json::Value, ApiError> {
-        let group = elbv2::group_name(arn);
-        let tg = self
-            .cfg
-            .target_groups
-            .iter()
-            .find(|t| t.name == group)
-            .ok_or_else(|| ApiError::not_found(group))?;
-        let runtime = self.registry.attributes.get(group);
-        let attrs: Vec<serde_json::Value> = super::attributes::all(tg)
+    /// `Describe{TargetGroup,Listener}Attributes`: the attributes in
+    /// effect, and which were set at runtime.
+    fn attributes_of(&self, owner: &elbv2::Owner) -> Result<serde_json::Value, ApiError> {
+        let all = match owner {
+            elbv2::Owner::Group(g) => super::attributes::all(
+                (self.cfg.target_groups.iter())
+                    .find(|t| &t.name == g)
+                    .ok_or_else(|| ApiError::not_found(g))?,
+            ),
+            elbv2::Owner::Listener(l) => super::attributes::listener_all(
+                (self.cfg.listeners.iter())
+                    .find(|x| &x.name == l)
+                    .ok_or_else(|| ApiError::listener_not_found(l))?,
+                self.cfg.gateway.tcp_idle_timeout,
+            ),
+        };
+        let runtime = self.registry.attributes_of(owner);
+        let attrs: Vec<serde_json::Value> = all
             .into_iter()
             .map(|(k, v)| {
                 let set = runtime.is_some_and(|r| r.contains_key(&k));

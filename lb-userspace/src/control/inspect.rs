@@ -154,7 +154,7 @@ pub fn flows(job: &FlowsJob, r: &FlowsRequest) -> Result<Value, ApiError> {
     let mut more = false;
     ctwalk::for_each(&job.fd, |k: &FlowKey, st| {
         let idle = now.saturating_sub(st.last_seen_ns);
-        if !flow::live(&job.globals, k.proto, st.flags, idle) {
+        if !flow::live(&job.globals, k.proto, st.idle_timeout_s, st.flags, idle) {
             return;
         }
         seen += 1;
@@ -185,6 +185,7 @@ pub fn flows(job: &FlowsJob, r: &FlowsRequest) -> Result<Value, ApiError> {
             "TargetGroup": target.map(|t| t.0.clone()),
             "Target": target.map(|t| t.1.to_string()),
             "IdleMs": idle / 1_000_000,
+            "IdleTimeoutS": flow::timeout_ns(&job.globals, k.proto, st.idle_timeout_s, false) / flow::NS,
             "State": if k.proto == PROTO_TCP { state } else { "udp" },
             "SnatPort": (st.snat_port != 0).then(|| u16::from_be(st.snat_port)),
         }));

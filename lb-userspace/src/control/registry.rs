@@ -4,8 +4,9 @@
 //! every reload. Where both name a target (group, address, port), the
 //! config's entry wins (its zone and weight), and the config's targets
 //! cannot be deregistered through the API (edit the file). Target group
-//! attributes modified at runtime (`ModifyTargetGroupAttributes`) are kept
-//! in the same file and override the config file's values until reset.
+//! and listener attributes modified at runtime (`ModifyTargetGroupAttributes`,
+//! `ModifyListenerAttributes`) are kept in the same file and override the
+//! config file's values until reset.
 
 use std::{
     collections::BTreeMap,
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, Port, Target, TargetGroup},
-    telemetry::elbv2::{group_name, ApiError, TargetDescription},
+    telemetry::elbv2::{group_name, ApiError, Owner, TargetDescription},
 };
 
 pub const STATE_FILE: &str = "targets.json";
@@ -31,6 +32,9 @@ pub struct Registry {
     /// Attributes set at runtime, by target group name (NLB's keys).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, BTreeMap<String, String>>,
+    /// Listener attributes set at runtime, by listener name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listener_attributes: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn same(a: &Target, addr: IpAddr, port: u16) -> bool {
@@ -98,54 +102,73 @@ impl Registry {
                 }
             }
         }
-        for (group, attrs) in &self.attributes {
-            let Some(tg) = cfg.target_groups.iter_mut().find(|t| &t.name == group) else {
-                warnings.push(format!(
-                    "attributes set at runtime for target group {group:?}, which the config no longer has: kept in the state file, not applied"
-                ));
-                continue;
-            };
+        let groups = (self.attributes.iter()).map(|(g, a)| (Owner::Group(g.clone()), a));
+        let listeners =
+            (self.listener_attributes.iter()).map(|(l, a)| (Owner::Listener(l.clone()), a));
+        for (owner, attrs) in groups.chain(listeners) {
             for (k, v) in attrs {
-                if let Err(e) = super::attributes::set(tg, k, v) {
-                    warnings.push(format!(
-                        "target group {group}: runtime attribute {e}: not applied"
-                    ));
+                match super::attributes::apply(&mut cfg, &owner, k, v) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        warnings.push(format!(
+                            "attributes set at runtime for {owner}, which the config no longer has: kept in the state file, not applied"
+                        ));
+                        break;
+                    }
+                    Err(e) => warnings.push(format!("{owner}: runtime attribute {e}: not applied")),
                 }
             }
         }
         (cfg, warnings)
     }
 
-    /// This registry with `attrs` set on `arn`'s group (`reset`: the
-    /// keys' overrides removed, back to the config file's values).
+    /// The runtime attributes of `owner`.
+    pub fn attributes_of(&self, owner: &Owner) -> Option<&BTreeMap<String, String>> {
+        match owner {
+            Owner::Group(g) => self.attributes.get(g),
+            Owner::Listener(l) => self.listener_attributes.get(l),
+        }
+    }
+
+    /// This registry with `attrs` set on `owner` (`reset`: the keys'
+    /// overrides removed, back to the config file's values).
     pub fn modify(
         &self,
         file: &Config,
-        arn: &str,
+        owner: &Owner,
         attrs: &[(String, String)],
         reset: bool,
     ) -> Result<Registry, ApiError> {
-        let group = group_name(arn);
-        let mut tg = group_of(file, group)?.clone();
+        let bad = |e: String| ApiError::new("InvalidConfigurationRequest", e);
+        match owner {
+            Owner::Group(g) => {
+                group_of(file, g)?;
+            }
+            Owner::Listener(l) if !file.listeners.iter().any(|x| &x.name == l) => {
+                return Err(ApiError::listener_not_found(l))
+            }
+            Owner::Listener(_) => {}
+        }
+        let mut scratch = file.clone();
         let mut next = self.clone();
-        let over = next.attributes.entry(group.to_string()).or_default();
+        let (map, name) = match owner {
+            Owner::Group(g) => (&mut next.attributes, g),
+            Owner::Listener(l) => (&mut next.listener_attributes, l),
+        };
+        let over = map.entry(name.to_string()).or_default();
         for (k, v) in attrs {
             if reset {
-                if !super::attributes::KEYS.contains(&k.as_str()) {
-                    return Err(ApiError::new(
-                        "InvalidConfigurationRequest",
-                        format!("{k}: not an attribute this gateway has"),
-                    ));
+                if !super::attributes::keys_of(owner).contains(&k.as_str()) {
+                    return Err(bad(format!("{k}: not an attribute of a {owner} here")));
                 }
                 over.remove(k);
             } else {
-                super::attributes::set(&mut tg, k, v)
-                    .map_err(|e| ApiError::new("InvalidConfigurationRequest", e))?;
+                super::attributes::apply(&mut scratch, owner, k, v).map_err(bad)?;
                 over.insert(k.clone(), v.clone());
             }
         }
         if over.is_empty() {
-            next.attributes.remove(group);
+            map.remove(name);
         }
         next.valid_with(file, "InvalidConfigurationRequest")
     }
@@ -369,6 +392,28 @@ zone = "a"
         no_port.port = None;
         let r = r.register(&file, arn, &[no_port]).unwrap();
         assert_eq!(r.target_groups["web"][0].port.0, 8080, "the group's port");
+    }
+
+    #[test]
+    fn listener_attributes_override_until_reset() {
+        let file = Config::parse(FILE).unwrap();
+        let web = Owner::Listener("web".into());
+        let kv = |v: &str| vec![("tcp.idle_timeout.seconds".to_string(), v.to_string())];
+        let r = Registry::default()
+            .modify(&file, &web, &kv("1200"), false)
+            .unwrap();
+        let (merged, w) = r.merged(&file);
+        assert!(w.is_empty(), "{w:?}");
+        let secs = merged.listeners[0].tcp_idle_timeout.map(|d| d.as_secs());
+        assert_eq!(secs, Some(1200));
+        let e = r.modify(&file, &web, &kv("7000"), false).unwrap_err();
+        assert_eq!(e.code, "InvalidConfigurationRequest");
+        assert!(e.message.contains("listener[0].tcp_idle_timeout"), "{e}");
+        let api = Owner::Listener("api".into());
+        let e = r.modify(&file, &api, &kv("60"), false).unwrap_err();
+        assert_eq!(e.code, "ListenerNotFound");
+        let back = r.modify(&file, &web, &kv(""), true).unwrap();
+        assert_eq!(back, Registry::default(), "reset: the file's value");
     }
 
     #[test]

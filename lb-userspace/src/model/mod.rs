@@ -103,6 +103,8 @@ pub struct VipModel {
     pub vip_id: u32,
     pub flags: u32,
     pub snat_addr: [u32; 4],
+    /// TCP VIPs: the listener's idle timeout in seconds; 0: the gateway's.
+    pub idle_timeout_s: u16,
     pub listener: String,
     pub target_group: String,
     /// The group sends a PROXY protocol v2 header (proxy data plane).
@@ -351,6 +353,11 @@ fn vip_model(
     if tg.syn_redispatch {
         flags |= VIP_F_REDISPATCH;
     }
+    let idle_timeout_s = if lkey.proto == lb_common::PROTO_TCP {
+        l.tcp_idle_secs()
+    } else {
+        0
+    };
     VipModel {
         key: VipKey {
             addr,
@@ -362,6 +369,7 @@ fn vip_model(
         lkey,
         flags,
         snat_addr: tg.snat_address.map(|a| addr_words(a).0).unwrap_or_default(),
+        idle_timeout_s,
         listener: l.name.clone(),
         target_group: tg.name.clone(),
         ppv2: tg.proxy_protocol_v2,

@@ -294,12 +294,25 @@ fn admin_router(tx: mpsc::Sender<AdminReq>) -> Router {
             "/v1/ResetTargetGroupAttributes",
             api_post(Call::ResetAttributes, None),
         )
+        // The same calls with a `ListenerArn` (the listener's config name).
+        .route(
+            "/v1/ModifyListenerAttributes",
+            api_post(Call::ModifyAttributes, None),
+        )
+        .route(
+            "/v1/DescribeListenerAttributes",
+            api_post(Call::DescribeAttributes, None),
+        )
+        .route(
+            "/v1/ResetListenerAttributes",
+            api_post(Call::ResetAttributes, None),
+        )
         .route("/v1/flows", api_post(Call::Flows, Some(FlowsRequest::default)))
         .route("/v1/explain", api_post(Call::Explain, None))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "unknown request: GET /v1/status, POST /v1/reload, POST /v1/RegisterTargets, /v1/DeregisterTargets, /v1/DescribeTargetHealth, /v1/ModifyTargetGroupAttributes, /v1/DescribeTargetGroupAttributes, /v1/ResetTargetGroupAttributes, /v1/flows, /v1/explain\n",
+                "unknown request: GET /v1/status, POST /v1/reload, POST /v1/RegisterTargets, /v1/DeregisterTargets, /v1/DescribeTargetHealth, /v1/ModifyTargetGroupAttributes, /v1/DescribeTargetGroupAttributes, /v1/ResetTargetGroupAttributes, /v1/{Modify,Describe,Reset}ListenerAttributes, /v1/flows, /v1/explain\n",
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -72,7 +72,8 @@ pub struct DescribeResponse {
     pub target_health_descriptions: Vec<TargetHealthDescription>,
 }
 
-/// `Attributes[]` of `ModifyTargetGroupAttributes` and its answer.
+/// `Attributes[]` of `Modify{TargetGroup,Listener}Attributes` and their
+/// answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Attribute {
@@ -81,13 +82,49 @@ pub struct Attribute {
     pub value: String,
 }
 
+/// The request of `{Modify,Describe,Reset}TargetGroupAttributes` (a
+/// `TargetGroupArn`) and of the same calls for listeners (a `ListenerArn`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct AttributesRequest {
-    pub target_group_arn: String,
-    /// Absent for `DescribeTargetGroupAttributes`.
+    #[serde(default)]
+    pub target_group_arn: Option<String>,
+    #[serde(default)]
+    pub listener_arn: Option<String>,
+    /// Absent for the describe calls.
     #[serde(default)]
     pub attributes: Vec<Attribute>,
+}
+
+/// What attributes belong to: a target group or a listener, by name (a
+/// target group's ARN carries its name; a listener is named as in the
+/// config, since an AWS listener ARN carries no name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Group(String),
+    Listener(String),
+}
+
+impl AttributesRequest {
+    pub fn owner(&self) -> Result<Owner, ApiError> {
+        match (&self.target_group_arn, &self.listener_arn) {
+            (Some(g), None) => Ok(Owner::Group(group_name(g).to_string())),
+            (None, Some(l)) => Ok(Owner::Listener(l.clone())),
+            _ => Err(ApiError::new(
+                "ValidationError",
+                "name exactly one of TargetGroupArn and ListenerArn",
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Group(g) => write!(f, "target group {g}"),
+            Owner::Listener(l) => write!(f, "listener {l}"),
+        }
+    }
 }
 
 /// `lb flows`: tracked flows, filtered; at most `limit` (default 1000).
@@ -162,6 +199,13 @@ impl ApiError {
         ApiError::new(
             "TargetGroupNotFound",
             format!("target group {group:?} is not in the config"),
+        )
+    }
+
+    pub fn listener_not_found(name: &str) -> ApiError {
+        ApiError::new(
+            "ListenerNotFound",
+            format!("listener {name:?} is not in the config (name it by its config name)"),
         )
     }
 }

@@ -94,6 +94,8 @@ pub struct VipView {
     pub vip_id: u32,
     pub flags: u32,
     pub ppv2: bool,
+    /// The listener's TCP idle timeout, if it has one.
+    pub tcp_idle: Option<Duration>,
     zone: Arc<Vec<u32>>,
     all: Arc<Vec<u32>>,
 }
@@ -259,6 +261,8 @@ impl ProxyDataplane {
                     vip_id: v.vip_id,
                     flags: v.flags,
                     ppv2: v.ppv2,
+                    tcp_idle: (v.idle_timeout_s != 0)
+                        .then(|| Duration::from_secs(v.idle_timeout_s as u64)),
                     zone: rings.zone.clone(),
                     all: rings.all.clone(),
                 },

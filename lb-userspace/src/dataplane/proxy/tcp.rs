@@ -92,7 +92,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, shared: 
     let _ = relay(
         &client,
         &upstream,
-        shared.settings.tcp_idle,
+        vip.tcp_idle.unwrap_or(shared.settings.tcp_idle),
         &guard.cancel,
         &count,
         &spliced,

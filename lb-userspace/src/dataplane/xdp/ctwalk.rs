@@ -104,7 +104,8 @@ pub fn count(fd: &OwnedFd, g: &Globals) -> std::io::Result<Flows> {
         ..Default::default()
     };
     for_each(fd, |k, st| {
-        if flow::live(g, k.proto, st.flags, now.saturating_sub(st.last_seen_ns)) {
+        let age = now.saturating_sub(st.last_seen_ns);
+        if flow::live(g, k.proto, st.idle_timeout_s, st.flags, age) {
             out.total += 1;
             *out.per_backend.entry(st.backend_id).or_insert(0) += 1;
         }

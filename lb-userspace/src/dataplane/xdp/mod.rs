@@ -133,7 +133,8 @@ impl XdpDataplane {
         let _ = ctwalk::for_each(&fd, |k, st| {
             if st.backend_id == backend_id {
                 let live = g.as_ref().is_some_and(|g| {
-                    lb_common::flow::live(g, k.proto, st.flags, now.saturating_sub(st.last_seen_ns))
+                    let age = now.saturating_sub(st.last_seen_ns);
+                    lb_common::flow::live(g, k.proto, st.idle_timeout_s, st.flags, age)
                 });
                 doomed.push((*k, live));
             }

@@ -149,6 +149,7 @@ impl XdpDataplane {
         };
         let slot = VipSlot {
             key: v.key,
+            idle_timeout_s: v.idle_timeout_s,
             _pad: 0,
             meta,
         };
