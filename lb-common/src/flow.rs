@@ -2,7 +2,7 @@
 //! still holds its flow, when a packet continues it, and how its CLOSING
 //! mark moves.
 
-use crate::{Globals, FLOW_F_CLOSING, FLOW_F_REFUSED, PROTO_TCP};
+use crate::{Globals, FLOW_F_CLOSING, FLOW_F_HALF_OPEN, FLOW_F_REFUSED, PROTO_TCP};
 
 pub const NS: u64 = 1_000_000_000;
 
@@ -12,13 +12,18 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// Idle time after which an entry no longer holds its flow. `idle_s` is
-/// the flow's own idle timeout (its listener's `tcp_idle_timeout`, kept in
-/// the entry when the flow opened); 0: the gateway's for its protocol.
+/// Idle time after which an entry with `flags` no longer holds its flow:
+/// the closing timeout once FIN or RST was seen (also a refusal dropped
+/// for redispatch: the client retries within seconds, or never), the SYN
+/// timeout until the handshake completes, else the idle timeout. `idle_s`
+/// is the flow's own (its listener's `tcp_idle_timeout`, kept in the entry
+/// when the flow opened); 0: the gateway's for its protocol.
 #[inline(always)]
-pub fn timeout_ns(g: &Globals, proto: u8, idle_s: u16, closing: bool) -> u64 {
-    let s = if closing {
+pub fn timeout_ns(g: &Globals, proto: u8, idle_s: u16, flags: u32) -> u64 {
+    let s = if flags & (FLOW_F_CLOSING | FLOW_F_REFUSED) != 0 {
         g.closing_timeout_s
+    } else if flags & FLOW_F_HALF_OPEN != 0 {
+        g.syn_timeout_s
     } else if idle_s != 0 {
         idle_s as u32
     } else if proto == PROTO_TCP {
@@ -30,17 +35,10 @@ pub fn timeout_ns(g: &Globals, proto: u8, idle_s: u16, closing: bool) -> u64 {
 }
 
 /// The entry still holds its flow (and its SNAT port): fresh by its
-/// timeout, the closing timeout once FIN or RST was seen (also a refusal
-/// dropped for redispatch: the client retries within seconds, or never).
+/// timeout (`timeout_ns`).
 #[inline(always)]
 pub fn live(g: &Globals, proto: u8, idle_s: u16, flags: u32, age_ns: u64) -> bool {
-    age_ns
-        <= timeout_ns(
-            g,
-            proto,
-            idle_s,
-            flags & (FLOW_F_CLOSING | FLOW_F_REFUSED) != 0,
-        )
+    age_ns <= timeout_ns(g, proto, idle_s, flags)
 }
 
 /// A TCP SYN without ACK: the first packet of a connection.
@@ -66,7 +64,7 @@ pub fn continues(g: &Globals, proto: u8, idle_s: u16, flags: u32, age_ns: u64, s
     if syn {
         flags & FLOW_F_CLOSING == 0 && live(g, proto, idle_s, flags, age_ns)
     } else {
-        age_ns <= timeout_ns(g, proto, idle_s, false)
+        age_ns <= timeout_ns(g, proto, idle_s, 0)
     }
 }
 
@@ -162,6 +160,30 @@ mod tests {
         // Closing still ends a flow after the closing timeout.
         assert!(!live(&g, t, 6000, FLOW_F_CLOSING, 11 * S));
         assert_eq!(next_flags(&g, t, 6000, FLOW_F_CLOSING, 11 * S, false), 0);
+    }
+
+    #[test]
+    fn a_half_open_flow_lives_the_syn_timeout() {
+        let g = Globals::default();
+        let t = PROTO_TCP;
+        let half = crate::FLOW_F_OPENING | FLOW_F_HALF_OPEN;
+        assert!(live(&g, t, 0, half, 4 * S));
+        assert!(
+            !live(&g, t, 6000, half, 6 * S),
+            "5 s, whatever the idle timeout"
+        );
+        assert!(
+            continues(&g, t, 0, half, 4 * S, true),
+            "its SYN retransmission"
+        );
+        assert!(
+            !continues(&g, t, 0, half, 6 * S, true),
+            "a SYN after: a new pick"
+        );
+        assert!(
+            continues(&g, t, 0, half, 6 * S, false),
+            "a late ACK goes on"
+        );
     }
 
     #[test]

@@ -168,6 +168,9 @@ pub const FLOW_F_REFUSED: u32 = 4;
 /// Picked although every candidate was to be avoided: a refusal reaches
 /// the client (redispatch would only delay its error).
 pub const FLOW_F_LAST_RESORT: u32 = 8;
+/// Opened by a SYN, and the client has not sent its handshake's ACK yet
+/// (a spoofed SYN never does): lives only `tcp_syn_timeout`.
+pub const FLOW_F_HALF_OPEN: u32 = 16;
 
 /// Conntrack value.
 #[repr(C)]
@@ -299,12 +302,19 @@ pub struct Globals {
     pub closing_timeout_s: u32,
     /// How long a cached next hop (FIB result) is used; 0 disables the cache.
     pub fib_cache_ms: u32,
-    pub _pad: u32,
+    /// New flows each CPU tracks per second at most (`new_flow_limit`
+    /// shared out); above it they are balanced but not tracked. 0: no cap.
+    pub new_flows_per_cpu: u32,
     /// Steps between SNAT port probes, coprime with the range
     /// (`snat::strides`), so every probe of a flow is a distinct port.
     pub snat_strides: [u32; crate::snat::STRIDES],
+    /// Life of a TCP flow until the client completes the handshake.
+    pub syn_timeout_s: u32,
+    /// The flow hash's secret key (`hash_seed`), so clients cannot aim
+    /// flows at one target.
+    pub hash_key: [u32; 2],
 }
-const _: () = assert!(size_of::<Globals>() == 60);
+const _: () = assert!(size_of::<Globals>() == 72);
 
 impl Default for Globals {
     fn default() -> Self {
@@ -317,8 +327,10 @@ impl Default for Globals {
             udp_timeout_s: 120,
             closing_timeout_s: 10,
             fib_cache_ms: 1000,
-            _pad: 0,
+            new_flows_per_cpu: 0,
             snat_strides: crate::snat::strides(32767 - 20000 + 1),
+            syn_timeout_s: 5,
+            hash_key: [0; 2],
         }
     }
 }
@@ -461,9 +473,20 @@ pub enum Reason {
     /// SYN retransmissions of flows whose target had not answered, sent to
     /// another target (`syn_redispatch`).
     SynRetryMoved,
+    /// TCP packets other than a SYN without a flow (a connection set up
+    /// through another gateway, or a forged ACK): forwarded to the target
+    /// the ring picks, not tracked (only a SYN creates TCP state).
+    NotSynUntracked,
+    /// New flows above `new_flow_limit` (a flood): forwarded to the target
+    /// the ring picks, not tracked.
+    FloodUntracked,
+    /// A `snat` flow that may not be tracked (a TCP packet other than a
+    /// SYN without a flow, or above `new_flow_limit`): dropped, since SNAT
+    /// needs a port, and so state.
+    SnatUntracked,
 }
 
-pub const REASON_COUNT: u32 = 23;
+pub const REASON_COUNT: u32 = 26;
 
 impl Reason {
     /// Every reason, in index order.
@@ -491,6 +514,9 @@ impl Reason {
         Reason::DirectToTarget,
         Reason::SynRedispatch,
         Reason::SynRetryMoved,
+        Reason::NotSynUntracked,
+        Reason::FloodUntracked,
+        Reason::SnatUntracked,
     ];
 
     /// The `reason` label of `lb_xdp_packets_total`.
@@ -519,6 +545,9 @@ impl Reason {
             Reason::DirectToTarget => "direct_to_target",
             Reason::SynRedispatch => "syn_redispatch",
             Reason::SynRetryMoved => "syn_retry_moved",
+            Reason::NotSynUntracked => "not_syn_untracked",
+            Reason::FloodUntracked => "flood_untracked",
+            Reason::SnatUntracked => "snat_untracked",
         }
     }
 }

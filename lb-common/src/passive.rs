@@ -7,7 +7,7 @@
 
 use crate::{
     flow::{NS, TCP_ACK, TCP_RST, TCP_SYN},
-    FLOW_F_LAST_RESORT, FLOW_F_OPENING, FLOW_F_REFUSED,
+    FLOW_F_HALF_OPEN, FLOW_F_LAST_RESORT, FLOW_F_OPENING, FLOW_F_REFUSED,
 };
 
 /// A SYN this long after the flow's last packet is a retransmission (the
@@ -79,25 +79,26 @@ pub fn retry(flags: u32, age_ns: u64, vip_redispatch: bool) -> Retry {
 }
 
 /// The flags of a new flow: a SYN opens it (the target's answer is then
-/// watched); `last_resort` when every candidate target was to be avoided.
+/// watched, and the flow is half-open until the client's ACK);
+/// `last_resort` when every candidate target was to be avoided.
 #[inline(always)]
 pub fn opening_flags(syn: bool, last_resort: bool) -> u32 {
     match (syn, last_resort) {
         (false, _) => 0,
-        (true, false) => FLOW_F_OPENING,
-        (true, true) => FLOW_F_OPENING | FLOW_F_LAST_RESORT,
+        (true, false) => FLOW_F_OPENING | FLOW_F_HALF_OPEN,
+        (true, true) => FLOW_F_OPENING | FLOW_F_HALF_OPEN | FLOW_F_LAST_RESORT,
     }
 }
 
 /// The flags after a client's packet that continues the flow: an ACK
 /// means the handshake completed (its SYN-ACK may have come back through
-/// another gateway), so the flow is no longer opening.
+/// another gateway), so the flow is no longer opening nor half-open.
 #[inline(always)]
 pub fn client_flags(flags: u32, syn: bool) -> u32 {
     if syn {
         flags
     } else {
-        flags & !(FLOW_F_OPENING | FLOW_F_LAST_RESORT)
+        flags & !(FLOW_F_OPENING | FLOW_F_HALF_OPEN | FLOW_F_LAST_RESORT)
     }
 }
 
@@ -182,8 +183,14 @@ mod tests {
         assert!(!trips(4, 3, true));
         assert!(!trips(100, 0, false), "off");
         assert_eq!(opening_flags(false, true), 0);
-        assert_eq!(opening_flags(true, false), FLOW_F_OPENING);
-        assert_eq!(client_flags(FLOW_F_OPENING, false), 0, "the client's ACK");
+        let opened = opening_flags(true, false);
+        assert_eq!(opened, FLOW_F_OPENING | FLOW_F_HALF_OPEN);
+        assert_eq!(client_flags(opened, false), 0, "the client's ACK");
+        assert_eq!(
+            answered_flags(opened, false),
+            FLOW_F_HALF_OPEN,
+            "answered, still half-open: a spoofed SYN's target answers too"
+        );
         assert_eq!(client_flags(FLOW_F_OPENING, true), FLOW_F_OPENING);
         assert!(counts_unanswered(5, 10), "nothing answered since");
         assert!(!counts_unanswered(12, 10), "it answers others: not dead");

@@ -10,9 +10,10 @@ use crate::{
 };
 
 /// The flow's hash as both data planes compute it (addresses and ports in
-/// network order, as in the packet).
+/// network order, as in the packet), under the deployment's `key`.
 #[inline(always)]
 pub fn flow_key_hash(
+    key: [u32; 2],
     flags: u32,
     src: &[u32; 4],
     dst: &[u32; 4],
@@ -21,9 +22,9 @@ pub fn flow_key_hash(
     proto: u8,
 ) -> u32 {
     if flags & VIP_F_STICKY != 0 {
-        src_hash(src)
+        src_hash(key, src)
     } else {
-        flow_hash(src, dst, sport, dport, proto)
+        flow_hash(key, src, dst, sport, dport, proto)
     }
 }
 

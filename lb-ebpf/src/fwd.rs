@@ -274,7 +274,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
     }
     if new_flow {
         let h = flow_key_hash(
-            meta.flags, &pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto,
+            g.hash_key, meta.flags, &pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto,
         );
         let m = g.ring_size;
         if m == 0 {
@@ -314,6 +314,30 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
         return Err(Reason::MapError);
     }
     let snat = meta.flags & VIP_F_SNAT != 0;
+    // New state only for a SYN (or UDP), and at most `new_flows_per_cpu`
+    // a second (Katran's flood guard): past that a flow is balanced by the
+    // ring alone, which every packet of it repeats, and its replies are
+    // translated statelessly. A `snat` flow needs a port, so state: dropped.
+    let track = new_flow && {
+        let why = if pkt.proto == PROTO_TCP && !syn {
+            Some(Reason::NotSynUntracked)
+        } else if flood(g, now) {
+            Some(Reason::FloodUntracked)
+        } else {
+            None
+        };
+        match why {
+            None => true,
+            Some(_) if snat => {
+                count(Reason::SnatUntracked);
+                return Ok(Some(xdp_action::XDP_DROP));
+            }
+            Some(r) => {
+                count(r);
+                false
+            }
+        }
+    };
     if snat && new_flow {
         match alloc_snat_port(pkt, meta, b, g, now) {
             0 => {
@@ -323,7 +347,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
             p => snat_port = p,
         }
     }
-    if new_flow {
+    if track {
         let sc = SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
         let st = unsafe { &mut (*sc).state };
         st.snat_port = snat_port;
@@ -332,16 +356,12 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
         }
     }
     let rst = pkt.proto == PROTO_TCP && pkt.tcp_flags & lb_common::flow::TCP_RST != 0;
-    bump(
-        VIP_STATS.get_ptr_mut(meta.vip_id),
-        pkt.ip_len,
-        new_flow,
-        rst,
-    );
+    // New flows counted once: untracked ones (each packet picks anew) not.
+    bump(VIP_STATS.get_ptr_mut(meta.vip_id), pkt.ip_len, track, rst);
     bump(
         BACKEND_STATS.get_ptr_mut(backend_id),
         pkt.ip_len,
-        new_flow,
+        track,
         false,
     );
     let (src, sport) = if snat {
@@ -355,6 +375,25 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
     rewrite(ctx, pkt, &src, &dst, sport, dport)?;
     count(Reason::FwdToBackend);
     Ok(Some(emit(ctx, pkt, rc, p)))
+}
+
+/// Whether this CPU has tracked `new_flows_per_cpu` new flows in the
+/// current second already (counted in its scratch memory: no atomics).
+#[inline(always)]
+fn flood(g: &Globals, now: u64) -> bool {
+    if g.new_flows_per_cpu == 0 {
+        return false;
+    }
+    let Some(sc) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let sc = unsafe { &mut *sc };
+    if now.wrapping_sub(sc.flood_window_ns) >= flow::NS {
+        sc.flood_window_ns = now;
+        sc.flood_count = 0;
+    }
+    sc.flood_count += 1;
+    sc.flood_count > g.new_flows_per_cpu
 }
 
 /// Picks a free source port for a SNAT flow: a few distinct probes in the
@@ -374,7 +413,9 @@ fn alloc_snat_port(pkt: &Pkt, meta: &VipMeta, b: &Backend, g: &Globals, now: u64
     };
     let sc = unsafe { &mut *sc };
     let range = (max - min) as u32 + 1;
-    let h = flow_hash(&pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto);
+    let h = flow_hash(
+        g.hash_key, &pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto,
+    );
     sc.snat_val = snat_val(pkt, meta.vip_id);
     for i in 0..snat::TRIES {
         let port = snat::probe(min, range, &g.snat_strides, h, i).to_be();
@@ -473,7 +514,7 @@ fn direct_is_newer(pkt: &Pkt, g: &Globals, than: u64, now: u64) -> bool {
         return false;
     };
     let p = unsafe { &mut *p };
-    let fresh = now.wrapping_sub(p.last_seen_ns) <= flow::timeout_ns(g, pkt.proto, 0, false);
+    let fresh = now.wrapping_sub(p.last_seen_ns) <= flow::timeout_ns(g, pkt.proto, 0, 0);
     if fresh && p.last_seen_ns > than {
         p.last_seen_ns = now;
         return true;
@@ -581,6 +622,7 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlo
         };
         let meta = &slot.meta;
         let h = flow_key_hash(
+            g.hash_key,
             meta.flags,
             &pkt.dst,
             &slot.key.addr,

@@ -70,6 +70,9 @@ pub struct Scratch {
     pub other_target: u32,
     pub snat_key: SnatKey,
     pub snat_val: SnatVal,
+    /// This CPU's new-flow count in the second from `flood_window_ns`.
+    pub flood_window_ns: u64,
+    pub flood_count: u32,
 }
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

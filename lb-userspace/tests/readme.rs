@@ -131,6 +131,9 @@ fn restart_only_keys_are_as_listed() {
         proxy_udp_sessions: 1,
         tcp_closing_timeout: s,
         fib_cache: s,
+        tcp_syn_timeout: s,
+        new_flow_limit: lb_userspace::config::FlowLimit::Off,
+        hash_seed: "x".into(),
     };
     let mut kept = all.keep_restart_only(&Gateway::default());
     kept.sort();

@@ -29,6 +29,8 @@ use crate::{
 
 pub const GATEWAY_BIRD: &str = include_str!("../../dist/bird/gateway.conf");
 pub const ROUTER_BIRD: &str = include_str!("../../dist/bird/router.conf");
+/// The scale-out set's shared flow hash key (`gateway.hash_seed`).
+pub const HASH_SEED: &str = "6c62207365656421";
 
 pub struct Gateway {
     pub ns: Netns,
@@ -225,7 +227,7 @@ impl EcmpTopology {
     /// fast health checks, announcement on.
     pub fn config(gw: &Gateway) -> String {
         let mut s = format!(
-            "[gateway]\ninterfaces = [\"eth0\", \"b1\", \"b2\", \"b3\"]\nzone = \"a\"\nconntrack_size = 65536\nsnat_table_size = 65536\npin_path = \"{}\"\nadmin_socket = \"/run/{}.sock\"\n\n[announce]\ntable = 100\n\n",
+            "[gateway]\ninterfaces = [\"eth0\", \"b1\", \"b2\", \"b3\"]\nzone = \"a\"\nconntrack_size = 65536\nsnat_table_size = 65536\nhash_seed = \"{HASH_SEED}\"\npin_path = \"{}\"\nadmin_socket = \"/run/{}.sock\"\n\n[announce]\ntable = 100\n\n",
             Self::pin_path(gw).display(),
             gw.ns.name
         );
@@ -359,6 +361,8 @@ pub fn new_flows(gw: &Gateway, listener: &str) -> Result<u64> {
 pub struct Choices {
     pub vips: Vec<VipChoice>,
     pub backends: Vec<lb_common::Backend>,
+    /// The flow hash's key (`hash_seed`): the same on every gateway.
+    pub hash_key: [u32; 2],
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -384,6 +388,7 @@ impl Choices {
         })?;
         let (ca, _) = addr_words(client.ip());
         let h = lb_common::select::flow_key_hash(
+            self.hash_key,
             v.flags,
             &ca,
             &va,
@@ -414,6 +419,8 @@ pub fn choices(gw: &Gateway) -> Result<Choices> {
         HashMap::try_from(Map::HashMap(open(lb_common::names::VIPS)?))?;
     let backends: Array<_, Backend> =
         Array::try_from(Map::Array(open(lb_common::names::BACKENDS)?))?;
+    let globals: Array<_, lb_common::Globals> =
+        Array::try_from(Map::Array(open(lb_common::names::GLOBALS)?))?;
     let m = lb_common::DEFAULT_RING_SIZE;
     let mut out = Vec::new();
     for kv in vips.iter() {
@@ -437,5 +444,6 @@ pub fn choices(gw: &Gateway) -> Result<Choices> {
     Ok(Choices {
         vips: out,
         backends: backends.iter().collect::<Result<_, _>>()?,
+        hash_key: globals.get(&0, 0)?.hash_key,
     })
 }

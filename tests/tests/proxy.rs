@@ -306,7 +306,11 @@ fn stopping_proxy_withdraws_then_serves_through_the_grace() {
     let dir = TempDir::new("pgrace");
     let cfg = format!(
         "{}\n[announce]\nwithdraw_grace = \"3s\"\n",
-        proxy_config(&topo)
+        proxy_config(&topo).replacen(
+            "[gateway]\n",
+            &format!("[gateway]\nhash_seed = \"{}\"\n", tests::ecmp::HASH_SEED),
+            1
+        )
     );
     let d = Daemon::start(&topo.gw, &dir.0, &cfg).expect("lb run");
     let routes = || {

@@ -131,6 +131,71 @@ pub struct Gateway {
     /// asks the FIB). Neighbour and route changes apply within this time.
     #[serde(deserialize_with = "duration")]
     pub fib_cache: Duration,
+    /// A TCP flow lives this long until the client completes the
+    /// handshake (a spoofed SYN never does).
+    #[serde(deserialize_with = "duration")]
+    pub tcp_syn_timeout: Duration,
+    /// New flows tracked per second; beyond, they are balanced untracked.
+    pub new_flow_limit: FlowLimit,
+    /// The flow hash's secret key, 16 hex digits, the same on every gateway
+    /// of a scale-out set; "" (alone): one generated into state_dir.
+    pub hash_seed: String,
+}
+
+/// `gateway.new_flow_limit`: "auto" (what fills half of conntrack with
+/// half-open flows in one `tcp_syn_timeout`), "off", or flows a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowLimit {
+    #[default]
+    Auto,
+    Off,
+    PerSecond(u32),
+}
+
+impl<'de> Deserialize<'de> for FlowLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            N(u32),
+            S(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::N(0) => Err(serde::de::Error::custom(
+                "0 would track nothing: a number of flows a second, \"auto\" or \"off\"",
+            )),
+            Repr::N(n) => Ok(FlowLimit::PerSecond(n)),
+            Repr::S(s) if s == "auto" => Ok(FlowLimit::Auto),
+            Repr::S(s) if s == "off" => Ok(FlowLimit::Off),
+            Repr::S(s) => Err(serde::de::Error::custom(format!(
+                "{s:?}: a number of flows a second, \"auto\" or \"off\""
+            ))),
+        }
+    }
+}
+
+impl Gateway {
+    /// New flows tracked per second over the whole gateway (0: no cap).
+    pub fn new_flows_per_second(&self) -> u32 {
+        match self.new_flow_limit {
+            FlowLimit::Off => 0,
+            FlowLimit::PerSecond(n) => n,
+            FlowLimit::Auto => {
+                let syn = self.tcp_syn_timeout.as_secs().max(1) as u32;
+                (self.conntrack_size / 2 / syn).max(1)
+            }
+        }
+    }
+
+    /// `hash_seed` as the program's key (`None`: unset or malformed).
+    pub fn hash_key(&self) -> Option<[u32; 2]> {
+        let s = self.hash_seed.trim();
+        if s.len() != 16 {
+            return None;
+        }
+        let v = u64::from_str_radix(s, 16).ok()?;
+        Some([(v >> 32) as u32, v as u32])
+    }
 }
 
 impl Gateway {
@@ -191,6 +256,9 @@ impl Default for Gateway {
             proxy_connect_timeout: Duration::from_secs(3),
             proxy_udp_sessions: 65_536,
             fib_cache: Duration::from_secs(1),
+            tcp_syn_timeout: Duration::from_secs(5),
+            new_flow_limit: FlowLimit::Auto,
+            hash_seed: String::new(),
         }
     }
 }

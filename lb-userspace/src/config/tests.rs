@@ -58,20 +58,32 @@ fn port_out_of_range_names_field_and_line() {
 #[test]
 fn announce_defaults_and_errors() {
     assert_eq!(Config::parse(BASE).unwrap().announce, None);
-    let on = Config::parse(&format!("{BASE}\n[announce]\n")).unwrap();
+    // A scale-out set shares one hash key.
+    let seeded = BASE.replacen(
+        "zone = \"a\"\n",
+        "zone = \"a\"\nhash_seed = \"0011223344556677\"\n",
+        1,
+    );
+    let on = Config::parse(&format!("{seeded}\n[announce]\n")).unwrap();
     assert_eq!(on.announce, Some(Announce::default()));
-    assert_eq!(
-        error(&format!("{BASE}\n[announce]\ntable = 254\n")),
-        "announce.table: 254 is a reserved table (0, 253 default, 254 main, 255 local); use a dedicated one such as 100 at line 20"
+    assert!(
+        error(&format!("{BASE}\n[announce]\n"))
+            .starts_with("gateway.hash_seed: is needed with [announce]"),
+        "{}",
+        error(&format!("{BASE}\n[announce]\n"))
     );
     assert_eq!(
-        error(&format!("{BASE}\n[announce]\ndevice = \"way-too-long-name0\"\n")),
-        "announce.device: \"way-too-long-name0\" is not an interface name (1-15 of a-z, A-Z, 0-9, '-', '_', '.') at line 20"
+        error(&format!("{seeded}\n[announce]\ntable = 254\n")),
+        "announce.table: 254 is a reserved table (0, 253 default, 254 main, 255 local); use a dedicated one such as 100 at line 21"
     );
-    assert!(error(&format!("{BASE}\n[announce]\ntabel = 7\n")).contains("unknown field `tabel`"));
     assert_eq!(
-        error(&format!("{BASE}\n[announce]\nwithdraw_grace = \"5m\"\n")),
-        "announce.withdraw_grace: must be at most 60s (a stop waits that long) at line 20"
+        error(&format!("{seeded}\n[announce]\ndevice = \"way-too-long-name0\"\n")),
+        "announce.device: \"way-too-long-name0\" is not an interface name (1-15 of a-z, A-Z, 0-9, '-', '_', '.') at line 21"
+    );
+    assert!(error(&format!("{seeded}\n[announce]\ntabel = 7\n")).contains("unknown field `tabel`"));
+    assert_eq!(
+        error(&format!("{seeded}\n[announce]\nwithdraw_grace = \"5m\"\n")),
+        "announce.withdraw_grace: must be at most 60s (a stop waits that long) at line 21"
     );
     assert_eq!(Announce::default().withdraw_grace, Duration::from_secs(2));
 }
@@ -271,6 +283,12 @@ fn bounds_an_operator_can_rely_on() {
             "gateway.passthrough_table_size:",
         ),
         (gw("tcp_idle_timeout = \"0s\""), "gateway.tcp_idle_timeout:"),
+        (gw("tcp_syn_timeout = \"10m\""), "gateway.tcp_syn_timeout:"),
+        (
+            gw("hash_seed = \"secret\""),
+            "gateway.hash_seed: must be 16 hex digits",
+        ),
+        (gw("new_flow_limit = 0"), "gateway.new_flow_limit:"),
         (gw("udp_idle_timeout = \"2h\""), "gateway.udp_idle_timeout:"),
         (
             gw("tcp_closing_timeout = \"1h\""),

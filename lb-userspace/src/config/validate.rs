@@ -114,6 +114,18 @@ fn gateway(cfg: &Config, errs: &mut Errors) {
             "must be at most 60s (neighbour changes apply only after it)",
         );
     }
+    if !g.hash_seed.is_empty() && g.hash_key().is_none() {
+        errs.push(
+            "gateway.hash_seed",
+            "must be 16 hex digits (64 bits; e.g. from `openssl rand -hex 8`)",
+        );
+    }
+    if g.hash_seed.is_empty() && cfg.announce.is_some() {
+        errs.push(
+            "gateway.hash_seed",
+            "is needed with [announce]: every gateway of a scale-out set must hash flows alike; set the same secret on each (`openssl rand -hex 8`)",
+        );
+    }
     if cfg.snat_port_range().is_none() {
         errs.push(
             "gateway.snat_ports",
@@ -161,6 +173,7 @@ fn timeouts(g: &Gateway, errs: &mut Errors) {
         ("tcp_idle_timeout", g.tcp_idle_timeout, 1, 6000),
         ("udp_idle_timeout", g.udp_idle_timeout, 1, 6000),
         ("tcp_closing_timeout", g.tcp_closing_timeout, 1, 300),
+        ("tcp_syn_timeout", g.tcp_syn_timeout, 1, 120),
     ] {
         errs.duration_range(
             format!("gateway.{name}"),

@@ -433,6 +433,7 @@ impl Daemon {
             (Failure::Invalid, msg)
         })?;
         let kept = file.gateway.keep_restart_only(&self.cfg.gateway);
+        super::seed::fill(&mut file.gateway).map_err(|e| (Failure::Invalid, format!("{e:#}")))?;
         let (new, placed) = self.registry.merged(&file);
         if let Some(e) = new.validate().into_iter().next() {
             return Err((

@@ -47,6 +47,7 @@ pub fn explain(
     };
     let (src, _) = addr_words(r.client.ip());
     let h = flow_key_hash(
+        d.model.globals.hash_key,
         v.flags,
         &src,
         &vaddr,
@@ -185,7 +186,7 @@ pub fn flows(job: &FlowsJob, r: &FlowsRequest) -> Result<Value, ApiError> {
             "TargetGroup": target.map(|t| t.0.clone()),
             "Target": target.map(|t| t.1.to_string()),
             "IdleMs": idle / 1_000_000,
-            "IdleTimeoutS": flow::timeout_ns(&job.globals, k.proto, st.idle_timeout_s, false) / flow::NS,
+            "IdleTimeoutS": flow::timeout_ns(&job.globals, k.proto, st.idle_timeout_s, st.flags) / flow::NS,
             "State": if k.proto == PROTO_TCP { state } else { "udp" },
             "SnatPort": (st.snat_port != 0).then(|| u16::from_be(st.snat_port)),
         }));

@@ -10,6 +10,7 @@ pub mod host;
 pub mod inspect;
 pub mod instance;
 pub mod registry;
+pub mod seed;
 pub mod start;
 pub mod stop;
 pub mod targets;

@@ -117,7 +117,8 @@ fn start_planes(d: &mut Daemon) -> Result<()> {
 }
 
 pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
-    let cfg = Config::load(&config_path)?;
+    let mut cfg = Config::load(&config_path)?;
+    super::seed::fill(&mut cfg.gateway)?;
     // One daemon per pinned state: a second would fight over the maps.
     let _lock = instance::lock(&cfg.gateway.admin_socket, &cfg.gateway.pin_path)?;
     // One started with another admin_socket holds the pin directory.

@@ -28,6 +28,8 @@ pub enum Stats {
 #[derive(Debug, Clone, Default)]
 pub struct Flows {
     pub total: u64,
+    /// Of those, TCP flows whose handshake the client has not completed.
+    pub half_open: u64,
     pub per_backend: HashMap<u32, u64>,
     /// When they were counted (`None`: not yet).
     pub at: Option<std::time::Instant>,
@@ -140,6 +142,7 @@ impl Dataplane for Planes {
             // As old as the oldest count.
             f.at = if i == 0 { x.at } else { f.at.min(x.at) };
             f.total += x.total;
+            f.half_open += x.half_open;
             for (id, n) in x.per_backend {
                 *f.per_backend.entry(id).or_default() += n;
             }

@@ -280,8 +280,13 @@ fn globals(cfg: &Config) -> Globals {
         udp_timeout_s: cfg.gateway.udp_idle_timeout.as_secs().max(1) as u32,
         closing_timeout_s: cfg.gateway.tcp_closing_timeout.as_secs().max(1) as u32,
         fib_cache_ms: cfg.gateway.fib_cache.as_millis() as u32,
-        _pad: 0,
+        // Shared out over the CPUs, each of which counts its own.
+        new_flows_per_cpu: (cfg.gateway.new_flows_per_second())
+            .div_ceil(aya::util::nr_cpus().unwrap_or(1).max(1) as u32),
         snat_strides: lb_common::snat::strides(pmax.saturating_sub(pmin) as u32 + 1),
+        syn_timeout_s: cfg.gateway.tcp_syn_timeout.as_secs().max(1) as u32,
+        // Unset: the daemon fills in the gateway's own (`control::seed`).
+        hash_key: cfg.gateway.hash_key().unwrap_or_default(),
     }
 }
 

@@ -291,6 +291,12 @@ fn data_plane(v: &View, r: &mut Registry) {
         "Live flows (CloudWatch ActiveFlowCount).",
         v.flows.total as i64,
     );
+    gauge_one(
+        r,
+        "lb_half_open_flows",
+        "Live TCP flows whose client has not completed the handshake (a SYN flood shows here; they live tcp_syn_timeout).",
+        v.flows.half_open as i64,
+    );
     if let Some(reasons) = v.planes.reasons() {
         counter(
             r,

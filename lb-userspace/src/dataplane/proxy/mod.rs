@@ -110,6 +110,8 @@ pub struct BackendView {
 #[derive(Default)]
 pub struct Snapshot {
     pub ring_size: u32,
+    /// The flow hash's key (as the XDP program's).
+    pub hash_key: [u32; 2],
     pub vips: HashMap<(SocketAddr, u8), VipView>,
     pub backends: HashMap<u32, BackendView>,
 }
@@ -194,6 +196,7 @@ impl Shared {
         let (src, _) = addr_words(client.ip());
         let (dst, _) = addr_words(local.ip());
         let h = flow_key_hash(
+            snap.hash_key,
             vip.flags,
             &src,
             &dst,
@@ -251,6 +254,7 @@ impl ProxyDataplane {
     fn sync(&mut self, d: &Desired) -> Result<()> {
         let mut snap = Snapshot {
             ring_size: d.model.globals.ring_size,
+            hash_key: d.model.globals.hash_key,
             ..Default::default()
         };
         for (v, rings) in d.vips() {
@@ -352,6 +356,8 @@ impl Dataplane for ProxyDataplane {
         Flows {
             total: conns.len() as u64,
             per_backend: per,
+            // The kernel completes handshakes before accept.
+            half_open: 0,
             at: Some(std::time::Instant::now()),
         }
     }

@@ -107,6 +107,7 @@ pub fn count(fd: &OwnedFd, g: &Globals) -> std::io::Result<Flows> {
         let age = now.saturating_sub(st.last_seen_ns);
         if flow::live(g, k.proto, st.idle_timeout_s, st.flags, age) {
             out.total += 1;
+            out.half_open += u64::from(st.flags & lb_common::FLOW_F_HALF_OPEN != 0);
             *out.per_backend.entry(st.backend_id).or_insert(0) += 1;
         }
     })?;

@@ -84,11 +84,13 @@ fn pinned(dir: &Path, name: &str) -> Result<Option<(std::path::PathBuf, aya::map
 }
 
 /// Pinned counter maps whose shape a newer build changed (a reason or a
-/// counter added): they hold no flow state, so they are replaced (their
-/// counts restart) rather than refusing the upgrade. Returns what to log.
+/// counter added), and the settings map (a setting added): they hold no
+/// flow state, so they are replaced (counts restart, settings are written
+/// at start anyway) rather than refusing the upgrade. Returns what to log.
 pub fn renew_counters(dir: &Path, s: &Sizes) -> Result<Vec<String>> {
     use std::mem::size_of;
-    let want: [(&str, u32, usize); 3] = [
+    let want: [(&str, u32, usize); 4] = [
+        (names::GLOBALS, 1, size_of::<lb_common::Globals>()),
         (names::REASONS, lb_common::REASON_COUNT, 8),
         (
             names::VIP_STATS,
@@ -111,7 +113,7 @@ pub fn renew_counters(dir: &Path, s: &Sizes) -> Result<Vec<String>> {
         }
         std::fs::remove_file(&path).with_context(|| format!("replacing {}", path.display()))?;
         done.push(format!(
-            "pinned map {} held {} counters of {} bytes, this build counts {entries} of {value}: replaced, its counters start at 0",
+            "pinned map {} held {} entries of {} bytes, this build has {entries} of {value}: replaced (counters start at 0)",
             path.display(),
             info.max_entries(),
             info.value_size()

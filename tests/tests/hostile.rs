@@ -1,0 +1,156 @@
+//! Fixtures for hostile and unusual traffic: only a SYN creates TCP state
+//! (a bare ACK is balanced untracked, or dropped for `snat`), a half-open
+//! flow lives `tcp_syn_timeout`, and the per-CPU new-flow cap balances a
+//! flood without filling conntrack. Root only; run serially through
+//! `cargo xtask test`.
+
+use lb_common::{FlowKey, Reason, FLOW_F_HALF_OPEN};
+use lb_userspace::model::addr_words;
+use tests::{
+    fixture::*,
+    packet::{Spec, ACK, SYN},
+};
+
+const NAT: &str = "10.100.0.1";
+const SNAT: &str = "10.100.0.2";
+
+fn key(c: &str, sport: u16, vip: &str) -> FlowKey {
+    FlowKey {
+        src: addr_words(c.parse().unwrap()).0,
+        dst: addr_words(vip.parse().unwrap()).0,
+        sport: sport.to_be(),
+        dport: 80u16.to_be(),
+        proto: 6,
+        family: 4,
+        _pad: [0; 2],
+    }
+}
+
+fn tracked(env: &Env) -> usize {
+    env.dp.maps.conntrack.keys().filter(|k| k.is_ok()).count()
+}
+
+/// The output frame's destination address (IPv4).
+fn out_dst(out: &[u8]) -> String {
+    std::net::Ipv4Addr::new(out[30], out[31], out[32], out[33]).to_string()
+}
+
+/// Runs this thread on CPU 0 only: the program's flood count is per CPU.
+fn pin_to_cpu0() {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+#[test]
+fn only_a_syn_creates_tcp_state() {
+    let mut env = env();
+    let c = "10.0.0.2";
+    let before = env.reasons();
+    // A bare ACK (another gateway's connection, or a forged one).
+    let ack = Spec::new(c, 40001, NAT, 80, ACK);
+    let (a, out) = env.run(&ack.build()).unwrap();
+    assert_eq!(action_name(a), "XDP_REDIRECT", "balanced");
+    assert_eq!(out_dst(&out), expected_target(&env, &ack).0, "by the ring");
+    assert!(
+        env.dp.maps.conntrack.get(&key(c, 40001, NAT), 0).is_err(),
+        "not tracked"
+    );
+    let i = Reason::NotSynUntracked as usize;
+    assert_eq!(env.reasons()[i], before[i] + 1);
+    // The same for snat needs a port, so state: dropped.
+    let (a, _) = env
+        .run(&Spec::new(c, 40002, SNAT, 80, ACK).build())
+        .unwrap();
+    assert_eq!(action_name(a), "XDP_DROP");
+    assert!(env.dp.maps.conntrack.get(&key(c, 40002, SNAT), 0).is_err());
+    let i = Reason::SnatUntracked as usize;
+    assert_eq!(env.reasons()[i], before[i] + 1);
+    // A SYN is tracked, half-open until the client's ACK.
+    env.run(&Spec::new(c, 40003, NAT, 80, SYN).build()).unwrap();
+    let st = env.dp.maps.conntrack.get(&key(c, 40003, NAT), 0).unwrap();
+    assert_ne!(st.flags & FLOW_F_HALF_OPEN, 0, "half-open");
+    env.run(&Spec::new(c, 40003, NAT, 80, ACK).build()).unwrap();
+    let st = env.dp.maps.conntrack.get(&key(c, 40003, NAT), 0).unwrap();
+    assert_eq!(st.flags & FLOW_F_HALF_OPEN, 0, "the handshake completed");
+}
+
+/// A half-open `snat` flow frees its port after `tcp_syn_timeout`; a flow
+/// whose client completed the handshake keeps it.
+#[test]
+fn a_half_open_flow_lives_the_syn_timeout() {
+    let cfg = CONFIG.replace(
+        "snat_ports = \"20000-32767\"",
+        "snat_ports = \"20000-20000\"\ntcp_syn_timeout = \"1s\"",
+    );
+    let mut env = Env::new(&cfg).unwrap();
+    let c = "10.0.0.2";
+    let t = expected_target(&env, &Spec::new(c, 41000, SNAT, 80, SYN)).0;
+    let on_t: Vec<u16> = (41001..46000)
+        .filter(|&p| expected_target(&env, &Spec::new(c, p, SNAT, 80, SYN)).0 == t)
+        .take(3)
+        .collect();
+    let syn = |env: &mut Env, p: u16| {
+        let (a, _) = env.run(&Spec::new(c, p, SNAT, 80, SYN).build()).unwrap();
+        action_name(a)
+    };
+    assert_eq!(syn(&mut env, 41000), "XDP_REDIRECT", "takes the only port");
+    assert_eq!(syn(&mut env, on_t[0]), "XDP_DROP", "held while half-open");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(
+        syn(&mut env, on_t[0]),
+        "XDP_REDIRECT",
+        "never completed: the port is free after 1 s"
+    );
+    env.run(&Spec::new(c, on_t[0], SNAT, 80, ACK).build())
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(
+        syn(&mut env, on_t[1]),
+        "XDP_DROP",
+        "established: held for its idle timeout"
+    );
+}
+
+/// Past `new_flow_limit` (per CPU and second) new flows are still
+/// balanced, by the ring, but not tracked (`snat` ones are dropped); the
+/// next second tracks again.
+#[test]
+fn new_flows_past_the_cap_are_balanced_untracked() {
+    pin_to_cpu0();
+    let cpus = aya::util::nr_cpus().unwrap() as u32;
+    let cfg = CONFIG.replace(
+        "new_flow_limit = \"off\"",
+        &format!("new_flow_limit = {}", 10 * cpus),
+    );
+    let mut env = Env::new(&cfg).unwrap();
+    let c = "10.0.0.3";
+    let before = env.reasons();
+    let base = tracked(&env);
+    for p in 0..30u16 {
+        let s = Spec::new(c, 42000 + p, NAT, 80, SYN);
+        let (a, out) = env.run(&s.build()).unwrap();
+        assert_eq!(action_name(a), "XDP_REDIRECT", "flow {p} balanced");
+        assert_eq!(out_dst(&out), expected_target(&env, &s).0, "flow {p}");
+    }
+    let after = env.reasons();
+    let i = Reason::FloodUntracked as usize;
+    // A fresh program: the second began with the first SYN, well within.
+    assert_eq!(after[i] - before[i], 20, "past 10 on this CPU: untracked");
+    assert_eq!(tracked(&env) - base, 10);
+    let (a, _) = env.run(&Spec::new(c, 43000, SNAT, 80, SYN).build()).unwrap();
+    assert_eq!(action_name(a), "XDP_DROP", "snat past the cap");
+    let i = Reason::SnatUntracked as usize;
+    assert_eq!(env.reasons()[i], before[i] + 1);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (a, _) = env
+        .run(&Spec::new(c, 43001, SNAT, 80, SYN).build())
+        .unwrap();
+    assert_eq!(action_name(a), "XDP_REDIRECT", "a new second");
+    assert!(env.dp.maps.conntrack.get(&key(c, 43001, SNAT), 0).is_ok());
+}
