@@ -143,7 +143,9 @@ fn new_flows_past_the_cap_are_balanced_untracked() {
     // A fresh program: the second began with the first SYN, well within.
     assert_eq!(after[i] - before[i], 20, "past 10 on this CPU: untracked");
     assert_eq!(tracked(&env) - base, 10);
-    let (a, _) = env.run(&Spec::new(c, 43000, SNAT, 80, SYN).build()).unwrap();
+    let (a, _) = env
+        .run(&Spec::new(c, 43000, SNAT, 80, SYN).build())
+        .unwrap();
     assert_eq!(action_name(a), "XDP_DROP", "snat past the cap");
     let i = Reason::SnatUntracked as usize;
     assert_eq!(env.reasons()[i], before[i] + 1);
