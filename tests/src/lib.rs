@@ -3,6 +3,7 @@ pub mod chart;
 pub mod e2e;
 pub mod ecmp;
 pub mod fixture;
+pub mod flood;
 pub mod load;
 pub mod packet;
 
