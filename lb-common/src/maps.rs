@@ -33,10 +33,12 @@ pub mod names {
     pub const SCRATCH: &str = "SCRATCH";
     pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
     pub const JUMP: &str = "JUMP";
+    pub const ACL: &str = "ACL";
 
     /// Maps that outlive the daemon: everything but the next-hop cache,
-    /// the per-CPU scratch space and the tail-call table, which belong to
-    /// one program instance.
+    /// the per-CPU scratch space, the tail-call table and the allow and
+    /// deny lists (written before the program is attached), which belong
+    /// to one program instance.
     pub const PINNED: [&str; 14] = [
         GLOBALS,
         VIPS,
@@ -56,9 +58,9 @@ pub mod names {
 
     /// Every map of the object: the pinned ones, then those of one
     /// program instance.
-    pub const ALL: [&str; 18] = {
-        let own = [FIB_CACHE, SCRATCH, FIB_SCRATCH, JUMP];
-        let mut all = [""; 18];
+    pub const ALL: [&str; 19] = {
+        let own = [FIB_CACHE, SCRATCH, FIB_SCRATCH, JUMP, ACL];
+        let mut all = [""; 19];
         let mut i = 0;
         while i < all.len() {
             all[i] = if i < PINNED.len() {
@@ -370,8 +372,11 @@ pub struct Counters {
     /// TCP RSTs from clients, and from targets (VIP counters only).
     pub client_resets: u64,
     pub target_resets: u64,
+    /// New flows refused by the allow or deny lists (VIP counters only;
+    /// NLB's SecurityGroupBlockedFlowCount).
+    pub blocked: u64,
 }
-const _: () = assert!(size_of::<Counters>() == 56);
+const _: () = assert!(size_of::<Counters>() == 64);
 
 impl Counters {
     /// The sum of two (CPUs, planes).
@@ -383,6 +388,61 @@ impl Counters {
         self.reply_bytes += o.reply_bytes;
         self.client_resets += o.client_resets;
         self.target_resets += o.target_resets;
+        self.blocked += o.blocked;
+    }
+}
+
+/// The listener has an allow list (`listener.allow`): only its sources
+/// open flows.
+pub const VIP_F_ALLOW_LIST: u32 = 16;
+/// The gateway has a deny list (`gateway.deny`), checked for every VIP.
+pub const VIP_F_DENY_LIST: u32 = 32;
+
+/// Entries of `ACL` (allow-list and deny-list prefixes, over all listeners).
+pub const MAX_ACL_ENTRIES: u32 = 16384;
+
+/// `AclData::scope` of the gateway's deny list (a listener's allow list
+/// has its vip_id).
+pub const ACL_GATEWAY: u32 = u32::MAX;
+/// Bits of an `ACL` key before the address (scope and family), which every
+/// entry's prefix covers.
+pub const ACL_SCOPE_BITS: u32 = 40;
+
+/// Data of an `ACL` key (an LPM trie, longest prefix first): the list it
+/// belongs to, the family, and the address; its prefix length is
+/// `ACL_SCOPE_BITS` plus the CIDR's. The value is unused (1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AclData {
+    /// The vip_id, or `ACL_GATEWAY`, big-endian: the trie matches bits
+    /// from the first byte on.
+    pub scope: [u8; 4],
+    pub family: u8,
+    pub addr: [u8; 16],
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<AclData>() == 24);
+
+impl AclData {
+    /// The key data of `addr` (network-order words, as in `FlowKey`).
+    #[inline(always)]
+    pub fn of(scope: u32, family: u8, addr: &[u32; 4]) -> AclData {
+        let mut a = [0u8; 16];
+        let mut i = 0;
+        while i < 4 {
+            let w = addr[i].to_ne_bytes();
+            a[i * 4] = w[0];
+            a[i * 4 + 1] = w[1];
+            a[i * 4 + 2] = w[2];
+            a[i * 4 + 3] = w[3];
+            i += 1;
+        }
+        AclData {
+            scope: scope.to_be_bytes(),
+            family,
+            addr: a,
+            _pad: [0; 3],
+        }
     }
 }
 
@@ -484,9 +544,12 @@ pub enum Reason {
     /// SYN without a flow, or above `new_flow_limit`): dropped, since SNAT
     /// needs a port, and so state.
     SnatUntracked,
+    /// New flows refused by the listener's allow list or the gateway's
+    /// deny list: dropped (and counted per listener).
+    AclBlocked,
 }
 
-pub const REASON_COUNT: u32 = 26;
+pub const REASON_COUNT: u32 = 27;
 
 impl Reason {
     /// Every reason, in index order.
@@ -517,6 +580,7 @@ impl Reason {
         Reason::NotSynUntracked,
         Reason::FloodUntracked,
         Reason::SnatUntracked,
+        Reason::AclBlocked,
     ];
 
     /// The `reason` label of `lb_xdp_packets_total`.
@@ -548,6 +612,7 @@ impl Reason {
             Reason::NotSynUntracked => "not_syn_untracked",
             Reason::FloodUntracked => "flood_untracked",
             Reason::SnatUntracked => "snat_untracked",
+            Reason::AclBlocked => "acl_blocked",
         }
     }
 }
@@ -571,6 +636,7 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for FibCacheEntry {}
     unsafe impl aya::Pod for BackendHealth {}
+    unsafe impl aya::Pod for AclData {}
 }
 
 #[cfg(test)]

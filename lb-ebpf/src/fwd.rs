@@ -16,17 +16,17 @@ use aya_ebpf::{
     EbpfContext,
 };
 use lb_common::{
-    flow, hash::flow_hash, passive, select::flow_key_hash, snat, Backend, Counters, FlowKey,
-    FlowState, Globals, Passthrough, Reason, ReverseEntry, ReverseKey, ReverseVal, SnatKey,
-    SnatVal, VipKey, VipMeta, VipSlot, BACKEND_F_VALID, FIB_CACHE_SLOTS, PORT_TARGET_TCP,
+    flow, hash::flow_hash, passive, select::flow_key_hash, snat, AclData, Backend, Counters,
+    FlowKey, FlowState, Globals, Passthrough, Reason, ReverseEntry, ReverseKey, ReverseVal,
+    SnatKey, SnatVal, VipKey, VipMeta, VipSlot, BACKEND_F_VALID, FIB_CACHE_SLOTS, PORT_TARGET_TCP,
     PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP, PROTO_UDP, REVERSE_SLOTS,
-    VIP_F_CROSS_ZONE, VIP_F_REDISPATCH, VIP_F_SNAT,
+    VIP_F_ALLOW_LIST, VIP_F_CROSS_ZONE, VIP_F_DENY_LIST, VIP_F_REDISPATCH, VIP_F_SNAT,
 };
 
 use crate::{
     count, csum,
     parse::{self, ptr_at, write, Pkt},
-    BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP, JUMP_ICMP,
+    ACL, BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP, JUMP_ICMP,
     NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, VIPS, VIP_SLOTS, VIP_STATS,
 };
 
@@ -272,6 +272,13 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
         // The kernel sends the time-exceeded error.
         return Err(Reason::TtlExceeded);
     }
+    if new_flow && blocked(meta, pkt) {
+        if let Some(c) = VIP_STATS.get_ptr_mut(meta.vip_id) {
+            unsafe { (*c).blocked += 1 };
+        }
+        count(Reason::AclBlocked);
+        return Ok(Some(xdp_action::XDP_DROP));
+    }
     if new_flow {
         let h = flow_key_hash(
             g.hash_key, meta.flags, &pkt.src, &pkt.dst, pkt.sport, pkt.dport, pkt.proto,
@@ -375,6 +382,37 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
     rewrite(ctx, pkt, &src, &dst, sport, dport)?;
     count(Reason::FwdToBackend);
     Ok(Some(emit(ctx, pkt, rc, p)))
+}
+
+/// A new flow the lists refuse: its source on the gateway's deny list, or
+/// not on its listener's allow list (established flows are not checked
+/// again, as NLB's security groups track them).
+#[inline(always)]
+fn blocked(meta: &VipMeta, pkt: &Pkt) -> bool {
+    if meta.flags & (VIP_F_ALLOW_LIST | VIP_F_DENY_LIST) == 0 {
+        return false;
+    }
+    let Some(sc) = SCRATCH.get_ptr_mut(0) else {
+        return true;
+    };
+    let k = unsafe { &mut (*sc).acl };
+    let bits = if pkt.family == lb_common::AF_INET {
+        32
+    } else {
+        128
+    };
+    k.prefix_len = lb_common::ACL_SCOPE_BITS + bits;
+    if meta.flags & VIP_F_DENY_LIST != 0 {
+        k.data = AclData::of(lb_common::ACL_GATEWAY, pkt.family, &pkt.src);
+        if ACL.get(&*k).is_some() {
+            return true;
+        }
+    }
+    if meta.flags & VIP_F_ALLOW_LIST != 0 {
+        k.data = AclData::of(meta.vip_id, pkt.family, &pkt.src);
+        return ACL.get(&*k).is_none();
+    }
+    false
 }
 
 /// Whether this CPU has tracked `new_flows_per_cpu` new flows in the

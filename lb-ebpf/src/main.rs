@@ -14,13 +14,13 @@ mod passive;
 use aya_ebpf::{
     bindings::{xdp_action::XDP_PASS, BPF_F_MMAPABLE},
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use lb_common::{
-    Backend, BackendHealth, Counters, FibCacheEntry, FlowKey, FlowState, Globals, Passthrough,
-    Reason, ReverseKey, ReverseVal, SnatKey, SnatVal, VipKey, VipMeta, VipSlot, FIB_CACHE_SLOTS,
-    REASON_COUNT,
+    AclData, Backend, BackendHealth, Counters, FibCacheEntry, FlowKey, FlowState, Globals,
+    Passthrough, Reason, ReverseKey, ReverseVal, SnatKey, SnatVal, VipKey, VipMeta, VipSlot,
+    FIB_CACHE_SLOTS, REASON_COUNT,
 };
 
 // Sizes here are placeholders: the loader sets them from the config.
@@ -54,6 +54,10 @@ static SNAT: LruHashMap<SnatKey, SnatVal> = LruHashMap::with_max_entries(65536, 
 static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(256, 0);
 #[map]
 static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1024, 0);
+/// Allow lists (per listener) and the gateway's deny list: who may open
+/// flows. Longest prefix first; the value is unused.
+#[map]
+static ACL: LpmTrie<AclData, u8> = LpmTrie::with_max_entries(lb_common::MAX_ACL_ENTRIES, 0);
 #[map]
 static FIB_CACHE: PerCpuArray<FibCacheEntry> = PerCpuArray::with_max_entries(FIB_CACHE_SLOTS, 0);
 /// Scratch for the larger keys and values of the SNAT and reply paths:
@@ -73,6 +77,8 @@ pub struct Scratch {
     /// This CPU's new-flow count in the second from `flood_window_ns`.
     pub flood_window_ns: u64,
     pub flood_count: u32,
+    /// An `ACL` lookup's key (28 bytes: off the stack).
+    pub acl: Key<AclData>,
 }
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -5,6 +5,7 @@
 //! `cargo xtask test`.
 
 use lb_common::{FlowKey, Reason, FLOW_F_HALF_OPEN};
+use lb_userspace::dataplane::Dataplane as _;
 use lb_userspace::model::addr_words;
 use tests::{
     fixture::*,
@@ -155,4 +156,109 @@ fn new_flows_past_the_cap_are_balanced_untracked() {
         .unwrap();
     assert_eq!(action_name(a), "XDP_REDIRECT", "a new second");
     assert!(env.dp.maps.conntrack.get(&key(c, 43001, SNAT), 0).is_ok());
+}
+
+/// A listener's allow list and the gateway's deny list decide who opens
+/// flows (v4 and v6), refused ones are dropped and counted for the
+/// listener, a reload changes the lists, and a flow opened before a list
+/// tightened goes on (the lists are checked for new flows, as NLB's
+/// security groups track connections).
+#[test]
+fn allow_and_deny_lists_decide_new_flows() {
+    let lists = |allow4: &str, deny: &str| {
+        CONFIG
+            .replacen(
+                "target_group = \"nat4\"\n",
+                &format!("target_group = \"nat4\"\nallow = [{allow4}]\n"),
+                1,
+            )
+            .replacen(
+                "target_group = \"nat6\"\n",
+                "target_group = \"nat6\"\nallow = [\"fd00::/64\"]\n",
+                1,
+            )
+            .replacen(
+                "new_flow_limit = \"off\"\n",
+                &format!("new_flow_limit = \"off\"\ndeny = [{deny}]\n"),
+                1,
+            )
+    };
+    let cfg = lists("\"10.0.0.0/24\"", "\"10.0.0.66/32\"");
+    let mut env = Env::new(&cfg).unwrap();
+    let nat4 = env
+        .model
+        .vips
+        .iter()
+        .find(|v| v.listener == "nat4")
+        .unwrap()
+        .vip_id;
+    let blocked = |env: &Env| {
+        env.dp
+            .counters(lb_userspace::dataplane::Stats::Vip, nat4)
+            .blocked
+    };
+    let run = |env: &mut Env, c: &str, vip: &str, sport: u16| {
+        action_name(
+            env.run(&Spec::new(c, sport, vip, 80, SYN).build())
+                .unwrap()
+                .0,
+        )
+    };
+    let before = env.reasons();
+    assert_eq!(
+        run(&mut env, "10.0.0.2", NAT, 44000),
+        "XDP_REDIRECT",
+        "allowed"
+    );
+    assert_eq!(
+        run(&mut env, "10.9.0.2", NAT, 44001),
+        "XDP_DROP",
+        "not allowed"
+    );
+    assert_eq!(run(&mut env, "10.0.0.66", NAT, 44002), "XDP_DROP", "denied");
+    assert_eq!(
+        run(&mut env, "fd00::2", "fd64::1", 44003),
+        "XDP_REDIRECT",
+        "v6 allowed"
+    );
+    assert_eq!(
+        run(&mut env, "fd09::2", "fd64::1", 44004),
+        "XDP_DROP",
+        "v6 not allowed"
+    );
+    assert_eq!(
+        run(&mut env, "10.9.0.2", "10.100.0.3", 44005),
+        "XDP_REDIRECT",
+        "another listener has no allow list"
+    );
+    assert_eq!(
+        run(&mut env, "10.0.0.66", "10.100.0.3", 44006),
+        "XDP_DROP",
+        "the deny list is the gateway's"
+    );
+    let i = Reason::AclBlocked as usize;
+    assert_eq!(env.reasons()[i], before[i] + 4);
+    assert_eq!(blocked(&env), 2, "counted for nat4");
+    // Tightened: 10.0.0.0/24 no longer allowed, its open flow goes on.
+    env.reload(&lists("\"10.0.1.0/24\"", "")).unwrap();
+    let ack = Spec::new("10.0.0.2", 44000, NAT, 80, ACK);
+    assert_eq!(
+        action_name(env.run(&ack.build()).unwrap().0),
+        "XDP_REDIRECT"
+    );
+    assert_eq!(
+        run(&mut env, "10.0.0.2", NAT, 44010),
+        "XDP_DROP",
+        "new flows refused"
+    );
+    assert_eq!(run(&mut env, "10.0.1.9", NAT, 44011), "XDP_REDIRECT");
+    assert_eq!(
+        run(&mut env, "10.0.0.66", "10.100.0.3", 44012),
+        "XDP_REDIRECT",
+        "the deny list emptied"
+    );
+    // No list at all: everyone.
+    env.reload(&CONFIG).unwrap();
+    assert_eq!(run(&mut env, "10.9.0.2", NAT, 44013), "XDP_REDIRECT");
+    assert_eq!(env.dp.maps.acl.keys().count(), 0, "the trie emptied");
 }

@@ -218,7 +218,7 @@ fn load_balancer_report(lb: &aws::LoadBalancer, zone: &str, report: &mut Vec<Str
     }
     if !lb.security_groups.is_empty() {
         report.push(format!(
-            "load balancer {name}: SecurityGroups = {}: not enforced here; filter with the gateway's firewall",
+            "load balancer {name}: SecurityGroups = {}: their rules are not in these files (describe-security-groups); write their inbound sources as each listener's allow = [...] (and gateway.deny)",
             lb.security_groups.join(", ")
         ));
     }
@@ -423,6 +423,7 @@ fn convert_listeners(
             target_group: groups[gi].target_group_name.clone(),
             // describe-listeners does not carry listener attributes.
             tcp_idle_timeout: None,
+            allow: Vec::new(),
         });
         kept.groups.push(gi);
     }

@@ -140,6 +140,8 @@ pub struct Gateway {
     /// The flow hash's secret key, 16 hex digits, the same on every gateway
     /// of a scale-out set; "" (alone): one generated into state_dir.
     pub hash_seed: String,
+    /// Sources refused on every listener (wins over a listener's allow).
+    pub deny: Vec<ipnet::IpNet>,
 }
 
 /// `gateway.new_flow_limit`: "auto" (what fills half of conntrack with
@@ -259,6 +261,7 @@ impl Default for Gateway {
             tcp_syn_timeout: Duration::from_secs(5),
             new_flow_limit: FlowLimit::Auto,
             hash_seed: String::new(),
+            deny: Vec::new(),
         }
     }
 }
@@ -316,6 +319,10 @@ pub struct Listener {
     /// unset: `gateway.tcp_idle_timeout`.
     #[serde(default, deserialize_with = "opt_duration")]
     pub tcp_idle_timeout: Option<Duration>,
+    /// Sources that may open flows (NLB's security group inbound rules);
+    /// empty: everyone. `gateway.deny` wins over it.
+    #[serde(default)]
+    pub allow: Vec<ipnet::IpNet>,
 }
 
 impl Listener {

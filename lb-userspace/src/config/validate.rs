@@ -126,6 +126,16 @@ fn gateway(cfg: &Config, errs: &mut Errors) {
             "is needed with [announce]: every gateway of a scale-out set must hash flows alike; set the same secret on each (`openssl rand -hex 8`)",
         );
     }
+    let acl = g.deny.len() + cfg.listeners.iter().map(|l| l.allow.len()).sum::<usize>();
+    if acl > lb_common::MAX_ACL_ENTRIES as usize {
+        errs.push(
+            "gateway.deny",
+            format!(
+                "the deny list and the listeners' allow lists hold {acl} prefixes; at most {} (merge prefixes)",
+                lb_common::MAX_ACL_ENTRIES
+            ),
+        );
+    }
     if cfg.snat_port_range().is_none() {
         errs.push(
             "gateway.snat_ports",
@@ -379,6 +389,17 @@ fn listeners(cfg: &Config, tg_index: &HashMap<&str, usize>, errs: &mut Errors) -
             );
         }
         listener_address(cfg, i, errs);
+        for (j, n) in l.allow.iter().enumerate() {
+            if n.addr().is_ipv4() != l.address.is_ipv4() {
+                errs.push(
+                    format!("{p}.allow[{j}]"),
+                    format!(
+                        "{n} is of the other family than the listener's address {} (a v4 and a v6 listener each take their own)",
+                        l.address
+                    ),
+                );
+            }
+        }
         if let Some(t) = l.tcp_idle_timeout {
             if l.protocol == super::Protocol::Udp {
                 errs.push(
@@ -588,6 +609,22 @@ fn udp_checks(cfg: &Config, errs: &mut Errors) {
 /// Settings that are accepted but do nothing where they are.
 pub fn warnings(cfg: &Config) -> Vec<ConfigError> {
     let mut w = Errors::default();
+    let host_bits = |path: String, n: &ipnet::IpNet, w: &mut Errors| {
+        if n.trunc() != *n {
+            w.push(
+                path,
+                format!("{n} has host bits set: it means {}", n.trunc()),
+            );
+        }
+    };
+    for (j, n) in cfg.gateway.deny.iter().enumerate() {
+        host_bits(format!("gateway.deny[{j}]"), n, &mut w);
+    }
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        for (j, n) in l.allow.iter().enumerate() {
+            host_bits(format!("listener[{i}].allow[{j}]"), n, &mut w);
+        }
+    }
     for (i, tg) in cfg.target_groups.iter().enumerate() {
         if tg.mode == Mode::Nat && tg.snat_address.is_some() {
             w.push(

@@ -3,6 +3,7 @@
 //! planes are programmed with. Pure, so host tests cover it and every gateway
 //! with the same config computes the same thing.
 
+pub mod acl;
 mod addr;
 mod desired;
 mod ids;
@@ -21,7 +22,8 @@ use std::{
 use lb_common::{
     maglev::{self, MaglevTarget},
     Backend, Globals, ReverseEntry, ReverseKey, ReverseVal, VipKey, BACKEND_F_VALID,
-    VIP_F_CROSS_ZONE, VIP_F_REDISPATCH, VIP_F_SNAT, VIP_F_STICKY,
+    VIP_F_ALLOW_LIST, VIP_F_CROSS_ZONE, VIP_F_DENY_LIST, VIP_F_REDISPATCH, VIP_F_SNAT,
+    VIP_F_STICKY,
 };
 
 use crate::config::{Config, Mode, Stickiness, TargetGroup, DEFAULT_SNAT_PORTS};
@@ -105,6 +107,8 @@ pub struct VipModel {
     pub snat_addr: [u32; 4],
     /// TCP VIPs: the listener's idle timeout in seconds; 0: the gateway's.
     pub idle_timeout_s: u16,
+    /// Sources that may open flows (empty: all); `Model::deny` wins.
+    pub allow: Vec<ipnet::IpNet>,
     pub listener: String,
     pub target_group: String,
     /// The group sends a PROXY protocol v2 header (proxy data plane).
@@ -127,6 +131,8 @@ pub struct Model {
     pub zone: String,
     pub vips: Vec<VipModel>,
     pub backends: BTreeMap<u32, BackendModel>,
+    /// The gateway's deny list (every listener).
+    pub deny: Vec<ipnet::IpNet>,
 }
 
 impl Model {
@@ -169,7 +175,11 @@ impl Model {
                     proto,
                 };
                 let vip_id = vip_ids.get(&lkey).expect("assigned");
-                vips.push(vip_model(l, tg, lkey, vip_id, backend_ids, &keep));
+                let mut v = vip_model(l, tg, lkey, vip_id, backend_ids, &keep);
+                if !cfg.gateway.deny.is_empty() {
+                    v.flags |= VIP_F_DENY_LIST;
+                }
+                vips.push(v);
             }
         }
         vips.sort_by_key(|v| v.vip_id);
@@ -178,6 +188,7 @@ impl Model {
             zone: cfg.gateway.zone.clone(),
             vips,
             backends,
+            deny: cfg.gateway.deny.clone(),
         }
     }
 
@@ -358,6 +369,9 @@ fn vip_model(
     if tg.syn_redispatch {
         flags |= VIP_F_REDISPATCH;
     }
+    if !l.allow.is_empty() {
+        flags |= VIP_F_ALLOW_LIST;
+    }
     let idle_timeout_s = if lkey.proto == lb_common::PROTO_TCP {
         l.tcp_idle_secs()
     } else {
@@ -375,6 +389,7 @@ fn vip_model(
         flags,
         snat_addr: tg.snat_address.map(|a| addr_words(a).0).unwrap_or_default(),
         idle_timeout_s,
+        allow: l.allow.clone(),
         listener: l.name.clone(),
         target_group: tg.name.clone(),
         ppv2: tg.proxy_protocol_v2,

@@ -120,7 +120,7 @@ fn listeners(v: &View, r: &mut Registry) {
             })
             .collect::<Vec<_>>()
     };
-    let families: [CounterFamily; 7] = [
+    let families: [CounterFamily; 8] = [
         ("lb_listener_packets", "Packets forwarded to targets, per listener.", |c| c.packets),
         ("lb_listener_bytes", "Bytes (IP length) forwarded to targets, per listener.", |c| c.bytes),
         ("lb_listener_new_flows", "Flows created, per listener (CloudWatch NewFlowCount_TCP/_UDP).", |c| c.new_flows),
@@ -128,6 +128,7 @@ fn listeners(v: &View, r: &mut Registry) {
         ("lb_listener_reply_bytes", "Bytes (IP length) of the replies translated back to clients (XDP).", |c| c.reply_bytes),
         ("lb_listener_client_resets", "TCP RSTs sent by clients (CloudWatch TCP_Client_Reset_Count; XDP).", |c| c.client_resets),
         ("lb_listener_target_resets", "TCP RSTs sent by targets (CloudWatch TCP_Target_Reset_Count; XDP), including refusals redispatched.", |c| c.target_resets),
+        ("lb_listener_blocked_flows", "New flows (their packets) refused by the listener's allow list or the gateway's deny list (CloudWatch SecurityGroupBlockedFlowCount_Inbound_TCP/_UDP).", |c| c.blocked),
     ];
     for (name, help, f) in families {
         counter(r, name, help, rows(f));

@@ -47,6 +47,7 @@ pub struct AtomicCounters {
     packets: AtomicU64,
     bytes: AtomicU64,
     new_flows: AtomicU64,
+    blocked: AtomicU64,
 }
 
 impl AtomicCounters {
@@ -61,6 +62,7 @@ impl AtomicCounters {
             packets: self.packets.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             new_flows: self.new_flows.load(Ordering::Relaxed),
+            blocked: self.blocked.load(Ordering::Relaxed),
             ..Default::default()
         }
     }
@@ -96,6 +98,8 @@ pub struct VipView {
     pub ppv2: bool,
     /// The listener's TCP idle timeout, if it has one.
     pub tcp_idle: Option<Duration>,
+    /// Sources that may open flows (empty: all).
+    pub allow: Arc<Vec<ipnet::IpNet>>,
     zone: Arc<Vec<u32>>,
     all: Arc<Vec<u32>>,
 }
@@ -112,6 +116,8 @@ pub struct Snapshot {
     pub ring_size: u32,
     /// The flow hash's key (as the XDP program's).
     pub hash_key: [u32; 2],
+    /// The gateway's deny list.
+    pub deny: Arc<Vec<ipnet::IpNet>>,
     pub vips: HashMap<(SocketAddr, u8), VipView>,
     pub backends: HashMap<u32, BackendView>,
 }
@@ -152,6 +158,18 @@ impl Shared {
 
     pub fn event(&self, e: Event) {
         self.events[e as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether `peer` may open a flow to `vip` (the lists, as in XDP);
+    /// a refusal is counted for the listener.
+    pub fn permits(&self, snap: &Snapshot, vip: &VipView, peer: SocketAddr) -> bool {
+        if crate::model::acl::permits(&vip.allow, &snap.deny, peer.ip()) {
+            return true;
+        }
+        if let Some(c) = self.vip_stats.get(vip.vip_id as usize) {
+            c.blocked.fetch_add(1, Ordering::Relaxed);
+        }
+        false
     }
 
     pub fn count(&self, vip: u32, backend: u32, packets: u64, bytes: u64, new_flows: u64) {
@@ -255,6 +273,7 @@ impl ProxyDataplane {
         let mut snap = Snapshot {
             ring_size: d.model.globals.ring_size,
             hash_key: d.model.globals.hash_key,
+            deny: Arc::new(d.model.deny.clone()),
             ..Default::default()
         };
         for (v, rings) in d.vips() {
@@ -267,6 +286,7 @@ impl ProxyDataplane {
                     ppv2: v.ppv2,
                     tcp_idle: (v.idle_timeout_s != 0)
                         .then(|| Duration::from_secs(v.idle_timeout_s as u64)),
+                    allow: Arc::new(v.allow.clone()),
                     zone: rings.zone.clone(),
                     all: rings.all.clone(),
                 },

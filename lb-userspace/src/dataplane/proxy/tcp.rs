@@ -56,6 +56,11 @@ async fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, shared: 
     let Some(vip) = snap.vips.get(&(local, PROTO_TCP)).cloned() else {
         return;
     };
+    if !shared.permits(&snap, &vip, peer) {
+        // The handshake is the kernel's, done before accept: reset it.
+        let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+        return;
+    }
     let ids = shared.candidates(&snap, &vip, peer, local, PROTO_TCP);
     if ids.is_empty() {
         shared.event(Event::NoBackend);

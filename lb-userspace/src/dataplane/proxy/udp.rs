@@ -364,6 +364,9 @@ pub async fn serve(sock: UdpSocket, local: SocketAddr, shared: Arc<Shared>) {
                         let s = match table.entry(peer) {
                             Entry::Occupied(e) => e.into_mut(),
                             Entry::Vacant(e) => {
+                                if !shared.permits(&snap, &vip, peer) {
+                                    continue;
+                                }
                                 let Some(s) = ctx.open(&snap, &vip, peer, now, open) else {
                                     continue;
                                 };

@@ -155,6 +155,7 @@ impl XdpDataplane {
             rings: HashMap::new(),
             vips: HashMap::new(),
             reverse: BTreeSet::new(),
+            acl: BTreeSet::new(),
             backends: BTreeSet::new(),
             port_bits: vec![0; 65536],
             attached: Vec::new(),

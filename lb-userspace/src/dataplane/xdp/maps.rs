@@ -70,6 +70,7 @@ pub struct Maps {
     pub backend_stats: PerCpuArray<MapData, Counters>,
     pub reasons: PerCpuArray<MapData, u64>,
     pub backend_health: Array<MapData, BackendHealth>,
+    pub acl: aya::maps::LpmTrie<MapData, lb_common::AclData, u8>,
 }
 
 pub fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -98,6 +99,7 @@ impl Maps {
             backend_stats: take(ebpf, names::BACKEND_STATS)?,
             reasons: take(ebpf, names::REASONS)?,
             backend_health: take(ebpf, names::BACKEND_HEALTH)?,
+            acl: take(ebpf, names::ACL)?,
         })
     }
 }

@@ -80,6 +80,8 @@ pub struct XdpDataplane {
     rings: HashMap<u32, RingState>,
     vips: HashMap<VipKey, u32>,
     reverse: BTreeSet<ReverseKeyOrd>,
+    /// The `ACL` entries as last written.
+    acl: BTreeSet<(u32, lb_common::AclData)>,
     backends: BTreeSet<u32>,
     /// The `PORTS` bitmap as last written.
     port_bits: Vec<u8>,

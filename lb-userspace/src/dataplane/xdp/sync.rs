@@ -39,6 +39,10 @@ impl XdpDataplane {
             .collect();
         write_ports(&mut self.maps.ports, &mut self.port_bits, &union)?;
         self.maps.globals.set(0, model.globals, 0)?;
+        // New prefixes before the VIP flags that make the program read
+        // them; stale ones out after (a list never looks empty meanwhile).
+        let acl = crate::model::acl::entries(model);
+        self.add_acl(&acl)?;
         self.sync_backends(d)?;
         self.remove_stale_vips(model)?;
         let mut seen = HashMap::new();
@@ -48,6 +52,7 @@ impl XdpDataplane {
         }
         self.vips = seen;
         self.sync_reverse(model)?;
+        self.remove_stale_acl(acl);
         write_ports(&mut self.maps.ports, &mut self.port_bits, &bits)?;
         Ok(())
     }
@@ -156,6 +161,25 @@ impl XdpDataplane {
         self.maps.vip_slots.set(v.vip_id, slot, 0)?;
         self.maps.vips.insert(v.key, meta, 0)?;
         Ok(())
+    }
+
+    /// The allow and deny lists' new prefixes.
+    fn add_acl(&mut self, now: &BTreeSet<(u32, lb_common::AclData)>) -> Result<()> {
+        for (len, data) in now.difference(&self.acl) {
+            let k = aya::maps::lpm_trie::Key::new(*len, *data);
+            self.maps.acl.insert(&k, 1, 0)?;
+        }
+        Ok(())
+    }
+
+    fn remove_stale_acl(&mut self, now: BTreeSet<(u32, lb_common::AclData)>) {
+        for (len, data) in self.acl.difference(&now) {
+            let _ = self
+                .maps
+                .acl
+                .remove(&aya::maps::lpm_trie::Key::new(*len, *data));
+        }
+        self.acl = now;
     }
 
     fn sync_reverse(&mut self, model: &Model) -> Result<()> {
