@@ -258,7 +258,7 @@ fn allow_and_deny_lists_decide_new_flows() {
         "the deny list emptied"
     );
     // No list at all: everyone.
-    env.reload(&CONFIG).unwrap();
+    env.reload(CONFIG).unwrap();
     assert_eq!(run(&mut env, "10.9.0.2", NAT, 44013), "XDP_REDIRECT");
     assert_eq!(env.dp.maps.acl.keys().count(), 0, "the trie emptied");
 }
