@@ -315,8 +315,14 @@ pub struct Globals {
     /// The flow hash's secret key (`hash_seed`), so clients cannot aim
     /// flows at one target.
     pub hash_key: [u32; 2],
+    /// `GLOBAL_F_*`.
+    pub flags: u32,
 }
-const _: () = assert!(size_of::<Globals>() == 72);
+const _: () = assert!(size_of::<Globals>() == 76);
+
+/// A reply is translated only when it arrives on the interface the FIB
+/// says leads to its target (`gateway.reply_source_check`).
+pub const GLOBAL_F_REPLY_SIDE: u32 = 1;
 
 impl Default for Globals {
     fn default() -> Self {
@@ -333,6 +339,7 @@ impl Default for Globals {
             snat_strides: crate::snat::strides(32767 - 20000 + 1),
             syn_timeout_s: 5,
             hash_key: [0; 2],
+            flags: GLOBAL_F_REPLY_SIDE,
         }
     }
 }
@@ -547,9 +554,13 @@ pub enum Reason {
     /// New flows refused by the listener's allow list or the gateway's
     /// deny list: dropped (and counted per listener).
     AclBlocked,
+    /// A packet with a target's source address and port that arrived on
+    /// another interface than the one leading to the target (forged from
+    /// the client side): not translated, passed untouched.
+    ReplyWrongSide,
 }
 
-pub const REASON_COUNT: u32 = 27;
+pub const REASON_COUNT: u32 = 28;
 
 impl Reason {
     /// Every reason, in index order.
@@ -581,6 +592,7 @@ impl Reason {
         Reason::FloodUntracked,
         Reason::SnatUntracked,
         Reason::AclBlocked,
+        Reason::ReplyWrongSide,
     ];
 
     /// The `reason` label of `lb_xdp_packets_total`.
@@ -613,6 +625,7 @@ impl Reason {
             Reason::FloodUntracked => "flood_untracked",
             Reason::SnatUntracked => "snat_untracked",
             Reason::AclBlocked => "acl_blocked",
+            Reason::ReplyWrongSide => "reply_wrong_side",
         }
     }
 }

@@ -6,12 +6,17 @@
 
 use core::intrinsics::AtomicOrdering;
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{
-        bpf_fib_lookup, xdp_action, BPF_ANY, BPF_FIB_LKUP_RET_FRAG_NEEDED,
+        bpf_fib_lookup, xdp_action, xdp_md, BPF_ANY, BPF_FIB_LKUP_RET_FRAG_NEEDED,
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST,
     },
-    helpers::{bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::{
+        bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_coarse_ns, bpf_redirect,
+        generated::bpf_loop,
+    },
     programs::XdpContext,
     EbpfContext,
 };
@@ -27,7 +32,7 @@ use crate::{
     count, csum,
     parse::{self, ptr_at, write, Pkt},
     ACL, BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP, JUMP_ICMP,
-    NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, VIPS, VIP_SLOTS, VIP_STATS,
+    JUMP_REPLY, NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, VIPS, VIP_SLOTS, VIP_STATS,
 };
 
 #[inline(always)]
@@ -53,16 +58,46 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
             return Ok(action);
         }
     }
+    if is_reply_candidate(&pkt, g, target_bit) {
+        // The reply path is a program of its own (`lb_reply`): a verifier
+        // budget of its own. Returns only when the call fails.
+        unsafe { JUMP.tail_call(ctx, JUMP_REPLY) };
+        return Err(Reason::MapError);
+    }
+    if dbits & target_bit != 0 && note_direct(&pkt, now) {
+        return Err(Reason::DirectToTarget);
+    }
+    Err(Reason::NotVip)
+}
+
+/// From a target port (`nat`) or to the SNAT port range: maybe a reply.
+#[inline(always)]
+fn is_reply_candidate(pkt: &Pkt, g: &Globals, target_bit: u8) -> bool {
+    let dport = u16::from_be(pkt.dport);
+    port_bits(pkt.sport) & target_bit != 0 || (dport >= g.snat_port_min && dport <= g.snat_port_max)
+}
+
+/// `lb_reply`: target -> client, tail-called by `lb_xdp` for a packet
+/// that is no VIP's and may be a reply; else a non-VIP packet (a client's
+/// direct flow to a target is remembered).
+#[inline(always)]
+pub fn try_reply(ctx: &XdpContext) -> Result<u32, Reason> {
+    let pkt = parse::parse(ctx)?;
+    let target_bit = match pkt.proto {
+        PROTO_TCP => PORT_TARGET_TCP,
+        PROTO_UDP => PORT_TARGET_UDP,
+        _ => return Err(Reason::NotVip),
+    };
+    let g = GLOBALS.get(0).ok_or(Reason::MapError)?;
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let dport = u16::from_be(pkt.dport);
     let nat = port_bits(pkt.sport) & target_bit != 0;
     let snat = dport >= g.snat_port_min && dport <= g.snat_port_max;
-    if nat || snat {
-        match to_client(ctx, &pkt, g, nat, snat, now) {
-            Err(Reason::NotVip) => {}
-            r => return r,
-        }
+    match to_client(ctx, &pkt, g, nat, snat, now) {
+        Err(Reason::NotVip) => {}
+        r => return r,
     }
-    if dbits & target_bit != 0 && note_direct(&pkt, now) {
+    if port_bits(pkt.dport) & target_bit != 0 && note_direct(&pkt, now) {
         return Err(Reason::DirectToTarget);
     }
     Err(Reason::NotVip)
@@ -325,7 +360,11 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
     // a second (Katran's flood guard): past that a flow is balanced by the
     // ring alone, which every packet of it repeats, and its replies are
     // translated statelessly. A `snat` flow needs a port, so state: dropped.
-    let track = new_flow && {
+    let sc = SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
+    // In memory, not a register: carried in a register past the SNAT port
+    // search, the verifier would explore that search once per value.
+    unsafe { (*sc).track = new_flow as u32 };
+    if new_flow {
         let why = if pkt.proto == PROTO_TCP && !syn {
             Some(Reason::NotSynUntracked)
         } else if flood(g, now) {
@@ -333,18 +372,15 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
         } else {
             None
         };
-        match why {
-            None => true,
-            Some(_) if snat => {
+        if let Some(r) = why {
+            if snat {
                 count(Reason::SnatUntracked);
                 return Ok(Some(xdp_action::XDP_DROP));
             }
-            Some(r) => {
-                count(r);
-                false
-            }
+            count(r);
+            unsafe { (*sc).track = 0 };
         }
-    };
+    }
     if snat && new_flow {
         match alloc_snat_port(pkt, meta, b, g, now) {
             0 => {
@@ -354,6 +390,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
             p => snat_port = p,
         }
     }
+    let track = unsafe { core::ptr::read_volatile(&(*sc).track) } != 0;
     if track {
         let sc = SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
         let st = unsafe { &mut (*sc).state };
@@ -382,6 +419,80 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
     rewrite(ctx, pkt, &src, &dst, sport, dport)?;
     count(Reason::FwdToBackend);
     Ok(Some(emit(ctx, pkt, rc, p)))
+}
+
+/// `on_target_side`'s question (the target's address) and answer (`ok`).
+#[repr(C)]
+pub struct SideQ {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub ok: u32,
+}
+
+/// A packet from a target's address and port must arrive on the interface
+/// the FIB says leads to that target to be taken as its reply: one forged
+/// on the client side is neither translated nor counted (as passive
+/// health). Undecidable (no route to the target): taken.
+#[inline(always)]
+fn on_target_side(ctx: &XdpContext, pkt: &Pkt, g: &Globals) -> Result<bool, Reason> {
+    if g.flags & lb_common::GLOBAL_F_REPLY_SIDE == 0 {
+        return Ok(true);
+    }
+    let sc = SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
+    let q = unsafe { &mut (*sc).side };
+    q.addr = pkt.src;
+    q.family = pkt.family;
+    q.ok = 1;
+    // In a `bpf_loop` callback (one round), verified once: inlined, the
+    // lookup's branches would multiply the states of the reply path. The
+    // callback gets the context through a stack slot.
+    let mut c: *mut xdp_md = ctx.ctx;
+    unsafe {
+        bpf_loop(
+            1,
+            side_step as *mut c_void,
+            &mut c as *mut *mut xdp_md as *mut c_void,
+            0,
+        );
+        Ok(core::ptr::read_volatile(&(*sc).side.ok) != 0)
+    }
+}
+
+/// `on_target_side`'s FIB lookup towards the target: `ok` stays 1 unless
+/// the route leads out another interface than the packet came in on.
+#[inline(never)]
+extern "C" fn side_step(_i: u64, c: *mut c_void) -> i64 {
+    let ctx = unsafe { *(c as *mut *mut xdp_md) };
+    let (Some(sc), Some(p)) = (SCRATCH.get_ptr_mut(0), FIB_SCRATCH.get_ptr_mut(0)) else {
+        return 1;
+    };
+    let (q, p) = unsafe { (&mut (*sc).side, &mut *p) };
+    *p = unsafe { core::mem::zeroed() };
+    let ingress = unsafe { (*ctx).ingress_ifindex };
+    p.ifindex = ingress;
+    p.__bindgen_anon_1.tot_len = 20;
+    if q.family == lb_common::AF_INET6 {
+        p.family = 10;
+        p.__bindgen_anon_4.ipv6_dst = q.addr;
+    } else {
+        p.family = 2;
+        p.__bindgen_anon_4.ipv4_dst = q.addr[0];
+    }
+    let rc = unsafe {
+        fib_lookup_helper(
+            ctx as *mut c_void,
+            p,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    // Undecidable (no route to the target): taken.
+    let decided = rc == BPF_FIB_LKUP_RET_SUCCESS as i64 || rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64;
+    if decided && p.ifindex != ingress {
+        q.ok = 0;
+    }
+    1
 }
 
 /// A new flow the lists refuse: its source on the gateway's deny list, or
@@ -579,7 +690,12 @@ pub fn served(rv: &ReverseVal, i: usize) -> Option<(ReverseEntry, &'static VipSl
 /// for the client's tuple (stateless and the same on every gateway;
 /// `true` with the slot).
 #[inline(always)]
-fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlot, bool)>, Reason> {
+fn nat_reply(
+    ctx: &XdpContext,
+    pkt: &Pkt,
+    g: &Globals,
+    now: u64,
+) -> Result<Option<(&'static VipSlot, bool)>, Reason> {
     let rk = ReverseKey {
         addr: pkt.src,
         port: pkt.sport,
@@ -589,6 +705,11 @@ fn nat_reply(pkt: &Pkt, g: &Globals, now: u64) -> Result<Option<(&'static VipSlo
     let Some(rv) = (unsafe { NAT_REVERSE.get(rk) }) else {
         return Ok(None);
     };
+    // Before any flow state moves (a forged RST must not count as a
+    // refusal).
+    if !on_target_side(ctx, pkt, g)? {
+        return Err(Reason::ReplyWrongSide);
+    }
     let sc = SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
     let sc = unsafe { &mut *sc };
     let closing = flow::is_closing(pkt.proto, pkt.tcp_flags);
@@ -709,6 +830,9 @@ fn to_client(
     } else {
         None
     };
+    if sv.is_some() && !on_target_side(ctx, pkt, g)? {
+        return Err(Reason::ReplyWrongSide);
+    }
     if let Some(sv) = sv {
         if snat_opening_drop(pkt, sv, g, now) {
             count(Reason::SynRedispatch);
@@ -716,7 +840,7 @@ fn to_client(
         }
     }
     let rv = if nat && sv.is_none() {
-        match nat_reply(pkt, g, now) {
+        match nat_reply(ctx, pkt, g, now) {
             Err(Reason::SynRedispatch) => {
                 count(Reason::SynRedispatch);
                 return Ok(xdp_action::XDP_DROP);

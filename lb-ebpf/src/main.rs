@@ -79,6 +79,10 @@ pub struct Scratch {
     pub flood_count: u32,
     /// An `ACL` lookup's key (28 bytes: off the stack).
     pub acl: Key<AclData>,
+    /// `fwd::on_target_side`'s question and answer.
+    pub side: fwd::SideQ,
+    /// Whether the new flow is tracked (see `fwd::to_backend`).
+    pub track: u32,
 }
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -89,10 +93,12 @@ static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
 #[map]
 static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
 
-/// Tail-call targets (slot `JUMP_ICMP`: `lb_icmp`), set by the loader.
+/// Tail-call targets (slot `JUMP_ICMP`: `lb_icmp`, `JUMP_REPLY`:
+/// `lb_reply`), set by the loader.
 #[map]
-static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+static JUMP: ProgramArray = ProgramArray::with_max_entries(2, 0);
 pub(crate) const JUMP_ICMP: u32 = 0;
+pub(crate) const JUMP_REPLY: u32 = 1;
 
 #[inline(always)]
 pub(crate) fn count(r: Reason) {
@@ -104,6 +110,18 @@ pub(crate) fn count(r: Reason) {
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     match fwd::try_lb(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            count(reason);
+            XDP_PASS
+        }
+    }
+}
+
+/// Replies from targets (tail-called from `lb_xdp`).
+#[xdp]
+pub fn lb_reply(ctx: XdpContext) -> u32 {
+    match fwd::try_reply(&ctx) {
         Ok(action) => action,
         Err(reason) => {
             count(reason);

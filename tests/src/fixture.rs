@@ -220,16 +220,48 @@ impl Env {
         input: &[u8],
         repeat: u32,
     ) -> Result<(u32, Vec<u8>, std::time::Duration)> {
+        // The packet arrives where its source lives: targets behind "bk",
+        // everyone else behind "cl" (as on a gateway).
+        self.run_prog_on(prog, input, repeat, ingress_of(input))
+    }
+
+    /// As `run_prog`, arriving on interface `dev` ("cl" or "bk").
+    pub fn run_prog_on(
+        &mut self,
+        prog: &str,
+        input: &[u8],
+        repeat: u32,
+        dev: &str,
+    ) -> Result<(u32, Vec<u8>, std::time::Duration)> {
+        let dev = self.ifindex(dev)?;
         let _in = self.ns.enter()?;
         let p = self.dp.program(prog)?;
         let mut out = vec![0u8; input.len() + 256];
+        let ctx = xdp_md(input.len(), dev);
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(input);
         opts.data_out = Some(&mut out);
+        opts.ctx_in = Some(&ctx);
         opts.repeat = repeat;
         let r = p.test_run(opts).context("BPF_PROG_TEST_RUN")?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, out, r.duration))
+    }
+
+    /// The fixture interface's index ("cl" or "bk").
+    pub fn ifindex(&self, dev: &str) -> Result<u32> {
+        let _in = self.ns.enter()?;
+        let name = std::ffi::CString::new(dev)?;
+        match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+            0 => anyhow::bail!("no interface {dev}"),
+            i => Ok(i),
+        }
+    }
+
+    /// Runs `lb_xdp` on `input` arriving on `dev`.
+    pub fn run_on(&mut self, input: &[u8], dev: &str) -> Result<(u32, Vec<u8>)> {
+        let (a, o, _) = self.run_prog_on(PROG_LB, input, 1, dev)?;
+        Ok((a, o))
     }
 
     pub fn run(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
@@ -298,6 +330,30 @@ fn moved(a: &[u64], b: &[u64]) -> String {
     } else {
         v.join(", ")
     }
+}
+
+/// The interface a frame arrives on: "bk" for sources in the targets'
+/// subnets (10.1.0.0/24, fd01::/64), else "cl".
+pub fn ingress_of(frame: &[u8]) -> &'static str {
+    let et = frame.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let target = match et {
+        Some(0x0800) => frame.get(26..29) == Some(&[10, 1, 0][..]),
+        Some(0x86dd) => frame.get(22..30) == Some(&[0xfd, 0x01, 0, 0, 0, 0, 0, 0][..]),
+        _ => false,
+    };
+    if target {
+        "bk"
+    } else {
+        "cl"
+    }
+}
+
+/// An `xdp_md` for BPF_PROG_TEST_RUN: the whole frame, from `ifindex`.
+fn xdp_md(len: usize, ifindex: u32) -> Vec<u8> {
+    [0, len as u32, 0, ifindex, 0, 0]
+        .iter()
+        .flat_map(|w: &u32| w.to_ne_bytes())
+        .collect()
 }
 
 /// Byte diff of two frames, with offsets.

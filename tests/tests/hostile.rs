@@ -262,3 +262,63 @@ fn allow_and_deny_lists_decide_new_flows() {
     assert_eq!(run(&mut env, "10.9.0.2", NAT, 44013), "XDP_REDIRECT");
     assert_eq!(env.dp.maps.acl.keys().count(), 0, "the trie emptied");
 }
+
+const SYN_ACK: tests::packet::L4 = tests::packet::L4::Tcp {
+    syn: true,
+    ack: true,
+    fin: false,
+    rst: false,
+};
+
+/// A packet with a target's source address and port is a reply only when
+/// it arrives on the interface that leads to the target: forged on the
+/// client side it is passed untouched, and its RST does not count against
+/// the target (passive health); with `reply_source_check = false` it is
+/// translated.
+#[test]
+fn replies_are_taken_only_from_the_target_side() {
+    let mut env = env();
+    let c = "10.0.0.2";
+    let syn = Spec::new(c, 45000, NAT, 80, SYN);
+    env.run(&syn.build()).unwrap();
+    let (t, tport) = expected_target(&env, &syn);
+    let id = env.backend_id(&t);
+    let mac = backend_mac(last_byte(&t));
+    let reply = |l4| Spec::new(&t, tport, c, 45000, l4).macs(mac, GW_BK_MAC);
+    let rst = reply(tests::packet::RST).build();
+    let before = env.reasons();
+    let (a, out) = env.run_on(&rst, "cl").unwrap();
+    assert_eq!(action_name(a), "XDP_PASS");
+    assert_eq!(out, rst, "untouched");
+    let i = Reason::ReplyWrongSide as usize;
+    assert_eq!(env.reasons()[i], before[i] + 1);
+    assert_eq!(env.dp.passive(id).unwrap().refused, 0, "not a refusal");
+    let st = env.dp.maps.conntrack.get(&key(c, 45000, NAT), 0).unwrap();
+    assert_ne!(
+        st.flags & lb_common::FLOW_F_OPENING,
+        0,
+        "the flow still opening"
+    );
+    // The real answer, from the target side.
+    env.check(&Fixture::reply(
+        "the target's SYN-ACK from its side",
+        &reply(SYN_ACK),
+        NAT,
+        c,
+        45000,
+        Reason::FwdToClient,
+    ));
+    // Asymmetric routing: the check off.
+    let mut off = Env::new(&CONFIG.replace(
+        "new_flow_limit = \"off\"",
+        "new_flow_limit = \"off\"\nreply_source_check = false",
+    ))
+    .unwrap();
+    off.run(&syn.build()).unwrap();
+    let (a, _) = off.run_on(&reply(SYN_ACK).build(), "cl").unwrap();
+    assert_eq!(
+        action_name(a),
+        "XDP_TX",
+        "translated from either side (back out where it came in)"
+    );
+}

@@ -142,6 +142,9 @@ pub struct Gateway {
     pub hash_seed: String,
     /// Sources refused on every listener (wins over a listener's allow).
     pub deny: Vec<ipnet::IpNet>,
+    /// Translate a target's packet only when it arrives on the interface
+    /// leading to the target (off for asymmetric routing).
+    pub reply_source_check: bool,
 }
 
 /// `gateway.new_flow_limit`: "auto" (what fills half of conntrack with
@@ -262,6 +265,7 @@ impl Default for Gateway {
             new_flow_limit: FlowLimit::Auto,
             hash_seed: String::new(),
             deny: Vec::new(),
+            reply_source_check: true,
         }
     }
 }

@@ -298,6 +298,11 @@ fn globals(cfg: &Config) -> Globals {
         syn_timeout_s: cfg.gateway.tcp_syn_timeout.as_secs().max(1) as u32,
         // Unset: the daemon fills in the gateway's own (`control::seed`).
         hash_key: cfg.gateway.hash_key().unwrap_or_default(),
+        flags: if cfg.gateway.reply_source_check {
+            lb_common::GLOBAL_F_REPLY_SIDE
+        } else {
+            0
+        },
     }
 }
 

@@ -24,7 +24,7 @@ use super::{
     maps::{take, Maps, Sizes},
     pins,
     ring::RingMmap,
-    AttachMode, RingState, XdpDataplane, EBPF_OBJECT, PROG_ICMP, PROG_LB, PROG_PASS,
+    AttachMode, RingState, XdpDataplane, EBPF_OBJECT, PROG_ICMP, PROG_LB, PROG_PASS, PROG_REPLY,
 };
 use crate::{
     config::DataplaneKind,
@@ -126,7 +126,7 @@ impl XdpDataplane {
             .map_max_entries(names::BACKEND_HEALTH, sizes.max_targets + 1)
             .load(EBPF_OBJECT)
             .context("loading the XDP object")?;
-        for name in [PROG_LB, PROG_ICMP, PROG_PASS] {
+        for name in [PROG_LB, PROG_ICMP, PROG_REPLY, PROG_PASS] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from object"))?
@@ -138,12 +138,15 @@ impl XdpDataplane {
         let ring_mem = RingMmap::new(&maps.ring, sizes.ring_entries())?;
         let health_mem = HealthMmap::new(&maps.backend_health, sizes.max_targets + 1)?;
         let mut jump: ProgramArray<MapData> = take(&mut ebpf, names::JUMP)?;
-        let icmp: &Xdp = ebpf
-            .program(PROG_ICMP)
-            .context("lb_icmp missing")?
-            .try_into()?;
-        jump.set(0, icmp.fd()?, 0)
-            .context("installing the ICMP tail call")?;
+        // Slots as lb-ebpf's JUMP_ICMP and JUMP_REPLY.
+        for (slot, name) in [(0, PROG_ICMP), (1, PROG_REPLY)] {
+            let p: &Xdp = ebpf
+                .program(name)
+                .with_context(|| format!("{name} missing"))?
+                .try_into()?;
+            jump.set(slot, p.fd()?, 0)
+                .with_context(|| format!("installing the {name} tail call"))?;
+        }
         let mut dp = XdpDataplane {
             ebpf,
             ring_mem,

@@ -41,6 +41,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PROG_LB: &str = "lb_xdp";
 pub const PROG_PASS: &str = "xdp_pass";
 pub const PROG_ICMP: &str = "lb_icmp";
+pub const PROG_REPLY: &str = "lb_reply";
 
 /// Where the program ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
