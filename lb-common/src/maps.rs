@@ -36,10 +36,12 @@ pub mod names {
     pub const ACL: &str = "ACL";
 
     /// Maps that outlive the daemon: everything but the next-hop cache,
-    /// the per-CPU scratch space, the tail-call table and the allow and
-    /// deny lists (written before the program is attached), which belong
-    /// to one program instance.
-    pub const PINNED: [&str; 14] = [
+    /// the per-CPU scratch space and the allow and deny lists (written
+    /// before the program is attached), which belong to one program
+    /// instance. The tail-call table is pinned: the kernel empties a
+    /// program array when its last file descriptor closes, and the reply
+    /// path is a tail call.
+    pub const PINNED: [&str; 15] = [
         GLOBALS,
         VIPS,
         VIP_SLOTS,
@@ -54,12 +56,13 @@ pub mod names {
         BACKEND_STATS,
         REASONS,
         BACKEND_HEALTH,
+        JUMP,
     ];
 
     /// Every map of the object: the pinned ones, then those of one
     /// program instance.
     pub const ALL: [&str; 19] = {
-        let own = [FIB_CACHE, SCRATCH, FIB_SCRATCH, JUMP, ACL];
+        let own = [FIB_CACHE, SCRATCH, FIB_SCRATCH, ACL];
         let mut all = [""; 19];
         let mut i = 0;
         while i < all.len() {

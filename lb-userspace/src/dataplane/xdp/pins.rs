@@ -5,8 +5,7 @@ use std::{fs::File, os::fd::AsRawFd as _, path::Path, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use lb_common::{
-    names, Backend, BackendHealth, FlowState, Globals, Passthrough, ReverseVal, SnatVal, VipMeta,
-    VipSlot,
+    names, Backend, BackendHealth, FlowState, Passthrough, ReverseVal, SnatVal, VipMeta, VipSlot,
 };
 
 use super::maps::Sizes;
@@ -34,8 +33,8 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<()> {
 /// running the program against them.
 pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
     use std::mem::size_of;
-    let want: [(&str, u32, usize); 10] = [
-        (names::GLOBALS, 1, size_of::<Globals>()),
+    // GLOBALS is renewed instead (`renew_counters`).
+    let want: [(&str, u32, usize); 9] = [
         (
             names::NAT_REVERSE,
             s.max_targets.max(1) * 2,
@@ -89,8 +88,9 @@ fn pinned(dir: &Path, name: &str) -> Result<Option<(std::path::PathBuf, aya::map
 /// at start anyway) rather than refusing the upgrade. Returns what to log.
 pub fn renew_counters(dir: &Path, s: &Sizes) -> Result<Vec<String>> {
     use std::mem::size_of;
-    let want: [(&str, u32, usize); 4] = [
+    let want: [(&str, u32, usize); 5] = [
         (names::GLOBALS, 1, size_of::<lb_common::Globals>()),
+        (names::JUMP, 2, 4),
         (names::REASONS, lb_common::REASON_COUNT, 8),
         (
             names::VIP_STATS,
