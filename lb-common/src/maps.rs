@@ -561,9 +561,15 @@ pub enum Reason {
     /// another interface than the one leading to the target (forged from
     /// the client side): not translated, passed untouched.
     ReplyWrongSide,
+    /// Packets too big for the next hop (IPv6, or IPv4 with Don't
+    /// Fragment) answered here with ICMP "fragmentation needed" / "packet
+    /// too big", quoting the packet as its sender sent it.
+    TooBigSent,
+    /// Such errors past the per-CPU rate (100/s): the packet dropped.
+    TooBigLimited,
 }
 
-pub const REASON_COUNT: u32 = 28;
+pub const REASON_COUNT: u32 = 30;
 
 impl Reason {
     /// Every reason, in index order.
@@ -596,6 +602,8 @@ impl Reason {
         Reason::SnatUntracked,
         Reason::AclBlocked,
         Reason::ReplyWrongSide,
+        Reason::TooBigSent,
+        Reason::TooBigLimited,
     ];
 
     /// The `reason` label of `lb_xdp_packets_total`.
@@ -629,6 +637,8 @@ impl Reason {
             Reason::SnatUntracked => "snat_untracked",
             Reason::AclBlocked => "acl_blocked",
             Reason::ReplyWrongSide => "reply_wrong_side",
+            Reason::TooBigSent => "too_big_sent",
+            Reason::TooBigLimited => "too_big_limited",
         }
     }
 }

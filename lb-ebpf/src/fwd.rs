@@ -416,6 +416,10 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
     let (dst, dport) = (b.addr, b.port);
     let p = fib_params()?;
     let rc = next_hop(ctx, pkt, &src, &dst, sport, dport, p, g.fib_cache_ms, now);
+    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 && crate::toobig::wanted(pkt) {
+        let mtu = unsafe { p.__bindgen_anon_1.mtu_result };
+        return crate::toobig::send(ctx, pkt, mtu, now).map(Some);
+    }
     rewrite(ctx, pkt, &src, &dst, sport, dport)?;
     count(Reason::FwdToBackend);
     Ok(Some(emit(ctx, pkt, rc, p)))

@@ -10,6 +10,7 @@ mod fwd;
 mod icmp;
 mod parse;
 mod passive;
+mod toobig;
 
 use aya_ebpf::{
     bindings::{xdp_action::XDP_PASS, BPF_F_MMAPABLE},
@@ -83,6 +84,9 @@ pub struct Scratch {
     pub side: fwd::SideQ,
     /// Whether the new flow is tracked (see `fwd::to_backend`).
     pub track: u32,
+    /// This CPU's "too big" errors in the second from `toobig_window_ns`.
+    pub toobig_window_ns: u64,
+    pub toobig_count: u32,
 }
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -50,6 +50,8 @@ pub struct Pkt {
     pub tcp_flags: u8,
     pub ttl: u8,
     pub vlan: bool,
+    /// IPv4 Don't Fragment.
+    pub df: bool,
     /// IPv4 total length / IPv6 payload length + 40, host order.
     pub ip_len: u16,
 }
@@ -119,6 +121,7 @@ pub fn parse_l3(ctx: &XdpContext) -> Result<Pkt, Reason> {
         tcp_flags: 0,
         ttl: 0,
         vlan,
+        df: false,
         ip_len: 0,
     };
     match ethertype {
@@ -143,6 +146,7 @@ pub fn parse_l3(ctx: &XdpContext) -> Result<Pkt, Reason> {
             pkt.dst[0] = raw32(&h, 16);
             pkt.l4_off = l3_off + ihl;
             pkt.ip_len = tot;
+            pkt.df = be16(&h, 6) & 0x4000 != 0;
         }
         ETH_P_IPV6 => {
             let h: [u8; 40] = hdr(ctx, l3_off, Reason::MalformedL3)?;

@@ -490,3 +490,28 @@ pub fn start_haproxy(
     }
     Ok(child)
 }
+
+/// A do-nothing XDP program on `dev` in `ns` (detached when the returned
+/// value drops). On veth, frames another program sends back with XDP_TX
+/// are delivered to a peer only once the peer has an XDP program (GRO on
+/// it is not enough, unlike redirected frames): a test-bed quirk, real NICs
+/// transmit XDP_TX frames themselves.
+pub fn xdp_pass_on(
+    ns: &crate::netns::Netns,
+    dev: &str,
+) -> Result<lb_userspace::dataplane::xdp::XdpDataplane> {
+    use lb_userspace::dataplane::xdp::{Sizes, XdpDataplane, PROG_PASS};
+    let mut p = XdpDataplane::load(Sizes {
+        ring_size: 7,
+        max_vips: 1,
+        max_targets: 1,
+        conntrack: 1024,
+        snat: 1024,
+        passthrough: 1024,
+    })?;
+    let _in = ns.enter()?;
+    p.program(PROG_PASS)?
+        .attach(dev, aya::programs::XdpMode::Driver)
+        .with_context(|| format!("xdp_pass on {} {dev}", ns.name))?;
+    Ok(p)
+}

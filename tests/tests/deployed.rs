@@ -90,15 +90,24 @@ fn prepare(dir: &std::path::Path, pin: &str) {
 }
 
 /// The topology with servers, the unit's directories, and a config whose
-/// admin socket is in the service user's runtime directory.
+/// admin socket is in the service user's runtime directory and whose
+/// state directory is the service user's (`StateDirectory=lb`).
 fn unit_setup(tag: &str) -> (Topology, TempDir, String) {
     let topo = e2e::served_topology();
     let dir = TempDir::new(tag);
     prepare(&dir.0, &topo.pin_path());
-    let cfg = topo.config(FAST_HC).replace(
-        &format!("admin_socket = \"/run/{}.sock\"", topo.gw.name),
-        &format!("admin_socket = \"{}\"", dir.0.join("lb.sock").display()),
-    );
+    let state = dir.0.join("state");
+    prepare(&state, &topo.pin_path());
+    let cfg = topo
+        .config(FAST_HC)
+        .replace(
+            &format!("admin_socket = \"/run/{}.sock\"", topo.gw.name),
+            &format!("admin_socket = \"{}\"", dir.0.join("lb.sock").display()),
+        )
+        .replace(
+            &format!("state_dir = \"{}\"", topo.state_dir()),
+            &format!("state_dir = \"{}\"", state.display()),
+        );
     (topo, dir, cfg)
 }
 
@@ -504,12 +513,8 @@ fn registration_and_passive_health_under_the_units_capabilities() {
     require_root();
     let (mut topo, dir, cfg) = unit_setup("unit-reg");
     let state = dir.0.join("state");
-    prepare(&state, &topo.pin_path());
     let b3 = "[[target_group.targets]]\naddress = \"10.1.3.2\"\nport = 8080\nzone = \"b\"\n\n";
-    let cfg = cfg.replacen(b3, "", 1).replace(
-        &format!("state_dir = \"{}\"", topo.state_dir()),
-        &format!("state_dir = \"{}\"", state.display()),
-    );
+    let cfg = cfg.replacen(b3, "", 1);
     let prefix = as_the_unit();
     let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
     let d = Daemon::start_with(&topo.gw, &dir.0, &cfg, &prefix).expect("lb run");

@@ -322,3 +322,78 @@ fn replies_are_taken_only_from_the_target_side() {
         "translated from either side (back out where it came in)"
     );
 }
+
+/// One's complement sum of `b` folded: 0xffff when a checksum over it holds.
+fn ones(b: &[u8]) -> u16 {
+    let mut s: u32 = b
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// A packet too big for the next hop (the target side's MTU 1280) is
+/// answered here, as a router on the path would: ICMP "fragmentation
+/// needed" (v4, Don't Fragment set) or "packet too big" (v6) from the VIP,
+/// quoting the packet as the client sent it, with valid checksums, back out
+/// the client's interface.
+#[test]
+fn too_big_packets_get_the_icmp_error_a_router_sends() {
+    let mut env = env();
+    env.ns.ip(&["link", "set", "bk", "mtu", "1280"]).unwrap();
+    for (c, vip) in [("10.0.0.2", NAT), ("fd00::2", "fd64::1")] {
+        let v6 = c.contains(':');
+        let mut s = Spec::new(c, 46000, vip, 80, SYN);
+        env.run(&s.build()).unwrap();
+        s.l4 = ACK;
+        s.payload = vec![7u8; 1400];
+        let mut input = s.build();
+        if !v6 {
+            // Don't Fragment, and the header checksum again.
+            input[20] |= 0x40;
+            input[24] = 0;
+            input[25] = 0;
+            let c = !ones(&input[14..34]);
+            input[24..26].copy_from_slice(&c.to_be_bytes());
+        }
+        let before = env.reasons();
+        let (a, out) = env.run(&input).unwrap();
+        assert_eq!(action_name(a), "XDP_TX", "{c}");
+        let i = Reason::TooBigSent as usize;
+        assert_eq!(env.reasons()[i], before[i] + 1);
+        assert_eq!(&out[0..6], &input[6..12], "to the sender's MAC");
+        assert_eq!(&out[6..12], &input[0..6], "from ours");
+        if v6 {
+            assert_eq!(out.len(), 14 + 40 + 8 + 48);
+            assert_eq!(
+                (out[20], out[54], out[55]),
+                (58, 2, 0),
+                "ICMPv6 packet too big"
+            );
+            assert_eq!(&out[22..38], &input[38..54], "from the VIP");
+            assert_eq!(&out[38..54], &input[22..38], "to the client");
+            assert_eq!(u32::from_be_bytes(out[58..62].try_into().unwrap()), 1280);
+            assert_eq!(&out[62..], &input[14..62], "the packet as sent");
+            let mut pseudo = out[22..54].to_vec();
+            pseudo.extend_from_slice(&[0, 0, 0, 56, 0, 0, 0, 58]);
+            pseudo.extend_from_slice(&out[54..]);
+            assert_eq!(ones(&pseudo), 0xffff, "ICMPv6 checksum");
+        } else {
+            assert_eq!(out.len(), 14 + 20 + 8 + 28);
+            assert_eq!(ones(&out[14..34]), 0xffff, "IPv4 header checksum");
+            assert_eq!(
+                (out[23], out[34], out[35]),
+                (1, 3, 4),
+                "fragmentation needed"
+            );
+            assert_eq!(&out[26..30], &input[30..34], "from the VIP");
+            assert_eq!(&out[30..34], &input[26..30], "to the client");
+            assert_eq!(u16::from_be_bytes([out[40], out[41]]), 1280, "next-hop MTU");
+            assert_eq!(&out[42..], &input[14..42], "the packet as sent");
+            assert_eq!(ones(&out[34..]), 0xffff, "ICMP checksum");
+        }
+    }
+}
