@@ -34,6 +34,7 @@ pub mod names {
     pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
     pub const JUMP: &str = "JUMP";
     pub const ACL: &str = "ACL";
+    pub const TX_PORTS: &str = "TX_PORTS";
 
     /// Maps that outlive the daemon: everything but the next-hop cache,
     /// the per-CPU scratch space and the allow and deny lists (written
@@ -61,9 +62,9 @@ pub mod names {
 
     /// Every map of the object: the pinned ones, then those of one
     /// program instance.
-    pub const ALL: [&str; 19] = {
-        let own = [FIB_CACHE, SCRATCH, FIB_SCRATCH, ACL];
-        let mut all = [""; 19];
+    pub const ALL: [&str; 20] = {
+        let own = [FIB_CACHE, SCRATCH, FIB_SCRATCH, ACL, TX_PORTS];
+        let mut all = [""; 20];
         let mut i = 0;
         while i < all.len() {
             all[i] = if i < PINNED.len() {
@@ -408,6 +409,10 @@ pub const VIP_F_ALLOW_LIST: u32 = 16;
 /// The gateway has a deny list (`gateway.deny`), checked for every VIP.
 pub const VIP_F_DENY_LIST: u32 = 32;
 
+/// Entries of `TX_PORTS` (indexed by ifindex; a higher one is never
+/// transmitted on by XDP).
+pub const TX_PORTS_SIZE: u32 = 65536;
+
 /// Entries of `ACL` (allow-list and deny-list prefixes, over all listeners).
 pub const MAX_ACL_ENTRIES: u32 = 16384;
 
@@ -567,9 +572,14 @@ pub enum Reason {
     TooBigSent,
     /// Such errors past the per-CPU rate (100/s): the packet dropped.
     TooBigLimited,
+    /// Translated packets handed to the kernel to forward, their Ethernet
+    /// header untouched: a VLAN-tagged frame (the kernel maps the tag to
+    /// its device), or a next hop XDP cannot transmit on (a device lb is
+    /// not attached to natively: a VLAN device, a bridge).
+    KernelForwards,
 }
 
-pub const REASON_COUNT: u32 = 30;
+pub const REASON_COUNT: u32 = 31;
 
 impl Reason {
     /// Every reason, in index order.
@@ -604,6 +614,7 @@ impl Reason {
         Reason::ReplyWrongSide,
         Reason::TooBigSent,
         Reason::TooBigLimited,
+        Reason::KernelForwards,
     ];
 
     /// The `reason` label of `lb_xdp_packets_total`.
@@ -639,6 +650,7 @@ impl Reason {
             Reason::ReplyWrongSide => "reply_wrong_side",
             Reason::TooBigSent => "too_big_sent",
             Reason::TooBigLimited => "too_big_limited",
+            Reason::KernelForwards => "kernel_forwards",
         }
     }
 }

@@ -32,7 +32,8 @@ use crate::{
     count, csum,
     parse::{self, ptr_at, write, Pkt},
     ACL, BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP, JUMP_ICMP,
-    JUMP_REPLY, NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, VIPS, VIP_SLOTS, VIP_STATS,
+    JUMP_REPLY, NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, TX_PORTS, VIPS, VIP_SLOTS,
+    VIP_STATS,
 };
 
 #[inline(always)]
@@ -420,9 +421,10 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
         let mtu = unsafe { p.__bindgen_anon_1.mtu_result };
         return crate::toobig::send(ctx, pkt, mtu, now).map(Some);
     }
-    rewrite(ctx, pkt, &src, &dst, sport, dport)?;
+    let l2 = kernel_forwards(pkt, rc, p);
+    rewrite(ctx, pkt, &src, &dst, sport, dport, !l2 as u8)?;
     count(Reason::FwdToBackend);
-    Ok(Some(emit(ctx, pkt, rc, p)))
+    Ok(Some(emit(ctx, rc, p, l2)))
 }
 
 /// `on_target_side`'s question (the target's address) and answer (`ok`).
@@ -886,13 +888,14 @@ fn to_client(
     {
         return Err(Reason::NotVip);
     }
-    rewrite(ctx, pkt, &src, &dst, sport, dport)?;
+    let l2 = kernel_forwards(pkt, rc, p);
+    rewrite(ctx, pkt, &src, &dst, sport, dport, !l2 as u8)?;
     if rv.is_some_and(|(_, stateless)| stateless) {
         count(Reason::ReplyStateless);
     }
     bump_reply(vip_id, pkt);
     count(Reason::FwdToClient);
-    Ok(emit(ctx, pkt, rc, p))
+    Ok(emit(ctx, rc, p, l2))
 }
 
 /// A `snat` reply that may answer a flow's first SYN (SYN or RST set):
@@ -947,8 +950,9 @@ fn rewrite(
     dst: &[u32; 4],
     sport: u16,
     dport: u16,
+    hop: u8,
 ) -> Result<(), Reason> {
-    let l3 = rewrite_l3(ctx, pkt, src, dst)?;
+    let l3 = rewrite_l3(ctx, pkt, src, dst, hop)?;
     let l4 = csum::diff16(csum::diff16(l3, pkt.sport, sport), pkt.dport, dport);
     unsafe {
         let (p, check_at) = if pkt.proto == PROTO_TCP {
@@ -972,8 +976,9 @@ fn rewrite(
     Ok(())
 }
 
-/// Rewrites the IP header's addresses and decrements its TTL / hop limit
-/// (a forwarding hop), keeping the IPv4 header checksum right. Returns the
+/// Rewrites the IP header's addresses and takes `hop` (1: this gateway
+/// sends it on; 0: the kernel forwards it and decrements) off its TTL /
+/// hop limit, keeping the IPv4 header checksum right. Returns the
 /// address difference, which every checksum over a pseudo-header needs.
 /// Writes go through one checked header pointer (see `parse::hdr`).
 #[inline(always)]
@@ -982,13 +987,14 @@ pub fn rewrite_l3(
     pkt: &Pkt,
     src: &[u32; 4],
     dst: &[u32; 4],
+    hop: u8,
 ) -> Result<u64, Reason> {
     let v6 = pkt.v6();
     let l3 = csum::diff_addr(csum::diff_addr(0, &pkt.src, src, v6), &pkt.dst, dst, v6);
     unsafe {
         if v6 {
             let ip = ptr_at::<[u8; 40]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
-            *ip.add(7) = pkt.ttl - 1;
+            *ip.add(7) = pkt.ttl - hop;
             (ip.add(8) as *mut [u32; 4]).write_unaligned(*src);
             (ip.add(24) as *mut [u32; 4]).write_unaligned(*dst);
         } else {
@@ -997,8 +1003,8 @@ pub fn rewrite_l3(
             (ip.add(16) as *mut u32).write_unaligned(dst[0]);
             // Word 8 holds TTL and protocol.
             let ttl_old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
-            let ttl_new = u16::from_ne_bytes([pkt.ttl - 1, pkt.proto]);
-            *ip.add(8) = pkt.ttl - 1;
+            let ttl_new = u16::from_ne_bytes([pkt.ttl - hop, pkt.proto]);
+            *ip.add(8) = pkt.ttl - hop;
             let c = (ip.add(10) as *mut u16).read_unaligned();
             (ip.add(10) as *mut u16)
                 .write_unaligned(csum::apply(c, csum::diff16(l3, ttl_old, ttl_new)));
@@ -1114,10 +1120,22 @@ pub fn fib_params() -> Result<&'static mut bpf_fib_lookup, Reason> {
     Ok(p)
 }
 
-/// Sends the rewritten packet on: straight out when the neighbour is known,
-/// else through the kernel (which resolves it).
+/// Whether the translated packet goes to the kernel to forward, its
+/// Ethernet header untouched (`l2`, see `emit`): a VLAN-tagged frame (the
+/// kernel maps the tag to its device), a next hop the FIB could not give
+/// (the kernel resolves the neighbour, or answers), or a device XDP cannot
+/// transmit on (`TX_PORTS`: not one lb runs on natively).
 #[inline(always)]
-pub fn emit(ctx: &XdpContext, pkt: &Pkt, rc: i64, p: &bpf_fib_lookup) -> u32 {
+pub fn kernel_forwards(pkt: &Pkt, rc: i64, p: &bpf_fib_lookup) -> bool {
+    pkt.vlan
+        || rc != BPF_FIB_LKUP_RET_SUCCESS as i64
+        || TX_PORTS.get(p.ifindex).is_none_or(|t| *t == 0)
+}
+
+/// Sends the rewritten packet on: straight out when the neighbour is known
+/// and XDP can transmit there, else through the kernel.
+#[inline(always)]
+pub fn emit(ctx: &XdpContext, rc: i64, p: &bpf_fib_lookup, l2: bool) -> u32 {
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
         count(if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
             Reason::FibNoNeigh
@@ -1126,12 +1144,11 @@ pub fn emit(ctx: &XdpContext, pkt: &Pkt, rc: i64, p: &bpf_fib_lookup) -> u32 {
         });
         return xdp_action::XDP_PASS;
     }
-    if write(ctx, 0, p.dmac).is_err() || write(ctx, 6, p.smac).is_err() {
+    if l2 {
+        count(Reason::KernelForwards);
         return xdp_action::XDP_PASS;
     }
-    // A VLAN-tagged frame is forwarded by the kernel, which owns the tag
-    // to egress-device mapping.
-    if pkt.vlan {
+    if write(ctx, 0, p.dmac).is_err() || write(ctx, 6, p.smac).is_err() {
         return xdp_action::XDP_PASS;
     }
     if p.ifindex == ctx.ingress_ifindex() as u32 {

@@ -11,7 +11,7 @@ use lb_common::{
 
 use crate::{
     count, csum,
-    fwd::{emit, fib, fib_params, rewrite_l3, served},
+    fwd::{emit, fib, fib_params, kernel_forwards, rewrite_l3, served},
     parse::{self, hdr, ptr_at, raw16, raw32, Pkt},
     BACKENDS, CONNTRACK, NAT_REVERSE, SNAT, VIPS, VIP_SLOTS,
 };
@@ -83,11 +83,12 @@ pub fn try_icmp(ctx: &XdpContext) -> Result<u32, Reason> {
     }
     let p = fib_params()?;
     let rc = fib(ctx, &pkt, &plan.osrc, &plan.odst, 0, 0, p);
+    let l2 = kernel_forwards(&pkt, rc, p);
     rewrite(
-        ctx, &pkt, ioff, il4, iproto, &isrc, isport, &idst, idport, &plan,
+        ctx, &pkt, ioff, il4, iproto, &isrc, isport, &idst, idport, &plan, !l2 as u8,
     )?;
     count(Reason::IcmpTranslated);
-    Ok(emit(ctx, &pkt, rc, p))
+    Ok(emit(ctx, rc, p, l2))
 }
 
 #[inline(always)]
@@ -214,9 +215,10 @@ fn rewrite(
     idst: &[u32; 4],
     idport: u16,
     plan: &Plan,
+    hop: u8,
 ) -> Result<(), Reason> {
     let v6 = pkt.v6();
-    let outer = rewrite_l3(ctx, pkt, &plan.osrc, &plan.odst)?;
+    let outer = rewrite_l3(ctx, pkt, &plan.osrc, &plan.odst, hop)?;
     let inner = csum::diff_addr(
         csum::diff_addr(0, isrc, &plan.isrc, v6),
         idst,

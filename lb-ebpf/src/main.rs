@@ -59,6 +59,10 @@ static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1024
 /// flows. Longest prefix first; the value is unused.
 #[map]
 static ACL: LpmTrie<AclData, u8> = LpmTrie::with_max_entries(lb_common::MAX_ACL_ENTRIES, 0);
+/// By ifindex: 1 where lb runs natively, so XDP may transmit there (a
+/// redirect to a device without XDP transmit is dropped by the kernel).
+#[map]
+static TX_PORTS: Array<u8> = Array::with_max_entries(lb_common::TX_PORTS_SIZE, 0);
 #[map]
 static FIB_CACHE: PerCpuArray<FibCacheEntry> = PerCpuArray::with_max_entries(FIB_CACHE_SLOTS, 0);
 /// Scratch for the larger keys and values of the SNAT and reply paths:

@@ -177,6 +177,11 @@ impl Env {
             invalid: HashMap::new(),
         };
         env.sync()?;
+        // As attaching natively does.
+        for dev in ["cl", "bk"] {
+            let _in = env.ns.enter()?;
+            env.dp.mark_tx(dev, true);
+        }
         Ok(env)
     }
 

@@ -155,3 +155,25 @@ pub mod off {
     pub const V4_L4: usize = ETH + 20;
     pub const V6_L4: usize = ETH + 40;
 }
+
+/// Sets or clears IPv4 Don't Fragment in an Ethernet frame (etherparse
+/// sets it), with the header checksum made again.
+pub fn set_df(frame: &mut [u8], df: bool) {
+    let ip = 14;
+    if df {
+        frame[ip + 6] |= 0x40;
+    } else {
+        frame[ip + 6] &= !0x40;
+    }
+    frame[ip + 10] = 0;
+    frame[ip + 11] = 0;
+    let ihl = (frame[ip] & 0x0f) as usize * 4;
+    let mut s: u32 = frame[ip..ip + ihl]
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    frame[ip + 10..ip + 12].copy_from_slice(&(!(s as u16)).to_be_bytes());
+}

@@ -5,7 +5,7 @@ use lb_common::{FlowKey, Reason, FLOW_F_CLOSING};
 use lb_userspace::model::addr_words;
 use tests::{
     fixture::*,
-    packet::{off, raw_frame, Spec, ACK, FIN, L4, RST, SYN},
+    packet::{off, raw_frame, set_df, Spec, ACK, FIN, L4, RST, SYN},
 };
 
 #[test]
@@ -805,23 +805,31 @@ fn next_hop_cache_expires_and_respects_mtu() {
         new_mac,
         "after gateway.fib_cache (1s) the new neighbour MAC is used"
     );
-    // A packet larger than the path MTU goes to the kernel (which sends
-    // fragmentation-needed), even with the next hop cached.
+    // A packet larger than the path MTU, even with the next hop cached:
+    // with Don't Fragment it is answered here (see `tests/hostile.rs`);
+    // without, the kernel fragments it.
     env.ns.ip(&["link", "set", "bk", "mtu", "1000"]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1300));
     let (a, _) = env.run(&p.build()).unwrap();
     assert_eq!(a, XDP_REDIRECT, "small packets still go straight out");
     let mut big = p.clone();
     big.payload = vec![7u8; 1200];
+    let mut input = big.build();
+    set_df(&mut input, true);
+    let (a, _) = env.run(&input).unwrap();
+    assert_eq!(action_name(a), "XDP_TX", "fragmentation needed, from here");
+    set_df(&mut input, false);
+    // Rewritten for the target; MACs and TTL untouched: the kernel
+    // forwards it (and decrements the TTL).
+    let mut want = big.forwarded("10.0.0.2", 47000, &t, 8080, CLIENT_MAC, GW_CL_MAC);
+    want.ttl += 1;
+    let mut want = want.build();
+    set_df(&mut want, false);
     env.check(&Fixture {
-        desc: "packet over the path MTU is left to the kernel".into(),
-        input: big.build(),
+        desc: "a packet over the path MTU without DF is left to the kernel".into(),
+        input,
         action: XDP_PASS,
-        // Rewritten for the target; MACs untouched (no next hop was used).
-        output: Some(
-            big.forwarded("10.0.0.2", 47000, &t, 8080, CLIENT_MAC, GW_CL_MAC)
-                .build(),
-        ),
+        output: Some(want),
         reason: Some(Reason::FibFailed),
     });
 }

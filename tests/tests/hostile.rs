@@ -397,3 +397,49 @@ fn too_big_packets_get_the_icmp_error_a_router_sends() {
         }
     }
 }
+
+/// `frame` with an 802.1Q tag (VLAN `vid`) after its MACs.
+fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut t = frame[..12].to_vec();
+    t.extend_from_slice(&0x8100u16.to_be_bytes());
+    t.extend_from_slice(&vid.to_be_bytes());
+    t.extend_from_slice(&frame[12..]);
+    t
+}
+
+/// A VLAN-tagged frame to a VIP is translated and left to the kernel with
+/// its Ethernet header and tag untouched (and its TTL: the kernel's hop
+/// decrements it), so the VLAN device takes it and forwards it; a frame
+/// whose next hop is a device XDP cannot transmit on goes the same way.
+/// (Before, its MACs were rewritten for the next hop and the kernel
+/// dropped the frame as another host's.)
+#[test]
+fn tagged_frames_are_translated_and_left_to_the_kernel() {
+    let mut env = env();
+    let s = Spec::new("10.0.0.2", 47000, NAT, 80, SYN);
+    let (t, tport) = expected_target(&env, &s);
+    let input = tagged(&s.build(), 100);
+    let mut want = s.forwarded("10.0.0.2", 47000, &t, tport, [0; 6], [0; 6]);
+    want.ttl += 1;
+    let mut want = tagged(&want.build(), 100);
+    want[..12].copy_from_slice(&input[..12]);
+    env.check(&Fixture {
+        desc: "a tagged frame: translated, L2 and TTL untouched, to the kernel".into(),
+        input,
+        action: XDP_PASS,
+        output: Some(want),
+        reason: Some(Reason::KernelForwards),
+    });
+    // The target side's device is no longer one XDP transmits on.
+    {
+        let _in = env.ns.enter().unwrap();
+        env.dp.mark_tx("bk", false);
+    }
+    let s = Spec::new("10.0.0.2", 47001, NAT, 80, SYN);
+    let before = env.reasons();
+    let (a, out) = env.run(&s.build()).unwrap();
+    assert_eq!(action_name(a), "XDP_PASS");
+    assert_eq!(&out[..12], &s.build()[..12], "MACs untouched");
+    let i = Reason::KernelForwards as usize;
+    assert_eq!(env.reasons()[i], before[i] + 1);
+}

@@ -263,6 +263,7 @@ impl XdpDataplane {
                 );
             }
             self.attached.push((iface.to_string(), mode));
+            self.mark_tx(iface, mode == AttachMode::Native);
             return Ok(mode);
         }
         let prog = self.program(PROG_LB)?;
@@ -309,7 +310,21 @@ impl XdpDataplane {
         }
         info!("{iface}: XDP attached in {} mode", mode.as_str());
         self.attached.push((iface.to_string(), mode));
+        self.mark_tx(iface, mode == AttachMode::Native);
         Ok(mode)
+    }
+
+    /// Whether XDP may transmit on `iface` (`TX_PORTS`): where the program
+    /// runs natively, its driver transmits XDP frames; elsewhere (generic
+    /// mode, devices lb is not on) the kernel forwards.
+    pub fn mark_tx(&mut self, iface: &str, native: bool) {
+        let Ok(name) = std::ffi::CString::new(iface) else {
+            return;
+        };
+        let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if i != 0 && i < lb_common::TX_PORTS_SIZE {
+            let _ = self.maps.tx_ports.set(i, native as u8, 0);
+        }
     }
 
     /// Detaches the pinned links of interfaces no longer in

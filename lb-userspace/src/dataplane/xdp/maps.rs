@@ -71,6 +71,7 @@ pub struct Maps {
     pub reasons: PerCpuArray<MapData, u64>,
     pub backend_health: Array<MapData, BackendHealth>,
     pub acl: aya::maps::LpmTrie<MapData, lb_common::AclData, u8>,
+    pub tx_ports: Array<MapData, u8>,
 }
 
 pub fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -100,6 +101,7 @@ impl Maps {
             reasons: take(ebpf, names::REASONS)?,
             backend_health: take(ebpf, names::BACKEND_HEALTH)?,
             acl: take(ebpf, names::ACL)?,
+            tx_ports: take(ebpf, names::TX_PORTS)?,
         })
     }
 }
