@@ -35,6 +35,7 @@ pub mod names {
     pub const JUMP: &str = "JUMP";
     pub const ACL: &str = "ACL";
     pub const TX_PORTS: &str = "TX_PORTS";
+    pub const VIP_ADDRS: &str = "VIP_ADDRS";
 
     /// Maps that outlive the daemon: everything but the next-hop cache,
     /// the per-CPU scratch space and the allow and deny lists (written
@@ -62,9 +63,9 @@ pub mod names {
 
     /// Every map of the object: the pinned ones, then those of one
     /// program instance.
-    pub const ALL: [&str; 20] = {
-        let own = [FIB_CACHE, SCRATCH, FIB_SCRATCH, ACL, TX_PORTS];
-        let mut all = [""; 20];
+    pub const ALL: [&str; 21] = {
+        let own = [FIB_CACHE, SCRATCH, FIB_SCRATCH, ACL, TX_PORTS, VIP_ADDRS];
+        let mut all = [""; 21];
         let mut i = 0;
         while i < all.len() {
             all[i] = if i < PINNED.len() {
@@ -327,6 +328,18 @@ const _: () = assert!(size_of::<Globals>() == 76);
 /// A reply is translated only when it arrives on the interface the FIB
 /// says leads to its target (`gateway.reply_source_check`).
 pub const GLOBAL_F_REPLY_SIDE: u32 = 1;
+/// Echo requests to a VIP's address are answered (`gateway.answer_ping`).
+pub const GLOBAL_F_PING: u32 = 2;
+
+/// Key of `VIP_ADDRS`: a VIP's address, whatever its ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipAddr {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<VipAddr>() == 20);
 
 impl Default for Globals {
     fn default() -> Self {
@@ -343,7 +356,7 @@ impl Default for Globals {
             snat_strides: crate::snat::strides(32767 - 20000 + 1),
             syn_timeout_s: 5,
             hash_key: [0; 2],
-            flags: GLOBAL_F_REPLY_SIDE,
+            flags: GLOBAL_F_REPLY_SIDE | GLOBAL_F_PING,
         }
     }
 }
@@ -577,9 +590,11 @@ pub enum Reason {
     /// its device), or a next hop XDP cannot transmit on (a device lb is
     /// not attached to natively: a VLAN device, a bridge).
     KernelForwards,
+    /// Echo requests to a VIP's address answered (`gateway.answer_ping`).
+    EchoAnswered,
 }
 
-pub const REASON_COUNT: u32 = 31;
+pub const REASON_COUNT: u32 = 32;
 
 impl Reason {
     /// Every reason, in index order.
@@ -615,6 +630,7 @@ impl Reason {
         Reason::TooBigSent,
         Reason::TooBigLimited,
         Reason::KernelForwards,
+        Reason::EchoAnswered,
     ];
 
     /// The `reason` label of `lb_xdp_packets_total`.
@@ -651,6 +667,7 @@ impl Reason {
             Reason::TooBigSent => "too_big_sent",
             Reason::TooBigLimited => "too_big_limited",
             Reason::KernelForwards => "kernel_forwards",
+            Reason::EchoAnswered => "echo_answered",
         }
     }
 }
@@ -675,6 +692,7 @@ mod pod {
     unsafe impl aya::Pod for FibCacheEntry {}
     unsafe impl aya::Pod for BackendHealth {}
     unsafe impl aya::Pod for AclData {}
+    unsafe impl aya::Pod for VipAddr {}
 }
 
 #[cfg(test)]

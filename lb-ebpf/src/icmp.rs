@@ -41,6 +41,9 @@ pub fn try_icmp(ctx: &XdpContext) -> Result<u32, Reason> {
         return Err(Reason::OtherProto);
     }
     let ih: [u8; 8] = hdr(ctx, pkt.l4_off, Reason::MalformedL4)?;
+    if ih[0] == if v6 { 128 } else { 8 } && ih[1] == 0 {
+        return crate::echo::answer(ctx, &pkt);
+    }
     let too_big = if v6 {
         ih[0] == 2
     } else {

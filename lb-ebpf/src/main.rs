@@ -6,6 +6,7 @@
 #![allow(internal_features)]
 
 mod csum;
+mod echo;
 mod fwd;
 mod icmp;
 mod parse;
@@ -59,6 +60,9 @@ static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1024
 /// flows. Longest prefix first; the value is unused.
 #[map]
 static ACL: LpmTrie<AclData, u8> = LpmTrie::with_max_entries(lb_common::MAX_ACL_ENTRIES, 0);
+/// Every VIP's address (any port): echo requests to them are answered.
+#[map]
+static VIP_ADDRS: HashMap<lb_common::VipAddr, u8> = HashMap::with_max_entries(256, 0);
 /// By ifindex: 1 where lb runs natively, so XDP may transmit there (a
 /// redirect to a device without XDP transmit is dropped by the kernel).
 #[map]

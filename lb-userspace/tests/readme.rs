@@ -136,6 +136,7 @@ fn restart_only_keys_are_as_listed() {
         hash_seed: "x".into(),
         deny: vec!["10.0.0.0/8".parse().unwrap()],
         reply_source_check: false,
+        answer_ping: false,
     };
     let mut kept = all.keep_restart_only(&Gateway::default());
     kept.sort();

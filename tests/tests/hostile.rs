@@ -443,3 +443,78 @@ fn tagged_frames_are_translated_and_left_to_the_kernel() {
     let i = Reason::KernelForwards as usize;
     assert_eq!(env.reasons()[i], before[i] + 1);
 }
+
+/// An ICMP echo request to a VIP's address is answered here (from the VIP,
+/// back out the interface it came in on, checksums right), v4 and v6; one
+/// to another address is the kernel's, and `answer_ping = false` leaves
+/// them all to it.
+#[test]
+fn pings_to_a_vip_are_answered() {
+    use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice};
+    let req = |src: &str, dst: &str| {
+        let mut out = Vec::new();
+        let eth = PacketBuilder::ethernet2(CLIENT_MAC, GW_CL_MAC);
+        match (src.parse().unwrap(), dst.parse().unwrap()) {
+            (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => eth
+                .ipv4(s.octets(), d.octets(), 64)
+                .icmpv4_echo_request(7, 1)
+                .write(&mut out, b"ping!")
+                .unwrap(),
+            (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => eth
+                .ipv6(s.octets(), d.octets(), 64)
+                .icmpv6_echo_request(7, 1)
+                .write(&mut out, b"ping!")
+                .unwrap(),
+            _ => unreachable!(),
+        }
+        out
+    };
+    let mut env = env();
+    for (c, vip) in [("10.0.0.2", NAT), ("fd00::2", "fd64::1")] {
+        let (a, out) = env.run(&req(c, vip)).unwrap();
+        assert_eq!(action_name(a), "XDP_TX", "{vip}");
+        let p = SlicedPacket::from_ethernet(&out).unwrap();
+        let eth = p.link.as_ref().unwrap().to_header().unwrap();
+        let eth = eth.ethernet2().unwrap();
+        assert_eq!((eth.destination, eth.source), (CLIENT_MAC, GW_CL_MAC));
+        match p.transport.unwrap() {
+            TransportSlice::Icmpv4(i) => {
+                assert!(matches!(i.icmp_type(), Icmpv4Type::EchoReply(_)));
+                assert_eq!(i.checksum(), i.icmp_type().calc_checksum(i.payload()));
+                let ip = p.net.unwrap();
+                let h = match ip {
+                    etherparse::NetSlice::Ipv4(h) => h.header().to_header(),
+                    _ => unreachable!(),
+                };
+                assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+                assert_eq!((h.source, h.destination), ([10, 100, 0, 1], [10, 0, 0, 2]));
+            }
+            TransportSlice::Icmpv6(i) => {
+                assert!(matches!(i.icmp_type(), Icmpv6Type::EchoReply(_)));
+                let ip = match p.net.unwrap() {
+                    etherparse::NetSlice::Ipv6(h) => h.header().to_header(),
+                    _ => unreachable!(),
+                };
+                let want = i
+                    .icmp_type()
+                    .calc_checksum(ip.source, ip.destination, i.payload())
+                    .unwrap();
+                assert_eq!(i.checksum(), want, "ICMPv6 checksum");
+                assert_eq!(
+                    ip.source,
+                    "fd64::1".parse::<std::net::Ipv6Addr>().unwrap().octets()
+                );
+            }
+            t => panic!("{t:?}"),
+        }
+    }
+    let (a, _) = env.run(&req("10.0.0.2", "10.0.0.1")).unwrap();
+    assert_eq!(action_name(a), "XDP_PASS", "not a VIP: the kernel's");
+    let mut off = Env::new(&CONFIG.replace(
+        "new_flow_limit = \"off\"",
+        "new_flow_limit = \"off\"\nanswer_ping = false",
+    ))
+    .unwrap();
+    let (a, _) = off.run(&req("10.0.0.2", NAT)).unwrap();
+    assert_eq!(action_name(a), "XDP_PASS", "answer_ping = false");
+}

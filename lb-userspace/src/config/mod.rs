@@ -145,6 +145,8 @@ pub struct Gateway {
     /// Translate a target's packet only when it arrives on the interface
     /// leading to the target (off for asymmetric routing).
     pub reply_source_check: bool,
+    /// Answer ICMP echo requests to the VIPs' addresses (in XDP).
+    pub answer_ping: bool,
 }
 
 /// `gateway.new_flow_limit`: "auto" (what fills half of conntrack with
@@ -266,6 +268,7 @@ impl Default for Gateway {
             hash_seed: String::new(),
             deny: Vec::new(),
             reply_source_check: true,
+            answer_ping: true,
         }
     }
 }

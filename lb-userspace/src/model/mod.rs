@@ -302,6 +302,10 @@ fn globals(cfg: &Config) -> Globals {
             lb_common::GLOBAL_F_REPLY_SIDE
         } else {
             0
+        } | if cfg.gateway.answer_ping {
+            lb_common::GLOBAL_F_PING
+        } else {
+            0
         },
     }
 }

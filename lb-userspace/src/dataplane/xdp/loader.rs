@@ -114,6 +114,7 @@ impl XdpDataplane {
         }
         let mut ebpf = loader
             .map_max_entries(names::VIPS, sizes.max_vips)
+            .map_max_entries(names::VIP_ADDRS, sizes.max_vips)
             .map_max_entries(names::VIP_SLOTS, sizes.max_vips)
             .map_max_entries(names::RING, sizes.ring_entries())
             .map_max_entries(names::BACKENDS, sizes.max_targets + 1)
@@ -159,6 +160,7 @@ impl XdpDataplane {
             vips: HashMap::new(),
             reverse: BTreeSet::new(),
             acl: BTreeSet::new(),
+            vip_addrs: BTreeSet::new(),
             backends: BTreeSet::new(),
             port_bits: vec![0; 65536],
             attached: Vec::new(),

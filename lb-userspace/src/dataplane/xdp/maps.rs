@@ -72,6 +72,7 @@ pub struct Maps {
     pub backend_health: Array<MapData, BackendHealth>,
     pub acl: aya::maps::LpmTrie<MapData, lb_common::AclData, u8>,
     pub tx_ports: Array<MapData, u8>,
+    pub vip_addrs: BpfHashMap<MapData, lb_common::VipAddr, u8>,
 }
 
 pub fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -102,6 +103,7 @@ impl Maps {
             backend_health: take(ebpf, names::BACKEND_HEALTH)?,
             acl: take(ebpf, names::ACL)?,
             tx_ports: take(ebpf, names::TX_PORTS)?,
+            vip_addrs: take(ebpf, names::VIP_ADDRS)?,
         })
     }
 }

@@ -83,6 +83,8 @@ pub struct XdpDataplane {
     reverse: BTreeSet<ReverseKeyOrd>,
     /// The `ACL` entries as last written.
     acl: BTreeSet<(u32, lb_common::AclData)>,
+    /// The `VIP_ADDRS` keys as last written.
+    vip_addrs: BTreeSet<lb_common::VipAddr>,
     backends: BTreeSet<u32>,
     /// The `PORTS` bitmap as last written.
     port_bits: Vec<u8>,

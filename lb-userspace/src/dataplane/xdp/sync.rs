@@ -53,6 +53,7 @@ impl XdpDataplane {
         self.vips = seen;
         self.sync_reverse(model)?;
         self.remove_stale_acl(acl);
+        self.sync_vip_addrs(model)?;
         write_ports(&mut self.maps.ports, &mut self.port_bits, &bits)?;
         Ok(())
     }
@@ -160,6 +161,25 @@ impl XdpDataplane {
         };
         self.maps.vip_slots.set(v.vip_id, slot, 0)?;
         self.maps.vips.insert(v.key, meta, 0)?;
+        Ok(())
+    }
+
+    /// Every VIP's address (echo requests to them are answered).
+    fn sync_vip_addrs(&mut self, model: &Model) -> Result<()> {
+        let now: BTreeSet<lb_common::VipAddr> = (model.vips.iter())
+            .map(|v| lb_common::VipAddr {
+                addr: v.key.addr,
+                family: v.key.family,
+                _pad: [0; 3],
+            })
+            .collect();
+        for a in now.difference(&self.vip_addrs) {
+            self.maps.vip_addrs.insert(a, 1, 0)?;
+        }
+        for a in self.vip_addrs.difference(&now) {
+            let _ = self.maps.vip_addrs.remove(a);
+        }
+        self.vip_addrs = now;
         Ok(())
     }
 
