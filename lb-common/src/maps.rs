@@ -592,9 +592,12 @@ pub enum Reason {
     KernelForwards,
     /// Echo requests to a VIP's address answered (`gateway.answer_ping`).
     EchoAnswered,
+    /// Connections set up through another gateway, tracked here once their
+    /// target answered (data or an ACK from the target's side).
+    Adopted,
 }
 
-pub const REASON_COUNT: u32 = 32;
+pub const REASON_COUNT: u32 = 33;
 
 impl Reason {
     /// Every reason, in index order.
@@ -631,6 +634,7 @@ impl Reason {
         Reason::TooBigLimited,
         Reason::KernelForwards,
         Reason::EchoAnswered,
+        Reason::Adopted,
     ];
 
     /// The `reason` label of `lb_xdp_packets_total`.
@@ -668,6 +672,7 @@ impl Reason {
             Reason::TooBigLimited => "too_big_limited",
             Reason::KernelForwards => "kernel_forwards",
             Reason::EchoAnswered => "echo_answered",
+            Reason::Adopted => "adopted",
         }
     }
 }

@@ -801,10 +801,55 @@ fn nat_reply(
         // what a gateway with an empty zone ring picks).
         let zone = meta.flags & VIP_F_CROSS_ZONE == 0 && ring(meta.ring_zone) == e.backend_id;
         if zone || ring(meta.ring_all) == e.backend_id {
+            adopt(pkt, e, slot, now);
             return Ok(Some((slot, true)));
         }
     }
     Ok(None)
+}
+
+/// A connection another gateway set up, answered by the target the ring
+/// names (data or an ACK, from the target's side): tracked from now on, so
+/// it keeps its target through ring changes. Only a SYN creates state on
+/// the client's side; this is proof a forger cannot give (the target
+/// answers a forged ACK with a RST, and a forged reply from the client's
+/// side never gets here).
+#[inline(always)]
+fn adopt(pkt: &Pkt, e: ReverseEntry, slot: &VipSlot, now: u64) {
+    use lb_common::flow::{TCP_FIN, TCP_RST, TCP_SYN};
+    if pkt.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+        return;
+    }
+    let Some(sc) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let sc = unsafe { &mut *sc };
+    sc.flow = FlowKey {
+        src: pkt.dst,
+        dst: slot.key.addr,
+        sport: pkt.dport,
+        dport: slot.key.port,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    sc.state = FlowState {
+        backend_id: e.backend_id,
+        flags: 0,
+        last_seen_ns: now,
+        snat_port: 0,
+        idle_timeout_s: slot.idle_timeout_s,
+        vip_id: slot.meta.vip_id,
+    };
+    if CONNTRACK
+        .insert(&sc.flow, &sc.state, BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        // Not a new flow (NewFlowCount): the gateway its SYN passed
+        // counted it; in a scale-out set the replies of a flow often
+        // return through another gateway than its SYN took.
+        count(Reason::Adopted);
+    }
 }
 
 /// Target -> client: undo `snat` (from the SNAT table) or `nat` (see

@@ -327,6 +327,10 @@ impl Conn {
         self.w.local_addr()
     }
 
+    pub fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        self.w.peer_addr()
+    }
+
     /// Sends `payload` and expects it echoed.
     pub fn exchange(&mut self, payload: &[u8]) -> Result<()> {
         self.w.write_all(payload)?;

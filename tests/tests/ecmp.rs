@@ -107,14 +107,39 @@ fn connections_spread_over_both_gateways_and_survive_losing_one() {
             start.elapsed()
         );
     }
-    // Gateway 2 took over exactly gateway 1's flows (it had no state for
-    // them: its rings chose the same backends).
-    let mut f2_after = 0;
-    wait_until(Duration::from_secs(5), || {
-        f2_after = flows(&t, 1);
-        f2_after - f2 == f1
-    });
-    assert_eq!(f2_after - f2, f1);
+    // Gateway 2 carried gateway 1's connections by its rings alone (only a
+    // SYN creates state from the client's side), to the same backends, and
+    // now tracks every connection: its own, and gateway 1's, adopted once
+    // their targets answered through it.
+    let ct = aya::maps::MapData::from_pin(
+        tests::ecmp::EcmpTopology::pin_path(&t.gws[1]).join("maps/CONNTRACK"),
+    )
+    .unwrap();
+    let ct: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::FlowState> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(ct)).unwrap();
+    for (i, c) in conns.iter().enumerate() {
+        let (l, p) = (c.local_addr().unwrap(), c.peer_addr().unwrap());
+        let (src, family) = lb_userspace::model::addr_words(l.ip());
+        let k = lb_common::FlowKey {
+            src,
+            dst: lb_userspace::model::addr_words(p.ip()).0,
+            sport: l.port().to_be(),
+            dport: p.port().to_be(),
+            proto: 6,
+            family,
+            _pad: [0; 2],
+        };
+        assert!(
+            ct.get(&k, 0).is_ok(),
+            "connection #{i} ({}) is tracked on gateway 2",
+            c.name
+        );
+    }
+    assert_eq!(
+        flows(&t, 1),
+        f2,
+        "and counted none of them as new (their SYNs went through gateway 1)"
+    );
 
     // New connections succeed and reach every backend.
     let _in = t.client.enter().unwrap();

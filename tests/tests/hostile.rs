@@ -518,3 +518,40 @@ fn pings_to_a_vip_are_answered() {
     let (a, _) = off.run(&req("10.0.0.2", NAT)).unwrap();
     assert_eq!(action_name(a), "XDP_PASS", "answer_ping = false");
 }
+
+/// A connection set up through another gateway (no state here): its
+/// target's data or ACK, from the target's side, makes this gateway track
+/// it, so it keeps its target through a ring change; a RST does not.
+#[test]
+fn answered_connections_from_another_gateway_are_adopted() {
+    let mut env = env();
+    let c = "10.0.0.2";
+    let s = Spec::new(c, 48000, NAT, 80, ACK);
+    let (t, tport) = expected_target(&env, &s);
+    let mac = backend_mac(last_byte(&t));
+    let from_target = |l4| Spec::new(&t, tport, c, 48000, l4).macs(mac, GW_BK_MAC);
+    let (a, _) = env.run(&from_target(tests::packet::RST).build()).unwrap();
+    assert_eq!(action_name(a), "XDP_REDIRECT", "translated by the ring");
+    assert!(
+        env.dp.maps.conntrack.get(&key(c, 48000, NAT), 0).is_err(),
+        "a RST: not adopted"
+    );
+    let before = env.reasons();
+    let (a, _) = env.run(&from_target(ACK).build()).unwrap();
+    assert_eq!(action_name(a), "XDP_REDIRECT");
+    let st = env
+        .dp
+        .maps
+        .conntrack
+        .get(&key(c, 48000, NAT), 0)
+        .expect("adopted");
+    assert_eq!(st.backend_id, env.backend_id(&t));
+    let i = Reason::Adopted as usize;
+    assert_eq!(env.reasons()[i], before[i] + 1);
+    // The target leaves the ring: the adopted flow keeps it.
+    let id = env.backend_id(&t);
+    env.unhealthy.insert(id, true);
+    env.sync().unwrap();
+    let (_, out) = env.run(&s.build()).unwrap();
+    assert_eq!(out_dst(&out), t, "kept its target");
+}
