@@ -801,7 +801,8 @@ fn nat_reply(
         // what a gateway with an empty zone ring picks).
         let zone = meta.flags & VIP_F_CROSS_ZONE == 0 && ring(meta.ring_zone) == e.backend_id;
         if zone || ring(meta.ring_all) == e.backend_id {
-            adopt(pkt, e, slot, now);
+            // For `adopt`, once the reply is known to go to a client.
+            sc.stateless_backend = e.backend_id;
             return Ok(Some((slot, true)));
         }
     }
@@ -809,13 +810,14 @@ fn nat_reply(
 }
 
 /// A connection another gateway set up, answered by the target the ring
-/// names (data or an ACK, from the target's side): tracked from now on, so
+/// names (data or an ACK, from the target's side, to a client: not a
+/// health check's answer to the gateway): tracked from now on, so
 /// it keeps its target through ring changes. Only a SYN creates state on
 /// the client's side; this is proof a forger cannot give (the target
 /// answers a forged ACK with a RST, and a forged reply from the client's
 /// side never gets here).
 #[inline(always)]
-fn adopt(pkt: &Pkt, e: ReverseEntry, slot: &VipSlot, now: u64) {
+fn adopt(pkt: &Pkt, slot: &VipSlot, now: u64) {
     use lb_common::flow::{TCP_FIN, TCP_RST, TCP_SYN};
     if pkt.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
         return;
@@ -834,7 +836,7 @@ fn adopt(pkt: &Pkt, e: ReverseEntry, slot: &VipSlot, now: u64) {
         _pad: [0; 2],
     };
     sc.state = FlowState {
-        backend_id: e.backend_id,
+        backend_id: sc.stateless_backend,
         flags: 0,
         last_seen_ns: now,
         snat_port: 0,
@@ -935,8 +937,9 @@ fn to_client(
     }
     let l2 = kernel_forwards(pkt, rc, p);
     rewrite(ctx, pkt, &src, &dst, sport, dport, !l2 as u8)?;
-    if rv.is_some_and(|(_, stateless)| stateless) {
+    if let Some((slot, true)) = rv {
         count(Reason::ReplyStateless);
+        adopt(pkt, slot, now);
     }
     bump_reply(vip_id, pkt);
     count(Reason::FwdToClient);

@@ -92,6 +92,8 @@ pub struct Scratch {
     pub side: fwd::SideQ,
     /// Whether the new flow is tracked (see `fwd::to_backend`).
     pub track: u32,
+    /// The target of a reply translated without state (see `fwd::adopt`).
+    pub stateless_backend: u32,
     /// This CPU's "too big" errors in the second from `toobig_window_ns`.
     pub toobig_window_ns: u64,
     pub toobig_count: u32,
