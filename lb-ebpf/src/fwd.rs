@@ -434,6 +434,9 @@ pub struct SideQ {
     pub family: u8,
     pub _pad: [u8; 3],
     pub ok: u32,
+    pub now: u64,
+    pub cache_ms: u32,
+    pub _pad2: u32,
 }
 
 /// A packet from a target's address and port must arrive on the interface
@@ -450,6 +453,8 @@ fn on_target_side(ctx: &XdpContext, pkt: &Pkt, g: &Globals) -> Result<bool, Reas
     q.addr = pkt.src;
     q.family = pkt.family;
     q.ok = 1;
+    q.now = unsafe { bpf_ktime_get_coarse_ns() };
+    q.cache_ms = g.fib_cache_ms;
     // In a `bpf_loop` callback (one round), verified once: inlined, the
     // lookup's branches would multiply the states of the reply path. The
     // callback gets the context through a stack slot.
@@ -474,8 +479,22 @@ extern "C" fn side_step(_i: u64, c: *mut c_void) -> i64 {
         return 1;
     };
     let (q, p) = unsafe { (&mut (*sc).side, &mut *p) };
-    *p = unsafe { core::mem::zeroed() };
     let ingress = unsafe { (*ctx).ingress_ifindex };
+    // The next-hop cache first: the forward path fills it for targets.
+    let idx = lb_common::hash::hash_words(0x6669_6221, &q.addr) % FIB_CACHE_SLOTS;
+    let slot = FIB_CACHE.get_ptr_mut(idx);
+    if q.cache_ms != 0 {
+        if let Some(e) = slot {
+            let e = unsafe { &*e };
+            if e.family == q.family && e.dst == q.addr && q.now < e.expires_ns {
+                if e.ifindex != ingress {
+                    q.ok = 0;
+                }
+                return 1;
+            }
+        }
+    }
+    *p = unsafe { core::mem::zeroed() };
     p.ifindex = ingress;
     p.__bindgen_anon_1.tot_len = 20;
     if q.family == lb_common::AF_INET6 {
@@ -497,6 +516,20 @@ extern "C" fn side_step(_i: u64, c: *mut c_void) -> i64 {
     let decided = rc == BPF_FIB_LKUP_RET_SUCCESS as i64 || rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64;
     if decided && p.ifindex != ingress {
         q.ok = 0;
+    }
+    // Cached for the next reply; with no path MTU learnt (0), so the
+    // forward path asks the FIB again before it sends through the entry.
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 && q.cache_ms != 0 {
+        if let Some(e) = slot {
+            let e = unsafe { &mut *e };
+            e.dst = q.addr;
+            e.family = q.family;
+            e.ifindex = p.ifindex;
+            e.smac = p.smac;
+            e.dmac = p.dmac;
+            e.mtu = 0;
+            e.expires_ns = q.now + q.cache_ms as u64 * 1_000_000;
+        }
     }
     1
 }
