@@ -757,17 +757,7 @@ fn nat_reply(
         let Some((e, slot)) = served(rv, i) else {
             break;
         };
-        // The client's flow is recoverable: client from the reply's
-        // destination, VIP from the listener's slot.
-        sc.flow = FlowKey {
-            src: pkt.dst,
-            dst: slot.key.addr,
-            sport: pkt.dport,
-            dport: slot.key.port,
-            proto: pkt.proto,
-            family: pkt.family,
-            _pad: [0; 2],
-        };
+        sc.flow = client_flow(pkt, slot);
         if let Some(st) = CONNTRACK.get_ptr_mut(&sc.flow) {
             let st = unsafe { &mut *st };
             let age = now.wrapping_sub(st.last_seen_ns);
@@ -842,6 +832,21 @@ fn nat_reply(
     Ok(None)
 }
 
+/// The client's flow of a reply `pkt` for listener `slot`: the client
+/// from the reply's destination, the VIP from the listener's slot.
+#[inline(always)]
+fn client_flow(pkt: &Pkt, slot: &VipSlot) -> FlowKey {
+    FlowKey {
+        src: pkt.dst,
+        dst: slot.key.addr,
+        sport: pkt.dport,
+        dport: slot.key.port,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    }
+}
+
 /// A connection another gateway set up, answered by the target the ring
 /// names (data or an ACK, from the target's side, to a client: not a
 /// health check's answer to the gateway): tracked from now on, so
@@ -859,15 +864,7 @@ fn adopt(pkt: &Pkt, slot: &VipSlot, now: u64) {
         return;
     };
     let sc = unsafe { &mut *sc };
-    sc.flow = FlowKey {
-        src: pkt.dst,
-        dst: slot.key.addr,
-        sport: pkt.dport,
-        dport: slot.key.port,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    };
+    sc.flow = client_flow(pkt, slot);
     sc.state = FlowState {
         backend_id: sc.stateless_backend,
         flags: 0,

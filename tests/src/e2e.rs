@@ -519,3 +519,24 @@ pub fn xdp_pass_on(
         .with_context(|| format!("xdp_pass on {} {dev}", ns.name))?;
     Ok(p)
 }
+
+/// The XDP program's non-zero packet counters (`lb_xdp_packets_total`
+/// lines of the gateway's metrics), for failure messages.
+pub fn xdp_reasons(ns: &crate::netns::Netns) -> String {
+    metrics(ns)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("lb_xdp_packets_total") && !l.ends_with(" 0"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One of the XDP program's packet counters, by reason name, in `metrics`.
+pub fn xdp_count(metrics: &str, reason: &str) -> u64 {
+    let prefix = format!("lb_xdp_packets_total{{reason=\"{reason}\"}}");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}

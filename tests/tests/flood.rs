@@ -114,11 +114,7 @@ fn established_flows_survive_a_spoofed_syn_flood() {
             .unwrap_or_else(|e| panic!("connection {i} ({}) lost: {e:#}", c.name));
     }
     let m = e2e::metrics(&topo.gw).unwrap();
-    let flood_untracked = m
-        .lines()
-        .find(|l| l.starts_with("lb_xdp_packets_total{reason=\"flood_untracked\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap_or(0);
+    let flood_untracked = e2e::xdp_count(&m, "flood_untracked");
     assert!(flood_untracked > 0, "the flood is counted:\n{m}");
     assert!(m.contains("lb_half_open_flows "), "{m}");
     eprintln!("measured: {flood_untracked} SYNs balanced untracked past the limit");

@@ -47,14 +47,7 @@ fn path_mtu_discovery_works_through_the_vip() {
     let _pass = e2e::xdp_pass_on(&topo.client, "eth0").unwrap();
     let dir = TempDir::new("pmtu");
     let _d = Daemon::start(&topo.gw, &dir.0, &topo.config(FAST_HC)).expect("lb run");
-    let reasons = || {
-        e2e::metrics(&topo.gw)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("lb_xdp_packets_total") && !l.ends_with(" 0"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let reasons = || e2e::xdp_reasons(&topo.gw);
     {
         let _in = topo.client.enter().unwrap();
         let payload: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
@@ -66,11 +59,7 @@ fn path_mtu_discovery_works_through_the_vip() {
         }
     }
     let m = e2e::metrics(&topo.gw).unwrap();
-    let sent = m
-        .lines()
-        .find(|l| l.starts_with("lb_xdp_packets_total{reason=\"too_big_sent\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap_or(0);
+    let sent = e2e::xdp_count(&m, "too_big_sent");
     eprintln!("measured: {sent} too-big errors sent for 6 transfers of 200 KB");
     assert!(sent > 0, "the errors came from the program:\n{m}");
 }

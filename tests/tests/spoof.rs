@@ -12,13 +12,6 @@ use tests::{
     topo::VIP_V4,
 };
 
-fn counter(m: &str, reason: &str) -> u64 {
-    m.lines()
-        .find(|l| l.starts_with(&format!("lb_xdp_packets_total{{reason=\"{reason}\"}}")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Sends `frame` out of `dev` as it is (an AF_PACKET socket: no routing).
 fn inject(dev: &str, frame: &[u8]) {
     let name = std::ffi::CString::new(dev).unwrap();
@@ -92,7 +85,7 @@ fn forged_target_replies_from_the_client_side_are_not_translated() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     let after = e2e::metrics(&topo.gw).unwrap();
-    let moved = |r: &str| counter(&after, r) - counter(&before, r);
+    let moved = |r: &str| e2e::xdp_count(&after, r) - e2e::xdp_count(&before, r);
     assert_eq!(
         moved("reply_wrong_side"),
         5,

@@ -31,14 +31,7 @@ fn vip_traffic_over_a_vlan_sub_interface() {
         .unwrap();
     let dir = TempDir::new("vlan");
     let d = Daemon::start(&topo.gw, &dir.0, &topo.config(FAST_HC)).expect("lb run");
-    let reasons = || {
-        e2e::metrics(&topo.gw)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("lb_xdp_packets_total") && !l.ends_with(" 0"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let reasons = || e2e::xdp_reasons(&topo.gw);
     let mut served = std::collections::HashSet::new();
     {
         let _in = topo.client.enter().unwrap();
@@ -52,11 +45,7 @@ fn vip_traffic_over_a_vlan_sub_interface() {
     }
     assert!(served.len() >= 2, "balanced: {served:?}");
     let m = reasons();
-    let forwarded = m
-        .lines()
-        .find(|l| l.contains("reason=\"kernel_forwards\""))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap_or(0);
+    let forwarded = e2e::xdp_count(&m, "kernel_forwards");
     // Each exchange's packets both ways.
     assert!(
         forwarded >= 120,
