@@ -59,7 +59,8 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
             return Ok(action);
         }
     }
-    if is_reply_candidate(&pkt, g, target_bit) {
+    let (nat, snat) = reply_tables(&pkt, g, target_bit);
+    if nat || snat {
         // The reply path is a program of its own (`lb_reply`): a verifier
         // budget of its own. Returns only when the call fails.
         unsafe { JUMP.tail_call(ctx, JUMP_REPLY) };
@@ -71,11 +72,15 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
     Err(Reason::NotVip)
 }
 
-/// From a target port (`nat`) or to the SNAT port range: maybe a reply.
+/// Which reply tables may hold `pkt`: from a target port (`nat`), to the
+/// SNAT port range (`snat`).
 #[inline(always)]
-fn is_reply_candidate(pkt: &Pkt, g: &Globals, target_bit: u8) -> bool {
+fn reply_tables(pkt: &Pkt, g: &Globals, target_bit: u8) -> (bool, bool) {
     let dport = u16::from_be(pkt.dport);
-    port_bits(pkt.sport) & target_bit != 0 || (dport >= g.snat_port_min && dport <= g.snat_port_max)
+    (
+        port_bits(pkt.sport) & target_bit != 0,
+        dport >= g.snat_port_min && dport <= g.snat_port_max,
+    )
 }
 
 /// `lb_reply`: target -> client, tail-called by `lb_xdp` for a packet
@@ -91,9 +96,7 @@ pub fn try_reply(ctx: &XdpContext) -> Result<u32, Reason> {
     };
     let g = GLOBALS.get(0).ok_or(Reason::MapError)?;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let dport = u16::from_be(pkt.dport);
-    let nat = port_bits(pkt.sport) & target_bit != 0;
-    let snat = dport >= g.snat_port_min && dport <= g.snat_port_max;
+    let (nat, snat) = reply_tables(&pkt, g, target_bit);
     match to_client(ctx, &pkt, g, nat, snat, now) {
         Err(Reason::NotVip) => {}
         r => return r,
@@ -481,12 +484,11 @@ extern "C" fn side_step(_i: u64, c: *mut c_void) -> i64 {
     let (q, p) = unsafe { (&mut (*sc).side, &mut *p) };
     let ingress = unsafe { (*ctx).ingress_ifindex };
     // The next-hop cache first: the forward path fills it for targets.
-    let idx = lb_common::hash::hash_words(0x6669_6221, &q.addr) % FIB_CACHE_SLOTS;
-    let slot = FIB_CACHE.get_ptr_mut(idx);
+    let slot = fib_slot(&q.addr);
     if q.cache_ms != 0 {
         if let Some(e) = slot {
             let e = unsafe { &*e };
-            if e.family == q.family && e.dst == q.addr && q.now < e.expires_ns {
+            if holds(e, q.family, &q.addr, q.now) {
                 if e.ifindex != ingress {
                     q.ok = 0;
                 }
@@ -1131,6 +1133,18 @@ fn fib_call(ctx: &XdpContext, p: &mut bpf_fib_lookup) -> i64 {
     }
 }
 
+/// `dst`'s slot of this CPU's next-hop cache (direct-mapped).
+#[inline(always)]
+fn fib_slot(dst: &[u32; 4]) -> Option<*mut lb_common::FibCacheEntry> {
+    FIB_CACHE.get_ptr_mut(lb_common::hash::hash_words(0x6669_6221, dst) % FIB_CACHE_SLOTS)
+}
+
+/// Whether cache entry `e` is `dst`'s next hop, still fresh.
+#[inline(always)]
+fn holds(e: &lb_common::FibCacheEntry, family: u8, dst: &[u32; 4], now: u64) -> bool {
+    e.family == family && e.dst == *dst && now < e.expires_ns
+}
+
 /// Next hop for `dst`: from the per-CPU cache while fresh and the packet
 /// fits the cached path MTU, else `bpf_fib_lookup` (about 130 ns here),
 /// whose answer is then cached for `fib_cache_ms`.
@@ -1147,13 +1161,11 @@ pub fn next_hop(
     cache_ms: u32,
     now: u64,
 ) -> i64 {
-    let idx = lb_common::hash::hash_words(0x6669_6221, dst) % FIB_CACHE_SLOTS;
-    let slot = FIB_CACHE.get_ptr_mut(idx);
+    let slot = fib_slot(dst);
     if cache_ms != 0 {
         if let Some(e) = slot {
             let e = unsafe { &*e };
-            if e.family == pkt.family && e.dst == *dst && now < e.expires_ns && pkt.ip_len <= e.mtu
-            {
+            if holds(e, pkt.family, dst, now) && pkt.ip_len <= e.mtu {
                 p.ifindex = e.ifindex;
                 p.smac = e.smac;
                 p.dmac = e.dmac;

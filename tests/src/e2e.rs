@@ -540,3 +540,16 @@ pub fn xdp_count(metrics: &str, reason: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// The VIPs as local addresses of the gateway, as the proxy data plane
+/// needs them (it terminates connections).
+pub fn make_vips_local(topo: &crate::topo::Topology) -> Result<()> {
+    let (v4, v6) = (
+        format!("{}/32", crate::topo::VIP_V4),
+        format!("{}/128", crate::topo::VIP_V6),
+    );
+    topo.gw.ip(&["addr", "add", &v4, "dev", "lo"])?;
+    topo.gw
+        .ip(&["-6", "addr", "add", &v6, "dev", "lo", "nodad"])?;
+    Ok(())
+}

@@ -502,6 +502,21 @@ pub fn env() -> Env {
     Env::new(CONFIG).expect("fixture environment")
 }
 
+/// The conntrack key of a flow from `c:sport` to `vip:80` (`l4` gives the
+/// protocol).
+pub fn flow_key(c: &str, sport: u16, vip: &str, l4: L4) -> lb_common::FlowKey {
+    let (src, family) = addr_words(c.parse().unwrap());
+    lb_common::FlowKey {
+        src,
+        dst: addr_words(vip.parse().unwrap()).0,
+        sport: sport.to_be(),
+        dport: 80u16.to_be(),
+        proto: proto(l4),
+        family,
+        _pad: [0; 2],
+    }
+}
+
 pub fn proto(l4: L4) -> u8 {
     match l4 {
         L4::Udp => 17,

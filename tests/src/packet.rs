@@ -168,12 +168,19 @@ pub fn set_df(frame: &mut [u8], df: bool) {
     frame[ip + 10] = 0;
     frame[ip + 11] = 0;
     let ihl = (frame[ip] & 0x0f) as usize * 4;
-    let mut s: u32 = frame[ip..ip + ihl]
+    let c = !ones(&frame[ip..ip + ihl]);
+    frame[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The folded one's complement sum of `b`'s 16-bit words (an odd last
+/// byte padded): 0xffff over data whose Internet checksum holds.
+pub fn ones(b: &[u8]) -> u16 {
+    let mut s: u32 = b
         .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
         .sum();
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
-    frame[ip + 10..ip + 12].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    s as u16
 }

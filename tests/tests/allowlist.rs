@@ -60,12 +60,7 @@ fn blocked(topo: &Topology, listener: &str) -> u64 {
 fn lists_decide(dataplane: &str) {
     let topo = e2e::served_topology();
     if dataplane == "proxy" {
-        topo.gw
-            .ip(&["addr", "add", "10.100.0.1/32", "dev", "lo"])
-            .unwrap();
-        topo.gw
-            .ip(&["-6", "addr", "add", "fd64::1/128", "dev", "lo", "nodad"])
-            .unwrap();
+        e2e::make_vips_local(&topo).unwrap();
     }
     let dir = TempDir::new(&format!("acl-{dataplane}"));
     let cfg = config(&topo, dataplane, "\"10.0.0.0/24\"", "\"fd00::/64\"", "");

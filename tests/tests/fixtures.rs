@@ -1,8 +1,7 @@
 //! BPF_PROG_TEST_RUN fixtures: the real XDP program on crafted packets.
 //! Root only; run serially through `cargo xtask test`.
 
-use lb_common::{FlowKey, Reason, FLOW_F_CLOSING};
-use lb_userspace::model::addr_words;
+use lb_common::{Reason, FLOW_F_CLOSING};
 use tests::{
     fixture::*,
     packet::{off, raw_frame, set_df, Spec, ACK, FIN, L4, RST, SYN},
@@ -435,15 +434,7 @@ fn fin_and_rst_mark_the_flow_closing() {
         let mut f = syn.clone();
         f.l4 = l4;
         env.run(&f.build()).unwrap();
-        let key = FlowKey {
-            src: addr_words("10.0.0.2".parse().unwrap()).0,
-            dst: addr_words("10.100.0.1".parse().unwrap()).0,
-            sport: sport.to_be(),
-            dport: 80u16.to_be(),
-            proto: 6,
-            family: 4,
-            _pad: [0; 2],
-        };
+        let key = flow_key("10.0.0.2", sport, "10.100.0.1", SYN);
         let st = env.dp.maps.conntrack.get(&key, 0).expect("flow is tracked");
         assert_ne!(
             st.flags & FLOW_F_CLOSING,
@@ -944,26 +935,14 @@ fn a_listeners_tcp_idle_timeout_ages_its_tcp_flows() {
     for p in [&short, &udp, &other] {
         env.run(&p.build()).unwrap();
     }
-    let idle_of = |env: &Env, p: &Spec, proto: u8| {
-        let key = FlowKey {
-            src: addr_words(p.src).0,
-            dst: addr_words(p.dst).0,
-            sport: p.sport.to_be(),
-            dport: 80u16.to_be(),
-            proto,
-            family: 4,
-            _pad: [0; 2],
-        };
+    let idle_of = |env: &Env, p: &Spec| {
+        let key = flow_key(&p.src.to_string(), p.sport, &p.dst.to_string(), p.l4);
         let st = env.dp.maps.conntrack.get(&key, 0).expect("flow is tracked");
         st.idle_timeout_s
     };
-    assert_eq!(idle_of(&env, &short, 6), 1, "the listener's timeout");
-    assert_eq!(idle_of(&env, &udp, 17), 0, "UDP: the gateway's");
-    assert_eq!(
-        idle_of(&env, &other, 6),
-        0,
-        "another listener: the gateway's"
-    );
+    assert_eq!(idle_of(&env, &short), 1, "the listener's timeout");
+    assert_eq!(idle_of(&env, &udp), 0, "UDP: the gateway's");
+    assert_eq!(idle_of(&env, &other), 0, "another listener: the gateway's");
     // Target .11 out of every ring (still registered: flows keep it).
     let a11: std::net::IpAddr = "10.1.0.11".parse().unwrap();
     let ids: Vec<u32> = (env.model.backends.values())

@@ -4,28 +4,15 @@
 //! flood without filling conntrack. Root only; run serially through
 //! `cargo xtask test`.
 
-use lb_common::{FlowKey, Reason, FLOW_F_HALF_OPEN};
+use lb_common::{Reason, FLOW_F_HALF_OPEN};
 use lb_userspace::dataplane::Dataplane as _;
-use lb_userspace::model::addr_words;
 use tests::{
     fixture::*,
-    packet::{Spec, ACK, SYN},
+    packet::{ones, Spec, ACK, SYN},
 };
 
 const NAT: &str = "10.100.0.1";
 const SNAT: &str = "10.100.0.2";
-
-fn key(c: &str, sport: u16, vip: &str) -> FlowKey {
-    FlowKey {
-        src: addr_words(c.parse().unwrap()).0,
-        dst: addr_words(vip.parse().unwrap()).0,
-        sport: sport.to_be(),
-        dport: 80u16.to_be(),
-        proto: 6,
-        family: 4,
-        _pad: [0; 2],
-    }
-}
 
 fn tracked(env: &Env) -> usize {
     env.dp.maps.conntrack.keys().filter(|k| k.is_ok()).count()
@@ -59,7 +46,11 @@ fn only_a_syn_creates_tcp_state() {
     assert_eq!(action_name(a), "XDP_REDIRECT", "balanced");
     assert_eq!(out_dst(&out), expected_target(&env, &ack).0, "by the ring");
     assert!(
-        env.dp.maps.conntrack.get(&key(c, 40001, NAT), 0).is_err(),
+        env.dp
+            .maps
+            .conntrack
+            .get(&flow_key(c, 40001, NAT, SYN), 0)
+            .is_err(),
         "not tracked"
     );
     let i = Reason::NotSynUntracked as usize;
@@ -69,15 +60,30 @@ fn only_a_syn_creates_tcp_state() {
         .run(&Spec::new(c, 40002, SNAT, 80, ACK).build())
         .unwrap();
     assert_eq!(action_name(a), "XDP_DROP");
-    assert!(env.dp.maps.conntrack.get(&key(c, 40002, SNAT), 0).is_err());
+    assert!(env
+        .dp
+        .maps
+        .conntrack
+        .get(&flow_key(c, 40002, SNAT, SYN), 0)
+        .is_err());
     let i = Reason::SnatUntracked as usize;
     assert_eq!(env.reasons()[i], before[i] + 1);
     // A SYN is tracked, half-open until the client's ACK.
     env.run(&Spec::new(c, 40003, NAT, 80, SYN).build()).unwrap();
-    let st = env.dp.maps.conntrack.get(&key(c, 40003, NAT), 0).unwrap();
+    let st = env
+        .dp
+        .maps
+        .conntrack
+        .get(&flow_key(c, 40003, NAT, SYN), 0)
+        .unwrap();
     assert_ne!(st.flags & FLOW_F_HALF_OPEN, 0, "half-open");
     env.run(&Spec::new(c, 40003, NAT, 80, ACK).build()).unwrap();
-    let st = env.dp.maps.conntrack.get(&key(c, 40003, NAT), 0).unwrap();
+    let st = env
+        .dp
+        .maps
+        .conntrack
+        .get(&flow_key(c, 40003, NAT, SYN), 0)
+        .unwrap();
     assert_eq!(st.flags & FLOW_F_HALF_OPEN, 0, "the handshake completed");
 }
 
@@ -155,7 +161,12 @@ fn new_flows_past_the_cap_are_balanced_untracked() {
         .run(&Spec::new(c, 43001, SNAT, 80, SYN).build())
         .unwrap();
     assert_eq!(action_name(a), "XDP_REDIRECT", "a new second");
-    assert!(env.dp.maps.conntrack.get(&key(c, 43001, SNAT), 0).is_ok());
+    assert!(env
+        .dp
+        .maps
+        .conntrack
+        .get(&flow_key(c, 43001, SNAT, SYN), 0)
+        .is_ok());
 }
 
 /// A listener's allow list and the gateway's deny list decide who opens
@@ -293,7 +304,12 @@ fn replies_are_taken_only_from_the_target_side() {
     let i = Reason::ReplyWrongSide as usize;
     assert_eq!(env.reasons()[i], before[i] + 1);
     assert_eq!(env.dp.passive(id).unwrap().refused, 0, "not a refusal");
-    let st = env.dp.maps.conntrack.get(&key(c, 45000, NAT), 0).unwrap();
+    let st = env
+        .dp
+        .maps
+        .conntrack
+        .get(&flow_key(c, 45000, NAT, SYN), 0)
+        .unwrap();
     assert_ne!(
         st.flags & lb_common::FLOW_F_OPENING,
         0,
@@ -321,18 +337,6 @@ fn replies_are_taken_only_from_the_target_side() {
         "XDP_TX",
         "translated from either side (back out where it came in)"
     );
-}
-
-/// One's complement sum of `b` folded: 0xffff when a checksum over it holds.
-fn ones(b: &[u8]) -> u16 {
-    let mut s: u32 = b
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
 }
 
 /// A packet too big for the next hop (the target side's MTU 1280) is
@@ -533,7 +537,11 @@ fn answered_connections_from_another_gateway_are_adopted() {
     let (a, _) = env.run(&from_target(tests::packet::RST).build()).unwrap();
     assert_eq!(action_name(a), "XDP_REDIRECT", "translated by the ring");
     assert!(
-        env.dp.maps.conntrack.get(&key(c, 48000, NAT), 0).is_err(),
+        env.dp
+            .maps
+            .conntrack
+            .get(&flow_key(c, 48000, NAT, SYN), 0)
+            .is_err(),
         "a RST: not adopted"
     );
     let before = env.reasons();
@@ -543,7 +551,7 @@ fn answered_connections_from_another_gateway_are_adopted() {
         .dp
         .maps
         .conntrack
-        .get(&key(c, 48000, NAT), 0)
+        .get(&flow_key(c, 48000, NAT, SYN), 0)
         .expect("adopted");
     assert_eq!(st.backend_id, env.backend_id(&t));
     let i = Reason::Adopted as usize;

@@ -24,14 +24,8 @@ fn ping(vip: &str) -> Option<u8> {
     let mut msg = vec![req, 0, 0, 0, 0x12, 0x34, 0, 1];
     msg.extend_from_slice(b"is the VIP there?");
     if addr.is_ipv4() {
-        let mut sum: u32 = msg
-            .chunks(2)
-            .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
-            .sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        msg[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let c = !tests::packet::ones(&msg);
+        msg[2..4].copy_from_slice(&c.to_be_bytes());
     }
     // (The kernel computes the ICMPv6 checksum of a raw ICMPv6 socket.)
     s.send_to(&msg, &SockAddr::from(SocketAddr::new(addr, 0)))

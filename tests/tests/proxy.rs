@@ -12,12 +12,7 @@ use tests::{
 /// the gateway (the proxy terminates connections).
 fn topology() -> Topology {
     let topo = e2e::served_topology();
-    topo.gw
-        .ip(&["addr", "add", "10.100.0.1/32", "dev", "lo"])
-        .unwrap();
-    topo.gw
-        .ip(&["-6", "addr", "add", "fd64::1/128", "dev", "lo", "nodad"])
-        .unwrap();
+    e2e::make_vips_local(&topo).unwrap();
     topo
 }
 

@@ -56,19 +56,6 @@ fn reply_l4(l4: L4) -> L4 {
     }
 }
 
-fn flow_key(c: &str, sport: u16, vip: &str, l4: L4) -> FlowKey {
-    let (src, family) = addr_words(c.parse().unwrap());
-    FlowKey {
-        src,
-        dst: addr_words(vip.parse().unwrap()).0,
-        sport: sport.to_be(),
-        dport: 80u16.to_be(),
-        proto: proto(l4),
-        family,
-        _pad: [0; 2],
-    }
-}
-
 fn flow(env: &Env, key: &FlowKey) -> FlowState {
     env.dp.maps.conntrack.get(key, 0).expect("flow is tracked")
 }
