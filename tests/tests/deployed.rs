@@ -107,6 +107,14 @@ fn unit_setup(tag: &str) -> (Topology, TempDir, String) {
         .replace(
             &format!("state_dir = \"{}\"", topo.state_dir()),
             &format!("state_dir = \"{}\"", state.display()),
+        )
+        // The lists' LPM trie is written and read under the unit's rights
+        // too (the client is allowed, a documentation prefix denied).
+        .replacen("[gateway]\n", "[gateway]\ndeny = [\"203.0.113.0/24\"]\n", 1)
+        .replacen(
+            "target_group = \"tg4\"\n",
+            "target_group = \"tg4\"\nallow = [\"10.0.0.0/24\"]\n",
+            1,
         );
     (topo, dir, cfg)
 }
