@@ -137,6 +137,7 @@ fn restart_only_keys_are_as_listed() {
         deny: vec!["10.0.0.0/8".parse().unwrap()],
         reply_source_check: false,
         answer_ping: false,
+        unreachable_routes: false,
     };
     let mut kept = all.keep_restart_only(&Gateway::default());
     kept.sort();

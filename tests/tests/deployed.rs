@@ -138,6 +138,17 @@ fn runs_native_xdp_under_the_units_capabilities() {
     }
     let status = e2e::lb_status(&d.config).expect("lb status");
     assert!(status.contains("xdp-native"), "{status}");
+    // The VIPs' unreachable routes, made under the unit's capabilities.
+    let routes = topo
+        .gw
+        .ip(&["-4", "route", "show", "proto", "245"])
+        .unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        routes.contains(&format!("unreachable {VIP_V4}")),
+        "{routes}\n{}",
+        d.log_text()
+    );
     let m = e2e::metrics(&topo.gw).expect("metrics");
     assert!(
         m.contains("lb_xdp_packets_total{reason=\"fwd_to_backend\"}"),

@@ -147,6 +147,10 @@ pub struct Gateway {
     pub reply_source_check: bool,
     /// Answer ICMP echo requests to the VIPs' addresses (in XDP).
     pub answer_ping: bool,
+    /// XDP data plane: an `unreachable` route for each VIP address the host
+    /// does not have, so what XDP leaves to the kernel is refused, not
+    /// forwarded by the default route.
+    pub unreachable_routes: bool,
 }
 
 /// `gateway.new_flow_limit`: "auto" (what fills half of conntrack with
@@ -269,6 +273,7 @@ impl Default for Gateway {
             deny: Vec::new(),
             reply_source_check: true,
             answer_ping: true,
+            unreachable_routes: true,
         }
     }
 }

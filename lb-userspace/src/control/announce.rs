@@ -28,7 +28,7 @@ use rtnetlink::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::{config::Announce, model::Model};
+use crate::{config::Announce, dataplane::netlink::is_errno, model::Model};
 
 /// Addresses to announce: those of listeners with at least one target that
 /// may take new flows (`in_ring`) and a non-zero weight. A VIP without one
@@ -137,10 +137,6 @@ impl Drop for Routes {
     fn drop(&mut self) {
         self.conn.abort();
     }
-}
-
-fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
-    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == errno)
 }
 
 impl Routes {

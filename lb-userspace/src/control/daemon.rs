@@ -17,8 +17,10 @@ use tokio::{
 
 use super::{
     announce::{self, Announcer},
+    host,
     registry::Registry,
     targets::{target_name, DrainEnd, Targets},
+    vip_routes::{self, VipRoutes},
 };
 use crate::{
     config::Config,
@@ -86,6 +88,10 @@ pub struct Daemon {
     pub fallback: Option<(&'static str, String)>,
     /// When to try again to start an announcer that failed to start.
     announce_retry: Option<Instant>,
+    /// The VIPs' unreachable routes (XDP), once netlink is open.
+    pub vip_routes: Option<VipRoutes>,
+    /// The last error of theirs, logged once.
+    vip_routes_error: Option<String>,
     /// Passive health as last read, by backend id.
     passive_seen: std::collections::HashMap<u32, lb_common::BackendHealth>,
 }
@@ -123,6 +129,8 @@ impl Daemon {
             serving: false,
             fallback: None,
             announce_retry: None,
+            vip_routes: None,
+            vip_routes_error: None,
             passive_seen: Default::default(),
         };
         for (k, vip_id) in adopted.vips {
@@ -709,6 +717,45 @@ impl Daemon {
         })
     }
 
+    /// Keeps the VIPs' unreachable routes equal to the listeners' addresses
+    /// (netlink only when they change).
+    pub async fn reconcile_vip_routes(&mut self) {
+        if !self.serving || !self.planes.passes_vip_traffic() {
+            return;
+        }
+        let res = async {
+            if self.vip_routes.is_none() {
+                self.vip_routes = Some(VipRoutes::open().await?);
+            }
+            let wanted = match self.cfg.gateway.unreachable_routes {
+                true => {
+                    let local: Vec<_> = host::local_addresses()
+                        .into_iter()
+                        .map(|(_, a)| a)
+                        .collect();
+                    vip_routes::wanted(&self.model, &local)
+                }
+                false => Default::default(),
+            };
+            self.vip_routes.as_mut().expect("opened").set(wanted).await
+        }
+        .await;
+        match res {
+            Ok(()) => {
+                if self.vip_routes_error.take().is_some() {
+                    info!("vip route: in sync again");
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if self.vip_routes_error.as_ref() != Some(&msg) {
+                    error!("vip route: {msg} (gateway.unreachable_routes; retrying)");
+                }
+                self.vip_routes_error = Some(msg);
+            }
+        }
+    }
+
     /// SIGHUP or `lb reload`: reload, then (re)start the announcer as the
     /// new config says.
     async fn reload_all(&mut self, path: &Path) -> Result<String, String> {
@@ -717,6 +764,7 @@ impl Daemon {
         // A new config is tried at once, even while retrying.
         self.announce_retry = None;
         self.reconcile_announcer().await;
+        self.reconcile_vip_routes().await;
         let _ = notify::notify("READY=1");
         res
     }
@@ -821,6 +869,7 @@ impl Daemon {
                 _ = tick.tick() => {
                     self.expire_drains();
                     self.reconcile_announcer().await;
+                    self.reconcile_vip_routes().await;
                 }
                 _ = sample_tick.tick() => self.take_sample(),
                 _ = passive_tick.tick() => self.poll_passive(),

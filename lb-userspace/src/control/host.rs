@@ -6,8 +6,15 @@ use log::warn;
 
 use crate::{config::Config, dataplane::xdp::Unavailable};
 
-/// Addresses of the interfaces named in `ifaces` (getifaddrs).
+/// Addresses of the interfaces named in `ifaces`.
 fn interface_addresses(ifaces: &[String]) -> Vec<(String, std::net::IpAddr)> {
+    let mut all = local_addresses();
+    all.retain(|(name, _)| ifaces.contains(name));
+    all
+}
+
+/// Every interface's addresses in this network namespace (getifaddrs).
+pub fn local_addresses() -> Vec<(String, std::net::IpAddr)> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -24,9 +31,6 @@ fn interface_addresses(ifaces: &[String]) -> Vec<(String, std::net::IpAddr)> {
         let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
             .to_string_lossy()
             .into_owned();
-        if !ifaces.contains(&name) {
-            continue;
-        }
         let fam = unsafe { (*ifa.ifa_addr).sa_family } as i32;
         let ip: std::net::IpAddr = match fam {
             libc::AF_INET => {

@@ -1,7 +1,8 @@
 //! The daemon: its state and event loop (`daemon`), the registered and
 //! draining targets (`targets`), route announcement (`announce`), the host
 //! checks before a start (`host`), the instance lock (`instance`), `lb run`
-//! itself (`start`), and `lb stop` / `lb detach` (`stop`).
+//! itself (`start`), `lb stop` / `lb detach` (`stop`), and the VIPs'
+//! unreachable routes (`vip_routes`).
 
 pub mod announce;
 pub mod attributes;
@@ -14,6 +15,7 @@ pub mod seed;
 pub mod start;
 pub mod stop;
 pub mod targets;
+pub mod vip_routes;
 
 pub use daemon::Daemon;
 pub use start::run;

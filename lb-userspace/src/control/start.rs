@@ -169,6 +169,7 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
         d.model.vips.len()
     ));
     d.start_serving();
+    d.reconcile_vip_routes().await;
     d.take_sample();
     d.serve(&config_path, &mut rx, &mut admin_rx).await?;
     shutdown(d).await
@@ -212,6 +213,13 @@ async fn shutdown(mut d: Daemon) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&d.cfg.gateway.admin_socket);
+    // They go with the program; a program that stays keeps them.
+    if let Some(r) = d.vip_routes.take().filter(|_| d.planes.ends_with_process()) {
+        match r.remove_all().await {
+            Ok(n) => info!("vip route: removed {n} unreachable route(s)"),
+            Err(e) => warn!("vip route: {e:#}"),
+        }
+    }
     for m in d.planes.exit()? {
         info!("{m}");
     }

@@ -45,7 +45,7 @@ pub fn stop(socket: &Path, pin: &Path, detach: bool) -> Result<Vec<String>> {
         )),
     }
     if detach {
-        done.extend(pins::detach(pin)?);
+        done.extend(detach_all(pin)?);
     } else if pin.join("links").exists() {
         done.push(
             "XDP stays attached and forwards with the last state; `lb detach` takes it down".into(),
@@ -63,5 +63,17 @@ pub fn detach(socket: &Path, pin: &Path) -> Result<Vec<String>> {
             pin.display()
         );
     }
-    pins::detach(pin)
+    detach_all(pin)
+}
+
+/// The pinned program and state, and the VIPs' unreachable routes with
+/// them (the kernel would refuse the VIPs' traffic otherwise).
+fn detach_all(pin: &Path) -> Result<Vec<String>> {
+    let mut done = pins::detach(pin)?;
+    match super::vip_routes::remove_left() {
+        Ok(0) => {}
+        Ok(n) => done.push(format!("removed {n} unreachable VIP route(s)")),
+        Err(e) => done.push(format!("warning: {e:#}")),
+    }
+    Ok(done)
 }

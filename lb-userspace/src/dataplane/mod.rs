@@ -94,6 +94,12 @@ pub trait Dataplane {
         Vec::new()
     }
 
+    /// The plane leaves a VIP's unbalanced traffic to a kernel that does not
+    /// have the address (XDP), so the VIPs want unreachable routes.
+    fn passes_vip_traffic(&self) -> bool {
+        false
+    }
+
     /// Forwarding ends with the process (the proxy; XDP detached on exit).
     fn ends_with_process(&self) -> bool;
 
@@ -185,6 +191,10 @@ impl Dataplane for Planes {
 
     fn events(&self) -> Vec<(&'static str, u64)> {
         self.0.iter().flat_map(|p| p.events()).collect()
+    }
+
+    fn passes_vip_traffic(&self) -> bool {
+        self.0.iter().any(|p| p.passes_vip_traffic())
     }
 
     fn ends_with_process(&self) -> bool {

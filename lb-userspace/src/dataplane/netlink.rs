@@ -23,3 +23,8 @@ where
     };
     std::thread::spawn(run).join().ok().flatten()
 }
+
+/// Whether a netlink call failed with `errno`.
+pub fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == errno)
+}

@@ -249,6 +249,10 @@ impl Dataplane for XdpDataplane {
         Some(self.sizes.memory())
     }
 
+    fn passes_vip_traffic(&self) -> bool {
+        true
+    }
+
     fn ends_with_process(&self) -> bool {
         self.detach_on_exit
     }
