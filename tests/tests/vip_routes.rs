@@ -30,8 +30,7 @@ fn routes(gw: &Netns) -> String {
 /// How a connect to a port no listener has ends (within 2 s).
 fn connect(addr: SocketAddr) -> ErrorKind {
     TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .err()
-        .expect("no one listens there")
+        .expect_err("no one listens there")
         .kind()
 }
 

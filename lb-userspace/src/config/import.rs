@@ -424,6 +424,9 @@ fn convert_listeners(
             // describe-listeners does not carry listener attributes.
             tcp_idle_timeout: None,
             allow: Vec::new(),
+            certificates: Vec::new(),
+            security_policy: None,
+            alpn_policy: None,
         });
         kept.groups.push(gi);
     }

@@ -5,6 +5,7 @@
 pub mod import;
 mod locate;
 mod syntax;
+pub mod tls;
 mod validate;
 
 use std::{
@@ -306,13 +307,15 @@ pub enum Protocol {
     Tcp,
     Udp,
     TcpUdp,
+    /// TLS terminated here (the proxy beside XDP; NLB's TLS listener).
+    Tls,
 }
 
 impl Protocol {
     /// The IP protocols this listener covers.
     pub fn ip_protos(self) -> &'static [u8] {
         match self {
-            Protocol::Tcp => &[lb_common::PROTO_TCP],
+            Protocol::Tcp | Protocol::Tls => &[lb_common::PROTO_TCP],
             Protocol::Udp => &[lb_common::PROTO_UDP],
             Protocol::TcpUdp => &[lb_common::PROTO_TCP, lb_common::PROTO_UDP],
         }
@@ -335,6 +338,25 @@ pub struct Listener {
     /// empty: everyone. `gateway.deny` wins over it.
     #[serde(default)]
     pub allow: Vec<ipnet::IpNet>,
+    /// `tls` listeners: certificate chains and keys (PEM), chosen by SNI;
+    /// the first is the default.
+    #[serde(default)]
+    pub certificates: Vec<tls::Certificate>,
+    /// `tls` listeners: NLB's security policy name.
+    pub security_policy: Option<tls::SecurityPolicy>,
+    /// `tls` listeners: NLB's ALPN policy.
+    pub alpn_policy: Option<tls::AlpnPolicy>,
+}
+
+impl Listener {
+    /// A `tls` listener's settings.
+    pub fn tls(&self) -> Option<tls::TlsSpec> {
+        (self.protocol == Protocol::Tls).then(|| tls::TlsSpec {
+            certificates: self.certificates.clone(),
+            policy: self.security_policy.unwrap_or_default(),
+            alpn: self.alpn_policy.unwrap_or_default(),
+        })
+    }
 }
 
 impl Listener {
@@ -419,6 +441,21 @@ pub struct TargetGroup {
     /// refuses on purpose is then tried elsewhere too.
     #[serde(default = "default_true")]
     pub syn_redispatch: bool,
+    /// TLS to the targets (re-encrypt; `tls` listeners only).
+    #[serde(default)]
+    pub target_tls: bool,
+    /// With `target_tls`: CA certificates (PEM) that the targets'
+    /// certificates must chain to, for their IP address; unset: not verified.
+    pub target_ca: Option<PathBuf>,
+}
+
+impl TargetGroup {
+    /// `target_tls` as the proxy uses it.
+    pub fn target_tls(&self) -> Option<tls::TargetTls> {
+        self.target_tls.then(|| tls::TargetTls {
+            ca: self.target_ca.clone(),
+        })
+    }
 }
 
 /// `[target_group.passive_health]`.

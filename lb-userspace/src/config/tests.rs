@@ -163,7 +163,7 @@ fn bad_values_are_parse_errors_with_lines() {
     let e = error(&BASE.replace("protocol = \"tcp\"", "protocol = \"sctp\""));
     assert_eq!(
         e,
-        "listener[0].protocol: unknown variant `sctp`, expected one of `tcp`, `udp`, `tcp_udp` at line 9"
+        "listener[0].protocol: unknown variant `sctp`, expected one of `tcp`, `udp`, `tcp_udp`, `tls` at line 9"
     );
     let e = error(&BASE.replace(
         "name = \"web\"\n[[target_group.targets]]",

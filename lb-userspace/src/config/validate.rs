@@ -52,6 +52,7 @@ pub fn validate(cfg: &Config) -> Vec<ConfigError> {
     announce(cfg, &mut errs);
     let tg_index = target_groups(cfg, &mut errs);
     udp_checks(cfg, &mut errs);
+    tls(cfg, &mut errs);
     let keys = listeners(cfg, &tg_index, &mut errs);
     capacity(cfg, keys, &mut errs);
     errs.0
@@ -241,10 +242,14 @@ fn target_groups<'a>(cfg: &'a Config, errs: &mut Errors) -> HashMap<&'a str, usi
                 format!("duplicate target group name {:?}", tg.name),
             );
         }
-        if tg.proxy_protocol_v2 && cfg.gateway.dataplane != DataplaneKind::Proxy {
+        // TLS listeners are the proxy's, beside XDP too.
+        let mut users = cfg.listeners.iter().filter(|l| l.target_group == tg.name);
+        let tls_only =
+            users.clone().next().is_some() && users.all(|l| l.protocol == super::Protocol::Tls);
+        if tg.proxy_protocol_v2 && cfg.gateway.dataplane != DataplaneKind::Proxy && !tls_only {
             errs.push(
                 format!("{p}.proxy_protocol_v2"),
-                "needs gateway.dataplane = \"proxy\" (the XDP data plane forwards packets and cannot insert the header)",
+                "needs gateway.dataplane = \"proxy\", or only TLS listeners using the group (the XDP data plane forwards packets and cannot insert the header)",
             );
         }
         errs.duration_range(
@@ -602,6 +607,71 @@ fn udp_checks(cfg: &Config, errs: &mut Errors) {
                 format!("target_group[{i}].health_check.port"),
                 "is needed: the group serves only UDP listeners, and a TCP check of the UDP traffic port fails on every target; name a TCP (or HTTP) port the targets answer on, or set enabled = false",
             );
+        }
+    }
+}
+
+/// TLS listeners and `target_tls`: the certificates and keys load (read
+/// here, so that `lb check` and a reload name a bad one and the running
+/// ones stay), and TLS settings only where they apply.
+fn tls(cfg: &Config, errs: &mut Errors) {
+    use super::{tls, Protocol};
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let p = format!("listener[{i}]");
+        if l.protocol != Protocol::Tls {
+            for (set, key) in [
+                (!l.certificates.is_empty(), "certificates"),
+                (l.security_policy.is_some(), "security_policy"),
+                (l.alpn_policy.is_some(), "alpn_policy"),
+            ] {
+                if set {
+                    errs.push(
+                        format!("{p}.{key}"),
+                        "only a protocol = \"tls\" listener takes it",
+                    );
+                }
+            }
+            continue;
+        }
+        if l.certificates.is_empty() {
+            errs.push(
+                format!("{p}.certificates"),
+                "a TLS listener needs at least one: certificates = [{ cert = \"/etc/lb/tls/web.crt\", key = \"/etc/lb/tls/web.key\" }]",
+            );
+        }
+        for (j, c) in l.certificates.iter().enumerate() {
+            if let Err(e) = tls::load_certificate(c) {
+                let field = if e.path == c.key && e.path != c.cert {
+                    "key"
+                } else {
+                    "cert"
+                };
+                errs.push(format!("{p}.certificates[{j}].{field}"), e.to_string());
+            }
+        }
+    }
+    for (i, tg) in cfg.target_groups.iter().enumerate() {
+        let p = format!("target_group[{i}]");
+        if tg.target_ca.is_some() && !tg.target_tls {
+            errs.push(format!("{p}.target_ca"), "is for target_tls = true");
+        }
+        if let Some(t) = tg.target_tls() {
+            if let Err(e) = tls::target_config(&t) {
+                errs.push(format!("{p}.target_ca"), e.to_string());
+            }
+            if let Some(l) = cfg
+                .listeners
+                .iter()
+                .find(|l| l.target_group == tg.name && l.protocol != Protocol::Tls)
+            {
+                errs.push(
+                    format!("{p}.target_tls"),
+                    format!(
+                        "listener {:?} is not a TLS listener: XDP and the TCP proxy forward the client's bytes as they are, only a protocol = \"tls\" listener can encrypt them",
+                        l.name
+                    ),
+                );
+            }
         }
     }
 }

@@ -57,7 +57,8 @@ fn fixable(e: anyhow::Error) -> anyhow::Error {
     )
 }
 
-fn proxy(cfg: &Config) -> Box<dyn Dataplane> {
+/// The proxy data plane; `tls_only` beside XDP (the TLS listeners).
+fn proxy(cfg: &Config, tls_only: bool) -> Box<dyn Dataplane> {
     let g = &cfg.gateway;
     Box::new(ProxyDataplane::new(Settings {
         connect_timeout: g.proxy_connect_timeout,
@@ -66,6 +67,7 @@ fn proxy(cfg: &Config) -> Box<dyn Dataplane> {
         max_udp_sessions: g.proxy_udp_sessions as usize,
         max_vips: g.max_vips,
         max_targets: g.max_targets,
+        tls_only,
     }))
 }
 
@@ -79,7 +81,7 @@ fn choose(cfg: &Config, detach_on_exit: bool) -> Result<Chosen> {
     let kind = cfg.gateway.dataplane;
     if kind == DataplaneKind::Proxy {
         info!("data plane: proxy (gateway.dataplane = \"proxy\")");
-        return Ok((Planes(vec![proxy(cfg)]), AdoptedIds::default(), None));
+        return Ok((Planes(vec![proxy(cfg, false)]), AdoptedIds::default(), None));
     }
     match load_xdp(cfg, detach_on_exit) {
         Ok(mut x) => {
@@ -87,7 +89,8 @@ fn choose(cfg: &Config, detach_on_exit: bool) -> Result<Chosen> {
                 warn!("live flows are counted on request only: {e:#}");
             }
             let adopted = x.adopted_ids().clone();
-            Ok((Planes(vec![Box::new(x)]), adopted, None))
+            // TLS listeners, now or after a reload, are the proxy's.
+            Ok((Planes(vec![Box::new(x), proxy(cfg, true)]), adopted, None))
         }
         Err(e) if kind == DataplaneKind::Auto => match xdp::unavailable(&e) {
             Some(why) => {
@@ -95,7 +98,11 @@ fn choose(cfg: &Config, detach_on_exit: bool) -> Result<Chosen> {
                     "XDP is not available ({}); falling back to the proxy data plane",
                     why.1
                 );
-                Ok((Planes(vec![proxy(cfg)]), AdoptedIds::default(), Some(why)))
+                Ok((
+                    Planes(vec![proxy(cfg, false)]),
+                    AdoptedIds::default(),
+                    Some(why),
+                ))
             }
             None => Err(fixable(e)),
         },
@@ -214,7 +221,7 @@ async fn shutdown(mut d: Daemon) -> Result<()> {
     }
     let _ = std::fs::remove_file(&d.cfg.gateway.admin_socket);
     // They go with the program; a program that stays keeps them.
-    if let Some(r) = d.vip_routes.take().filter(|_| d.planes.ends_with_process()) {
+    if let Some(r) = d.vip_routes.take().filter(|_| !d.planes.stays_after_exit()) {
         match r.remove_all().await {
             Ok(n) => info!("vip route: removed {n} unreachable route(s)"),
             Err(e) => warn!("vip route: {e:#}"),

@@ -15,7 +15,7 @@ use std::{
 use anyhow::Result;
 use lb_common::{BackendHealth, Counters, REASON_COUNT};
 
-use crate::model::Desired;
+use crate::model::{Desired, VipModel};
 
 /// Which counters: a listener key's (by vip_id) or a target's (by backend id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,18 @@ pub trait Dataplane {
     /// Programs the plane: VIPs, rings, targets; ends flows to targets that
     /// are no longer valid (where the plane must).
     fn apply(&mut self, d: &Desired) -> Result<()>;
+
+    /// Whether this plane serves the listener key `v` (XDP: not the TLS
+    /// listeners, the proxy beside it: only those). `Planes` hands each
+    /// plane only what it takes.
+    fn takes(&self, _v: &VipModel) -> bool {
+        true
+    }
+
+    /// A TLS listener's handshake counts (the proxy).
+    fn tls_counts(&self, _vip: u32) -> Option<proxy::tls::TlsCounts> {
+        None
+    }
 
     /// Starts forwarding once programmed (XDP: attaches to the interfaces).
     fn start(&mut self) -> Result<()> {
@@ -100,6 +112,11 @@ pub trait Dataplane {
         false
     }
 
+    /// Forwarding goes on after the process exits (XDP, pinned).
+    fn stays_after_exit(&self) -> bool {
+        false
+    }
+
     /// Forwarding ends with the process (the proxy; XDP detached on exit).
     fn ends_with_process(&self) -> bool;
 
@@ -116,7 +133,16 @@ impl Dataplane for Planes {
         let errs: Vec<String> = self
             .0
             .iter_mut()
-            .filter_map(|p| p.apply(d).err().map(|e| format!("{e:#}")))
+            .filter_map(|p| {
+                let res = match d.model.vips.iter().all(|v| p.takes(v)) {
+                    true => p.apply(d),
+                    false => {
+                        let (model, rings) = d.only(|v| p.takes(v));
+                        p.apply(&d.with(&model, rings))
+                    }
+                };
+                res.err().map(|e| format!("{e:#}"))
+            })
             .collect();
         match errs.is_empty() {
             true => Ok(()),
@@ -195,6 +221,14 @@ impl Dataplane for Planes {
 
     fn passes_vip_traffic(&self) -> bool {
         self.0.iter().any(|p| p.passes_vip_traffic())
+    }
+
+    fn stays_after_exit(&self) -> bool {
+        self.0.iter().any(|p| p.stays_after_exit())
+    }
+
+    fn tls_counts(&self, vip: u32) -> Option<proxy::tls::TlsCounts> {
+        self.0.iter().find_map(|p| p.tls_counts(vip))
     }
 
     fn ends_with_process(&self) -> bool {

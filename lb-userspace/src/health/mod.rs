@@ -4,7 +4,7 @@
 
 pub mod passive;
 pub mod probe;
-mod tls;
+pub mod tls;
 pub mod tracker;
 
 pub use probe::{CheckResult, CheckSpec, ProbeError, ProbeTask};

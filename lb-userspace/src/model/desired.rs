@@ -75,6 +75,29 @@ impl<'a> Desired<'a> {
         self.targets.get(&id).is_some_and(|t| t.in_ring)
     }
 
+    /// The model with only the VIPs `keep` takes, and their rings (for a
+    /// plane that serves some listeners only).
+    pub fn only(&self, keep: impl Fn(&VipModel) -> bool) -> (Model, Vec<Rings>) {
+        let mut model = self.model.clone();
+        let mut rings = Vec::new();
+        model.vips.clear();
+        for (v, r) in self.vips().filter(|(v, _)| keep(v)) {
+            model.vips.push(v.clone());
+            rings.push(r.clone());
+        }
+        (model, rings)
+    }
+
+    /// This state over another model (from `only`).
+    pub fn with<'b>(&self, model: &'b Model, rings: Vec<Rings>) -> Desired<'b> {
+        Desired {
+            model,
+            rings,
+            targets: self.targets.clone(),
+            failed_open: self.failed_open.clone(),
+        }
+    }
+
     /// Every VIP with its rings.
     pub fn vips(&self) -> impl Iterator<Item = (&'a VipModel, &Rings)> {
         self.model.vips.iter().zip(&self.rings)

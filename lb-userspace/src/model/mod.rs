@@ -113,6 +113,10 @@ pub struct VipModel {
     pub target_group: String,
     /// The group sends a PROXY protocol v2 header (proxy data plane).
     pub ppv2: bool,
+    /// A TLS listener (served by the proxy).
+    pub tls: Option<crate::config::tls::TlsSpec>,
+    /// Its group's `target_tls`.
+    pub target_tls: Option<crate::config::tls::TargetTls>,
     /// The group fails open (`target_group.fail_open`).
     pub fail_open: bool,
     /// The group's minimum healthy targets (zone failover, fail-open).
@@ -402,6 +406,8 @@ fn vip_model(
         listener: l.name.clone(),
         target_group: tg.name.clone(),
         ppv2: tg.proxy_protocol_v2,
+        tls: l.tls(),
+        target_tls: tg.target_tls(),
         fail_open: tg.fail_open,
         min_healthy: tg.unhealthy_state_routing,
         backends: tg

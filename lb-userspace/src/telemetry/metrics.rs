@@ -15,7 +15,7 @@ use prometheus_client::{
 use super::View;
 use crate::{
     config::{proto_name, DataplaneKind},
-    dataplane::Stats,
+    dataplane::{proxy::tls::TlsCounts, Stats},
     model::BackendModel,
 };
 
@@ -132,6 +132,19 @@ fn listeners(v: &View, r: &mut Registry) {
     ];
     for (name, help, f) in families {
         counter(r, name, help, rows(f));
+    }
+    type TlsFamily = (&'static str, &'static str, fn(&TlsCounts) -> u64);
+    let tls: [TlsFamily; 3] = [
+        ("lb_listener_tls_handshakes", "TLS handshakes completed with clients, per TLS listener.", |c| c.handshakes),
+        ("lb_listener_client_tls_negotiation_errors", "TLS handshakes with clients that failed or timed out (CloudWatch ClientTLSNegotiationErrorCount).", |c| c.client_errors),
+        ("lb_listener_target_tls_negotiation_errors", "TLS handshakes with targets that failed (target_tls; CloudWatch TargetTLSNegotiationErrorCount).", |c| c.target_errors),
+    ];
+    for (name, help, f) in tls {
+        let rows = v.model.vips.iter().filter(|x| x.tls.is_some()).map(|x| {
+            let c = v.planes.tls_counts(x.vip_id).unwrap_or_default();
+            (l(&[("listener", x.listener.clone())]), f(&c))
+        });
+        counter(r, name, help, rows);
     }
     gauge_f(
         r,

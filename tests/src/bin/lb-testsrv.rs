@@ -41,26 +41,39 @@ fn tcp(name: String, port: u16) {
 }
 
 /// Expects a PROXY protocol v2 header, then answers "NAME client=ADDR\n"
-/// (the address from the header) and echoes like `tcp`.
+/// (the address from the header; with " tls=VERSION sni=NAME" when it has
+/// PP2_TYPE_SSL and PP2_TYPE_AUTHORITY TLVs) and echoes like `tcp`.
 fn ppv2(name: String, port: u16) {
+    use lb_userspace::dataplane::proxy::ppv2;
     serve(name, port, "ppv2", |name, mut s| {
-        let mut head = [0u8; 52];
-        // v4 headers are 28 bytes, v6 52: read the fixed part first.
-        if s.read_exact(&mut head[..16]).is_err() {
+        let mut head = vec![0u8; 16];
+        if s.read_exact(&mut head).is_err() {
             return;
         }
         let len = u16::from_be_bytes([head[14], head[15]]) as usize;
-        if len > 36 || s.read_exact(&mut head[16..16 + len]).is_err() {
+        head.resize(16 + len.min(1024), 0);
+        if len > 1024 || s.read_exact(&mut head[16..]).is_err() {
             return;
         }
-        let Some((client, _, _)) = lb_userspace::dataplane::proxy::ppv2::parse(&head[..16 + len])
-        else {
+        let Some((client, _, _)) = ppv2::parse(&head) else {
             let _ = s.write_all(b"no proxy header\n");
             return;
         };
-        if s.write_all(format!("{name} client={client}\n").as_bytes())
-            .is_ok()
-        {
+        let mut line = format!("{name} client={client}");
+        let tlvs = ppv2::parse_tlvs(&head);
+        let text = |ty: u8| {
+            tlvs.iter()
+                .find(|(t, _)| *t == ty)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        if let Some(v) = text(ppv2::PP2_SUBTYPE_SSL_VERSION) {
+            line += &format!(" tls={v}");
+        }
+        if let Some(v) = text(ppv2::PP2_TYPE_AUTHORITY) {
+            line += &format!(" sni={v}");
+        }
+        line.push('\n');
+        if s.write_all(line.as_bytes()).is_ok() {
             echo(&mut s);
         }
     });

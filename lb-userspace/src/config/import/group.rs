@@ -60,6 +60,8 @@ pub fn convert(g: &Group, report: &mut Vec<String>) -> TargetGroup {
         fail_open: true,
         passive_health: PassiveHealth::default(),
         syn_redispatch: true,
+        target_tls: false,
+        target_ca: None,
         unhealthy_state_routing: UnhealthyStateRouting {
             minimum_healthy_targets: a.min_healthy,
             minimum_healthy_percentage: a.min_healthy_pct,

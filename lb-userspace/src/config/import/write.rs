@@ -60,6 +60,7 @@ fn listener(out: &mut String, l: &Listener) {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
         Protocol::TcpUdp => "tcp_udp",
+        Protocol::Tls => "tls",
     };
     kv(out, "protocol", quote(proto));
     kv(out, "target_group", quote(&l.target_group));

@@ -5,6 +5,7 @@
 
 pub mod ppv2;
 mod tcp;
+pub mod tls;
 mod udp;
 
 use std::{
@@ -27,7 +28,10 @@ use tokio::{sync::Notify, task::JoinHandle};
 
 use super::{Dataplane, Flows, Stats};
 use crate::{
-    config::proto_name,
+    config::{
+        proto_name,
+        tls::{TargetTls, TlsSpec},
+    },
     model::{addr_words, Desired},
 };
 
@@ -40,6 +44,8 @@ pub struct Settings {
     pub max_udp_sessions: usize,
     pub max_vips: u32,
     pub max_targets: u32,
+    /// Beside XDP: serves the TLS listeners only (XDP has the others).
+    pub tls_only: bool,
 }
 
 #[derive(Default)]
@@ -100,6 +106,8 @@ pub struct VipView {
     pub tcp_idle: Option<Duration>,
     /// Sources that may open flows (empty: all).
     pub allow: Arc<Vec<ipnet::IpNet>>,
+    /// A TLS listener's certificates and settings.
+    pub tls: Option<Arc<tls::TlsVip>>,
     zone: Arc<Vec<u32>>,
     all: Arc<Vec<u32>>,
 }
@@ -135,6 +143,7 @@ pub struct Shared {
     conns: Mutex<HashMap<u64, Conn>>,
     next_conn: AtomicU64,
     events: [AtomicU64; 5],
+    tls_stats: Vec<tls::TlsCounters>,
     pub settings: Settings,
 }
 
@@ -154,6 +163,10 @@ impl Drop for ConnGuard {
 impl Shared {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().expect("snapshot").clone()
+    }
+
+    pub fn tls_stats(&self, vip: u32) -> Option<&tls::TlsCounters> {
+        self.tls_stats.get(vip as usize)
     }
 
     pub fn event(&self, e: Event) {
@@ -248,6 +261,56 @@ impl Shared {
 pub struct ProxyDataplane {
     pub shared: Arc<Shared>,
     listeners: HashMap<(SocketAddr, u8), JoinHandle<()>>,
+    /// TLS listeners by vip_id: what they were built from, and the result.
+    tls: HashMap<u32, (TlsInputs, Arc<tls::TlsVip>)>,
+    /// The last failed load per vip_id (logged once).
+    tls_failed: HashMap<u32, TlsInputs>,
+}
+
+/// What a TLS listener is built from: its settings and its files as they
+/// are now (a certificate renewed in place is loaded on the next sync, as
+/// SIGHUP makes one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TlsInputs {
+    spec: TlsSpec,
+    target: Option<TargetTls>,
+    files: Vec<Option<(std::time::SystemTime, u64, u64)>>,
+}
+
+impl TlsInputs {
+    fn of(spec: &TlsSpec, target: &Option<TargetTls>) -> TlsInputs {
+        use std::os::unix::fs::MetadataExt as _;
+        let paths = spec
+            .certificates
+            .iter()
+            .flat_map(|c| [&c.cert, &c.key])
+            .chain(target.iter().flat_map(|t| t.ca.as_ref()));
+        let files = paths
+            .map(|p| {
+                std::fs::metadata(p).ok().map(|m| {
+                    (
+                        m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                        m.len(),
+                        m.ino(),
+                    )
+                })
+            })
+            .collect();
+        TlsInputs {
+            spec: spec.clone(),
+            target: target.clone(),
+            files,
+        }
+    }
+
+    fn build(&self) -> Result<tls::TlsVip, crate::config::tls::TlsError> {
+        let server = crate::config::tls::server_config(&self.spec)?;
+        let target = match &self.target {
+            Some(t) => Some(crate::config::tls::target_config(t)?),
+            None => None,
+        };
+        Ok(tls::TlsVip::new(server, target))
+    }
 }
 
 impl ProxyDataplane {
@@ -261,9 +324,55 @@ impl ProxyDataplane {
                 conns: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(0),
                 events: Default::default(),
+                tls_stats: (0..settings.max_vips)
+                    .map(|_| tls::TlsCounters::default())
+                    .collect(),
                 settings,
             }),
             listeners: HashMap::new(),
+            tls: HashMap::new(),
+            tls_failed: HashMap::new(),
+        }
+    }
+
+    /// A TLS listener's config: the one built from its current inputs, or,
+    /// when those do not load (a bad certificate put in place), the one it
+    /// had (kept serving, the error returned).
+    fn tls_vip(
+        &mut self,
+        v: &crate::model::VipModel,
+        spec: &TlsSpec,
+    ) -> (Option<Arc<tls::TlsVip>>, Option<String>) {
+        let inputs = TlsInputs::of(spec, &v.target_tls);
+        let had = self.tls.get(&v.vip_id);
+        if let Some((_, t)) = had.filter(|(i, _)| *i == inputs) {
+            return (Some(t.clone()), None);
+        }
+        let had = had.map(|(_, t)| t.clone());
+        match inputs.build() {
+            Ok(t) => {
+                let t = Arc::new(t);
+                info!(
+                    "proxy: TLS listener {}: {} certificate(s) loaded ({}, ALPN {:?})",
+                    v.listener,
+                    spec.certificates.len(),
+                    spec.policy.name(),
+                    spec.alpn
+                );
+                self.tls_failed.remove(&v.vip_id);
+                self.tls.insert(v.vip_id, (inputs, t.clone()));
+                (Some(t), None)
+            }
+            Err(e) => {
+                let msg = format!("TLS listener {}: {e}", v.listener);
+                if self.tls_failed.insert(v.vip_id, inputs.clone()).as_ref() != Some(&inputs) {
+                    match had {
+                        Some(_) => log::error!("proxy: {msg}: keeping the certificates it has"),
+                        None => log::error!("proxy: {msg}: not served"),
+                    }
+                }
+                (had, Some(msg))
+            }
         }
     }
 
@@ -276,8 +385,19 @@ impl ProxyDataplane {
             deny: Arc::new(d.model.deny.clone()),
             ..Default::default()
         };
+        let mut tls_errors = Vec::new();
         for (v, rings) in d.vips() {
             let local = SocketAddr::new(v.lkey.address, v.lkey.port);
+            let tls = match &v.tls {
+                Some(spec) => {
+                    let (t, e) = self.tls_vip(v, spec);
+                    tls_errors.extend(e);
+                    // Never loaded: not served until it does.
+                    let Some(t) = t else { continue };
+                    Some(t)
+                }
+                None => None,
+            };
             snap.vips.insert(
                 (local, v.lkey.proto),
                 VipView {
@@ -287,6 +407,7 @@ impl ProxyDataplane {
                     tcp_idle: (v.idle_timeout_s != 0)
                         .then(|| Duration::from_secs(v.idle_timeout_s as u64)),
                     allow: Arc::new(v.allow.clone()),
+                    tls,
                     zone: rings.zone.clone(),
                     all: rings.all.clone(),
                 },
@@ -301,9 +422,15 @@ impl ProxyDataplane {
                 },
             );
         }
+        self.tls.retain(|id, _| {
+            snap.vips
+                .values()
+                .any(|v| v.vip_id == *id && v.tls.is_some())
+        });
         let wanted: Vec<(SocketAddr, u8)> = snap.vips.keys().copied().collect();
         *self.shared.snapshot.write().expect("snapshot") = Arc::new(snap);
-        let errors = self.listen(wanted);
+        let mut errors = self.listen(wanted);
+        errors.extend(tls_errors);
         // Flows to targets that may no longer keep them end now (XDP would
         // move them to another target, which a TCP stream cannot survive).
         for c in self.shared.conns.lock().expect("conns").values() {
@@ -342,6 +469,14 @@ impl ProxyDataplane {
             match task {
                 Ok(t) => {
                     info!("proxy: listening on {} {}", proto_name(k.1), k.0);
+                    if self.shared.settings.tls_only && !is_local(k.0.ip()) {
+                        warn!(
+                            "proxy: TLS listener address {} is not an address of this host: the kernel does not deliver its connections (add it, e.g. `ip addr add {}/{} dev lo`)",
+                            k.0.ip(),
+                            k.0.ip(),
+                            if k.0.is_ipv4() { 32 } else { 128 }
+                        );
+                    }
                     self.listeners.insert(k, t);
                 }
                 Err(e) => errors.push(format!("{} {}: {e:#}", proto_name(k.1), k.0)),
@@ -393,8 +528,20 @@ impl Dataplane for ProxyDataplane {
         n
     }
 
+    fn takes(&self, v: &crate::model::VipModel) -> bool {
+        !self.shared.settings.tls_only || v.tls.is_some()
+    }
+
+    fn tls_counts(&self, vip: u32) -> Option<tls::TlsCounts> {
+        self.shared.tls_stats(vip).map(tls::TlsCounters::get)
+    }
+
     fn modes(&self) -> Vec<(String, String)> {
-        vec![("*".into(), "proxy".into())]
+        match self.shared.settings.tls_only {
+            false => vec![("*".into(), "proxy".into())],
+            true if self.listeners.is_empty() => vec![],
+            true => vec![("*".into(), "proxy (TLS listeners)".into())],
+        }
     }
 
     /// A listener may be open on an address the host does not own
@@ -419,7 +566,7 @@ impl Dataplane for ProxyDataplane {
     }
 
     fn ends_with_process(&self) -> bool {
-        true
+        !self.shared.settings.tls_only || !self.listeners.is_empty()
     }
 
     fn exit(&mut self) -> Result<Vec<String>> {

@@ -7,14 +7,71 @@ const SIG: [u8; 12] = [
     0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
 ];
 
+/// PP2_TYPE_AUTHORITY: the host name the client asked for (SNI).
+pub const PP2_TYPE_AUTHORITY: u8 = 0x02;
+/// PP2_TYPE_SSL: the client's connection was TLS; sub-TLVs follow.
+pub const PP2_TYPE_SSL: u8 = 0x20;
+pub const PP2_SUBTYPE_SSL_VERSION: u8 = 0x21;
+const PP2_CLIENT_SSL: u8 = 0x01;
+
+fn tlv(out: &mut Vec<u8>, ty: u8, value: &[u8]) {
+    out.push(ty);
+    out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    out.extend_from_slice(value);
+}
+
+/// The TLVs of a TLS listener's connection, as NLB sends them: the SNI as
+/// PP2_TYPE_AUTHORITY, and PP2_TYPE_SSL (client flag SSL, verify 0: no
+/// client certificate asked for) with the version ("TLSv1.3").
+pub fn tls_tlvs(version: &str, sni: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(sni) = sni {
+        tlv(&mut out, PP2_TYPE_AUTHORITY, sni.as_bytes());
+    }
+    let mut ssl = vec![PP2_CLIENT_SSL, 0, 0, 0, 0];
+    tlv(&mut ssl, PP2_SUBTYPE_SSL_VERSION, version.as_bytes());
+    tlv(&mut out, PP2_TYPE_SSL, &ssl);
+    out
+}
+
+/// The TLVs after the addresses of a parsed header (`b` the whole header):
+/// (type, value), with PP2_TYPE_SSL's sub-TLVs listed after it.
+pub fn parse_tlvs(b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let start = match b.get(13) {
+        Some(0x11) => 16 + 12,
+        Some(0x21) => 16 + 36,
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    walk(b.get(start..).unwrap_or_default(), &mut out);
+    out
+}
+
+fn walk(mut b: &[u8], out: &mut Vec<(u8, Vec<u8>)>) {
+    while b.len() >= 3 {
+        let len = u16::from_be_bytes([b[1], b[2]]) as usize;
+        let Some(v) = b.get(3..3 + len) else { return };
+        out.push((b[0], v.to_vec()));
+        if b[0] == PP2_TYPE_SSL && v.len() >= 5 {
+            walk(&v[5..], out);
+        }
+        b = &b[3 + len..];
+    }
+}
+
 /// The v2 header for a TCP connection from `client` to `local` (the VIP).
 pub fn header(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    header_with(client, local, &[])
+}
+
+/// The v2 header with `tlvs` (encoded) after the addresses.
+pub fn header_with(client: SocketAddr, local: SocketAddr, tlvs: &[u8]) -> Vec<u8> {
     let mut h = SIG.to_vec();
     h.push(0x21); // version 2, PROXY command
     match (client, local) {
         (SocketAddr::V4(c), SocketAddr::V4(l)) => {
             h.push(0x11); // AF_INET, STREAM
-            h.extend_from_slice(&12u16.to_be_bytes());
+            h.extend_from_slice(&(12 + tlvs.len() as u16).to_be_bytes());
             h.extend_from_slice(&c.ip().octets());
             h.extend_from_slice(&l.ip().octets());
             h.extend_from_slice(&c.port().to_be_bytes());
@@ -26,13 +83,14 @@ pub fn header(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
                 SocketAddr::V6(a) => *a.ip(),
             };
             h.push(0x21); // AF_INET6, STREAM
-            h.extend_from_slice(&36u16.to_be_bytes());
+            h.extend_from_slice(&(36 + tlvs.len() as u16).to_be_bytes());
             h.extend_from_slice(&v6(c).octets());
             h.extend_from_slice(&v6(l).octets());
             h.extend_from_slice(&c.port().to_be_bytes());
             h.extend_from_slice(&l.port().to_be_bytes());
         }
     }
+    h.extend_from_slice(tlvs);
     h
 }
 
@@ -92,5 +150,27 @@ mod tests {
             28
         );
         assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn tls_tlvs_carry_the_sni_and_the_version() {
+        let (c, l) = (
+            "10.0.0.2:4".parse().unwrap(),
+            "10.100.0.1:443".parse().unwrap(),
+        );
+        let h = header_with(c, l, &tls_tlvs("TLSv1.3", Some("web.example")));
+        let (pc, pl, n) = parse(&h).unwrap();
+        assert_eq!((pc, pl, n), (c, l, h.len()));
+        assert_eq!(
+            parse_tlvs(&h),
+            vec![
+                (PP2_TYPE_AUTHORITY, b"web.example".to_vec()),
+                (
+                    PP2_TYPE_SSL,
+                    [&[1u8, 0, 0, 0, 0][..], &[0x21, 0, 7], b"TLSv1.3"].concat()
+                ),
+                (PP2_SUBTYPE_SSL_VERSION, b"TLSv1.3".to_vec()),
+            ]
+        );
     }
 }

@@ -23,7 +23,7 @@ use tokio::{
     time::timeout,
 };
 
-use super::{bind_socket, ppv2, warn_once, Event, Shared};
+use super::{bind_socket, ppv2, warn_once, Event, Shared, Snapshot, VipView};
 
 /// What one splice moves at most; also the pipe's size.
 const CHUNK: usize = 1 << 20;
@@ -61,27 +61,13 @@ async fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, shared: 
         let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
         return;
     }
-    let ids = shared.candidates(&snap, &vip, peer, local, PROTO_TCP);
-    if ids.is_empty() {
-        shared.event(Event::NoBackend);
-        return;
+    if let Some(tls) = vip.tls.clone() {
+        return super::tls::handle(client, peer, local, shared.clone(), snap, vip, tls).await;
     }
-    let mut up = None;
-    for id in ids {
-        let addr = snap.backends[&id].addr;
-        match timeout(shared.settings.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                up = Some((id, s));
-                break;
-            }
-            _ => shared.event(Event::ConnectFailed),
-        }
-    }
-    let Some((backend, mut upstream)) = up else {
+    let Some((backend, mut upstream)) = connect(&shared, &snap, &vip, peer, local).await else {
         return;
     };
     let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
     if vip.ppv2
         && upstream
             .write_all(&ppv2::header(peer, local))
@@ -103,6 +89,33 @@ async fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, shared: 
         &spliced,
     )
     .await;
+}
+
+/// Connects to the target the ring names for this flow, or, when that
+/// fails, to the next ones along the ring.
+pub(super) async fn connect(
+    shared: &Shared,
+    snap: &Snapshot,
+    vip: &VipView,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<(u32, TcpStream)> {
+    let ids = shared.candidates(snap, vip, peer, local, PROTO_TCP);
+    if ids.is_empty() {
+        shared.event(Event::NoBackend);
+        return None;
+    }
+    for id in ids {
+        let addr = snap.backends[&id].addr;
+        match timeout(shared.settings.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Some((id, s));
+            }
+            _ => shared.event(Event::ConnectFailed),
+        }
+    }
+    None
 }
 
 /// A pipe for splice(2), closed on drop.

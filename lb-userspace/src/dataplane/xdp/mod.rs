@@ -253,6 +253,15 @@ impl Dataplane for XdpDataplane {
         true
     }
 
+    fn stays_after_exit(&self) -> bool {
+        !self.detach_on_exit
+    }
+
+    /// TLS listeners are the proxy's: their packets go to the kernel.
+    fn takes(&self, v: &crate::model::VipModel) -> bool {
+        v.tls.is_none()
+    }
+
     fn ends_with_process(&self) -> bool {
         self.detach_on_exit
     }
