@@ -5,6 +5,7 @@ pub mod ecmp;
 pub mod fixture;
 pub mod flood;
 pub mod load;
+pub mod measure;
 pub mod packet;
 
 // The namespace harness and topology live in lb-testenv (xtask uses them too).

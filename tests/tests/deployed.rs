@@ -123,11 +123,41 @@ fn unit_setup(tag: &str) -> (Topology, TempDir, String) {
 fn runs_native_xdp_under_the_units_capabilities() {
     require_root();
     let (topo, dir, cfg) = unit_setup("unit");
+    // A TLS listener beside XDP: port 443 and a key readable by the service
+    // user only, as the unit has them.
+    let cfg = cfg + &tls_listener(&topo, &dir.0);
     let prefix = as_the_unit();
     let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
     let d = Daemon::start_with(&topo.gw, &dir.0, &cfg, &prefix).expect("lb run");
     let log = d.log_text();
     assert!(log.contains("XDP attached in native mode"), "{log}");
+    let out = topo
+        .client
+        .command(&[
+            "timeout",
+            "5",
+            "openssl",
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("{VIP_V4}:443"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().unwrap().write_all(b"over tls\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("over tls"),
+        "TLS listener under the unit: {text}\n{}",
+        d.log_text()
+    );
     assert!(!log.contains("falling back"), "{log}");
     let per = e2e::spread(&topo, &d, sock(VIP_V4, 80), 90);
     assert_eq!(per.len(), 3, "balanced over all targets: {per:?}");
@@ -138,14 +168,15 @@ fn runs_native_xdp_under_the_units_capabilities() {
     }
     let status = e2e::lb_status(&d.config).expect("lb status");
     assert!(status.contains("xdp-native"), "{status}");
-    // The VIPs' unreachable routes, made under the unit's capabilities.
+    // The VIPs' unreachable routes, made under the unit's capabilities (the
+    // v6 one: the v4 VIP is the gateway's own address here, for TLS).
     let routes = topo
         .gw
-        .ip(&["-4", "route", "show", "proto", "245"])
+        .ip(&["-6", "route", "show", "proto", "245"])
         .unwrap();
     let routes = String::from_utf8_lossy(&routes.stdout);
     assert!(
-        routes.contains(&format!("unreachable {VIP_V4}")),
+        routes.contains(&format!("unreachable {VIP_V6}")),
         "{routes}\n{}",
         d.log_text()
     );
@@ -182,6 +213,52 @@ fn runs_native_xdp_under_the_units_capabilities() {
     assert!(log.contains("adopted the pinned maps"), "{log}");
     assert!(log.contains("took over the pinned XDP link"), "{log}");
     assert_eq!(e2e::spread(&topo, &d, sock(VIP_V4, 80), 30).len(), 3);
+}
+
+/// A TLS listener on the v4 VIP's port 443 (the address made the
+/// gateway's, for the kernel to deliver it), with a self-signed certificate
+/// whose key only the service user may read.
+fn tls_listener(topo: &Topology, dir: &std::path::Path) -> String {
+    topo.gw
+        .ip(&["addr", "add", &format!("{VIP_V4}/32"), "dev", "lo"])
+        .unwrap();
+    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=web.example",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [&crt, &key] {
+        std::os::unix::fs::chown(f, Some(UID), Some(UID)).unwrap();
+    }
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    format!(
+        "[[listener]]\nname = \"tls4\"\naddress = \"{VIP_V4}\"\nport = 443\nprotocol = \"tls\"\ntarget_group = \"tg4\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        crt.display(),
+        key.display()
+    )
 }
 
 /// `lb run` expected to fail: its exit status and output (bounded).

@@ -398,7 +398,7 @@ fn tls_connect(
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let name = rustls::pki_types::ServerName::try_from("web.example").unwrap();
     let conn =
-        rustls::ClientConnection::new(lb_userspace::health::tls::client_config(), name).unwrap();
+        rustls::ClientConnection::new(lb_userspace::config::tls::client_config(), name).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);
     while s.conn.is_handshaking() {
         s.conn.complete_io(&mut s.sock).expect("handshake");

@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: runs the benchmark binary of the test crate (it
-//! owns the fixture environment) in release mode.
+//! `cargo xtask bench`: runs the benchmark binaries of the test crate
+//! (they own the fixture environment) in release mode.
 
 use anyhow::{bail, Result};
 
@@ -22,6 +22,8 @@ pub fn run() -> Result<()> {
     step("network: iperf3 and wrk through the proxy, HAProxy and plain forwarding");
     cargo(&["build", "--release", "-p", "tests", "--bins"])?;
     cargo(&["run", "--release", "-p", "tests", "--bin", "lb-netbench"])?;
+    step("TLS: a TLS listener against HAProxy terminating TLS (handshakes/s, requests/s, bulk)");
+    cargo(&["run", "--release", "-p", "tests", "--bin", "lb-tlsbench"])?;
     step("faults: a target killed under load, through XDP, the proxy and HAProxy");
     cargo(&["run", "--release", "-p", "tests", "--bin", "lb-faultbench"])
 }

@@ -126,6 +126,7 @@ pub fn setup(needs: Needs) -> Result<()> {
             ("strace", "strace"),
             ("systemd-analyze", "systemd"),
             ("openssl", "openssl"),
+            ("curl", "curl"),
         ] {
             if !have(bin) && !pkgs.contains(&pkg) {
                 pkgs.push(pkg);

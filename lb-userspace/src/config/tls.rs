@@ -5,15 +5,17 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::{ring, CryptoProvider},
-    pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName},
+    pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
-    ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion,
+    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedProtocolVersion,
 };
 use serde::Deserialize;
 
@@ -201,7 +203,7 @@ pub fn server_config(spec: &TlsSpec) -> Result<ServerConfig, TlsError> {
 /// The client config for a group's `target_tls`.
 pub fn target_config(t: &TargetTls) -> Result<Arc<ClientConfig>, TlsError> {
     let Some(ca) = &t.ca else {
-        return Ok(crate::health::tls::client_config());
+        return Ok(client_config());
     };
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(ca)
@@ -221,6 +223,77 @@ pub fn target_config(t: &TargetTls) -> Result<Arc<ClientConfig>, TlsError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(cfg))
+}
+
+// Targets' certificates are not verified by HTTPS health checks (as NLB's
+// are not: a target often has a self-signed or internal certificate), nor
+// by `target_tls` without a CA.
+
+/// Accepts any certificate, but checks the handshake's signatures with it
+/// (so the peer holds the key of the certificate it sent).
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client config of every HTTPS check, and of `target_tls` without a
+/// CA (built once).
+pub fn client_config() -> Arc<ClientConfig> {
+    static CFG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    CFG.get_or_init(|| {
+        let provider = Arc::new(ring::default_provider());
+        let cfg = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        Arc::new(cfg)
+    })
+    .clone()
 }
 
 #[cfg(test)]

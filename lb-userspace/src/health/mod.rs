@@ -4,7 +4,6 @@
 
 pub mod passive;
 pub mod probe;
-pub mod tls;
 pub mod tracker;
 
 pub use probe::{CheckResult, CheckSpec, ProbeError, ProbeTask};

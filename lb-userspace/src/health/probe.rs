@@ -115,7 +115,7 @@ pub async fn probe(spec: &CheckSpec) -> Result<String, ProbeError> {
             tls: true,
         } => {
             let name = rustls::pki_types::ServerName::IpAddress(spec.addr.ip().into());
-            let mut t = tokio_rustls::TlsConnector::from(super::tls::client_config())
+            let mut t = tokio_rustls::TlsConnector::from(crate::config::tls::client_config())
                 .connect(name, s)
                 .await
                 .map_err(|e| format!("https: TLS handshake with {}: {e}", spec.addr))?;
