@@ -51,12 +51,69 @@ fn fields(debug: &str) -> Vec<String> {
         .collect()
 }
 
+/// Self-signed certificates for the names the README's TLS example uses,
+/// in a directory removed on drop.
+struct TlsFiles {
+    dir: String,
+}
+
+impl TlsFiles {
+    fn new() -> TlsFiles {
+        let dir = std::env::temp_dir().join(format!("lb-readme-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["www", "api"] {
+            let out = std::process::Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                ])
+                .args([
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN={name}.example"),
+                ])
+                .args([
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.crt"),
+                ])
+                .current_dir(&dir)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        TlsFiles {
+            dir: format!("{}/", dir.display()),
+        }
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn config_examples_pass_lb_check() {
     let text = readme();
     let blocks = toml_blocks(&text);
     assert!(!blocks.is_empty(), "no toml example in the README");
+    let tls = TlsFiles::new();
     for b in blocks {
+        // TLS examples name certificates under /etc/lb/tls: made here.
+        let b = b.replace("/etc/lb/tls/", &tls.dir);
         let cfg = Config::parse(&b).unwrap_or_else(|e| panic!("README example:\n{b}\n{e}"));
         let w = cfg.warnings(&b);
         assert!(w.is_empty(), "README example warns: {w:?}");
