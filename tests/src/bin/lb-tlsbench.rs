@@ -21,7 +21,7 @@ use tests::{
 };
 
 const SECS: u32 = 3;
-const REPEATS: usize = 3;
+const REPEATS: usize = 5;
 /// The bulk download's size.
 const BIG_MB: u64 = 256;
 const PATHS: [&str; 2] = ["lb (rustls)", "HAProxy (OpenSSL)"];
@@ -270,7 +270,7 @@ fn report(
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let mut md = format!(
-        "TLS benchmark {date}, {} CPUs: client -> gateway (TLS terminated) -> 3 nginx targets, {SECS}s runs, median of {REPEATS}. Ratios are lb / HAProxy in the same run; CPU is the terminating process's user+system seconds per run.\n\n",
+        "TLS benchmark {date}, {} CPUs: client -> gateway (TLS terminated) -> 3 nginx targets, {SECS}s runs, median of {REPEATS}. Ratios are lb / HAProxy in the same run; CPU is the terminating process's user+system seconds per run (wrk runs last the same time; a bulk run moves the same 256 MiB).\n\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for (p, c) in ciphers {

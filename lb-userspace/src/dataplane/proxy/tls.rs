@@ -154,7 +154,7 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     epoch: Instant,
     count: &(dyn Fn(u64) + Sync),
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
