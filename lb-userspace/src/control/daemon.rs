@@ -96,6 +96,25 @@ pub struct Daemon {
     passive_seen: std::collections::HashMap<u32, lb_common::BackendHealth>,
 }
 
+/// SIGTERM, SIGINT and SIGHUP, taken over before the start: one that
+/// arrives while the daemon starts waits for the loop (the default action
+/// would kill it before it could say what stays attached).
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 impl Daemon {
     /// A daemon for `cfg` on `planes`; `adopted` is what pinned maps held
     /// (a restart), whose ids are kept.
@@ -848,11 +867,14 @@ impl Daemon {
         config_path: &Path,
         rx: &mut mpsc::Receiver<CheckResult>,
         admin_rx: &mut mpsc::Receiver<AdminReq>,
+        signals: Signals,
     ) -> Result<()> {
         let mut sample_tick = tokio::time::interval(Duration::from_secs(2));
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
+        let Signals {
+            mut term,
+            mut int,
+            mut hup,
+        } = signals;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         // The program reacts to failures itself; this only makes it last.
         let mut passive_tick = tokio::time::interval(Duration::from_millis(100));

@@ -152,6 +152,7 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     let mut d = Daemon::new(cfg, registry, planes, adopted, tx);
     d.fallback = fallback;
     let (admin_tx, mut admin_rx) = mpsc::channel(16);
+    let signals = super::daemon::Signals::install()?;
     // Whatever fails before serving takes down what this start set up (an
     // earlier run's pinned state stays as it was).
     if let Err(e) = start(&mut d, &mut rx, admin_tx).await {
@@ -178,7 +179,8 @@ pub async fn run(config_path: PathBuf, detach_on_exit: bool) -> Result<()> {
     d.start_serving();
     d.reconcile_vip_routes().await;
     d.take_sample();
-    d.serve(&config_path, &mut rx, &mut admin_rx).await?;
+    d.serve(&config_path, &mut rx, &mut admin_rx, signals)
+        .await?;
     shutdown(d).await
 }
 
