@@ -553,3 +553,37 @@ pub fn make_vips_local(topo: &crate::topo::Topology) -> Result<()> {
         .ip(&["-6", "addr", "add", &v6, "dev", "lo", "nodad"])?;
     Ok(())
 }
+
+/// A self-signed ECDSA P-256 certificate for `cn` made with openssl:
+/// `dir/NAME.crt` and `dir/NAME.key`; their paths.
+pub fn self_signed(dir: &Path, name: &str, cn: &str) -> Result<(PathBuf, PathBuf)> {
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()?;
+    if !out.status.success() {
+        bail!("openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((crt, key))
+}

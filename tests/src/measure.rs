@@ -3,7 +3,10 @@
 
 use anyhow::{Context as _, Result};
 
-use crate::netns::Netns;
+use crate::{
+    netns::Netns,
+    topo::{Topology, VIP_V4},
+};
 
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -53,4 +56,25 @@ pub fn wrk(client: &Netns, url: &str, conns: u32, close: bool, secs: u32) -> Res
         field("50%").unwrap_or(0.0),
         field("99%").unwrap_or(0.0),
     ])
+}
+
+/// The benchmarks' topology (3 backends), the VIP an address of the
+/// gateway, and the same hygiene for every path: tens of thousands of short
+/// connections per run must not exhaust 4-tuples in TIME_WAIT (backends
+/// keep none; the gateway's own connects may reuse them). wrk closes first
+/// and keeps TIME_WAIT: without reuse its 28k ports last about 1.5s at 20k
+/// conn/s, and every path (plain forwarding too) fell to about 1,000
+/// conn/s in runs longer than that.
+pub fn bench_topology() -> Result<Topology> {
+    let topo = Topology::build(3)?;
+    topo.gw
+        .ip(&["addr", "add", &format!("{VIP_V4}/32"), "dev", "lo"])?;
+    for b in &topo.backends {
+        b.ns.sysctl("net.ipv4.tcp_max_tw_buckets", "0")?;
+    }
+    topo.gw.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+    topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+    topo.client
+        .sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
+    Ok(topo)
 }

@@ -222,34 +222,7 @@ fn tls_listener(topo: &Topology, dir: &std::path::Path) -> String {
     topo.gw
         .ip(&["addr", "add", &format!("{VIP_V4}/32"), "dev", "lo"])
         .unwrap();
-    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args([
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=web.example",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (crt, key) = e2e::self_signed(dir, "tls", "web.example").unwrap();
     for f in [&crt, &key] {
         std::os::unix::fs::chown(f, Some(UID), Some(UID)).unwrap();
     }

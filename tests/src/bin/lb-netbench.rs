@@ -281,22 +281,7 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
-    let topo = Topology::build(3)?;
-    topo.gw
-        .ip(&["addr", "add", &format!("{VIP_V4}/32"), "dev", "lo"])?;
-    // Benchmark hygiene, the same for every path: tens of thousands of
-    // short connections per run must not exhaust 4-tuples in TIME_WAIT
-    // (backends keep none; the gateway's own connects may reuse them).
-    for b in &topo.backends {
-        b.ns.sysctl("net.ipv4.tcp_max_tw_buckets", "0")?;
-    }
-    topo.gw.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
-    // wrk closes first and keeps TIME_WAIT: without reuse its 28k ports
-    // last about 1.5s at 20k conn/s, and every path (plain forwarding too)
-    // fell to about 1,000 conn/s in runs longer than that.
-    topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
-    topo.client
-        .sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
+    let topo = tests::measure::bench_topology()?;
     let dir = TempDir::new("bench");
     let _backends = start_backends(&topo, &dir.0)?;
     let mut figures: Vec<Figure> = Vec::new();

@@ -63,17 +63,6 @@ fn listening(ns: &Netns, port: u16) -> bool {
         .unwrap_or(false)
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()?;
-    if !out.status.success() {
-        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 fn lb_config(topo: &Topology, dir: &Path) -> String {
     let mut s = format!(
         "[gateway]\ninterfaces = [{}]\nzone = \"a\"\npin_path = \"{}\"\nadmin_socket = \"/run/{}.sock\"\nstate_dir = \"{}\"\n\n",
@@ -159,37 +148,9 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
-    let topo = Topology::build(3)?;
-    topo.gw
-        .ip(&["addr", "add", &format!("{VIP_V4}/32"), "dev", "lo"])?;
-    for b in &topo.backends {
-        b.ns.sysctl("net.ipv4.tcp_max_tw_buckets", "0")?;
-    }
-    topo.gw.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
-    topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
-    topo.client
-        .sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
+    let topo = tests::measure::bench_topology()?;
     let dir = TempDir::new("tlsbench");
-    openssl(
-        &dir.0,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=bench.example",
-            "-keyout",
-            "bench.key",
-            "-out",
-            "bench.crt",
-        ],
-    )?;
+    tests::e2e::self_signed(&dir.0, "bench", "bench.example")?;
     let _nginx = nginx(&topo, &dir.0)?;
     let url = format!("https://{VIP_V4}/");
     // figure -> path -> (median value, median CPU s of the terminating process)
