@@ -78,13 +78,20 @@ impl<'a> Desired<'a> {
     /// The model with only the VIPs `keep` takes, and their rings (for a
     /// plane that serves some listeners only).
     pub fn only(&self, keep: impl Fn(&VipModel) -> bool) -> (Model, Vec<Rings>) {
-        let mut model = self.model.clone();
-        let mut rings = Vec::new();
-        model.vips.clear();
-        for (v, r) in self.vips().filter(|(v, _)| keep(v)) {
-            model.vips.push(v.clone());
-            rings.push(r.clone());
-        }
+        let m = self.model;
+        let (vips, rings) = self
+            .vips()
+            .filter(|(v, _)| keep(v))
+            .map(|(v, r)| (v.clone(), r.clone()))
+            .unzip();
+        // Not `m.clone()`: the VIPs left out would be copied for nothing.
+        let model = Model {
+            globals: m.globals,
+            zone: m.zone.clone(),
+            vips,
+            backends: m.backends.clone(),
+            deny: m.deny.clone(),
+        };
         (model, rings)
     }
 

@@ -59,12 +59,8 @@ fn walk(mut b: &[u8], out: &mut Vec<(u8, Vec<u8>)>) {
     }
 }
 
-/// The v2 header for a TCP connection from `client` to `local` (the VIP).
-pub fn header(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
-    header_with(client, local, &[])
-}
-
-/// The v2 header with `tlvs` (encoded) after the addresses.
+/// The v2 header for a TCP connection from `client` to `local` (the VIP),
+/// with `tlvs` (encoded) after the addresses.
 pub fn header_with(client: SocketAddr, local: SocketAddr, tlvs: &[u8]) -> Vec<u8> {
     let mut h = SIG.to_vec();
     h.push(0x21); // version 2, PROXY command
@@ -139,14 +135,19 @@ mod tests {
             ("[fd00::2]:40000", "[fd64::1]:443"),
         ] {
             let (c, l): (SocketAddr, SocketAddr) = (c.parse().unwrap(), l.parse().unwrap());
-            let mut h = header(c, l);
+            let mut h = header_with(c, l, &[]);
             let n = h.len();
             h.extend_from_slice(b"GET /");
             assert_eq!(parse(&h), Some((c, l, n)));
         }
         // The spec's example layout for IPv4: 16 + 12 bytes.
         assert_eq!(
-            header("1.2.3.4:5".parse().unwrap(), "6.7.8.9:10".parse().unwrap()).len(),
+            header_with(
+                "1.2.3.4:5".parse().unwrap(),
+                "6.7.8.9:10".parse().unwrap(),
+                &[]
+            )
+            .len(),
             28
         );
         assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), None);

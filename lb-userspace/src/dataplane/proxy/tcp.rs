@@ -64,18 +64,10 @@ async fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, shared: 
     if let Some(tls) = vip.tls.clone() {
         return super::tls::handle(client, peer, local, shared.clone(), snap, vip, tls).await;
     }
-    let Some((backend, mut upstream)) = connect(&shared, &snap, &vip, peer, local).await else {
+    let Some((backend, upstream)) = connect(&shared, &snap, &vip, peer, local, &[]).await else {
         return;
     };
     let _ = client.set_nodelay(true);
-    if vip.ppv2
-        && upstream
-            .write_all(&ppv2::header(peer, local))
-            .await
-            .is_err()
-    {
-        return;
-    }
     shared.count(vip.vip_id, backend, 0, 0, 1);
     let guard = shared.register(backend);
     let count = |bytes: u64| shared.count(vip.vip_id, backend, 1, bytes, 0);
@@ -92,13 +84,15 @@ async fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, shared: 
 }
 
 /// Connects to the target the ring names for this flow, or, when that
-/// fails, to the next ones along the ring.
+/// fails, to the next ones along the ring; then sends the PROXY v2 header
+/// (with `tlvs`) when the listener's group asks for one.
 pub(super) async fn connect(
     shared: &Shared,
     snap: &Snapshot,
     vip: &VipView,
     peer: SocketAddr,
     local: SocketAddr,
+    tlvs: &[u8],
 ) -> Option<(u32, TcpStream)> {
     let ids = shared.candidates(snap, vip, peer, local, PROTO_TCP);
     if ids.is_empty() {
@@ -108,8 +102,15 @@ pub(super) async fn connect(
     for id in ids {
         let addr = snap.backends[&id].addr;
         match timeout(shared.settings.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
+            Ok(Ok(mut s)) => {
                 let _ = s.set_nodelay(true);
+                if vip.ppv2
+                    && s.write_all(&ppv2::header_with(peer, local, tlvs))
+                        .await
+                        .is_err()
+                {
+                    return None;
+                }
                 return Some((id, s));
             }
             _ => shared.event(Event::ConnectFailed),
@@ -253,23 +254,40 @@ async fn relay(
     let last = AtomicU64::new(0);
     let up = pump(a, b, &last, epoch, count, spliced);
     let down = pump(b, a, &last, epoch, count, spliced);
+    let shut = |s: &TcpStream| {
+        let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
+    };
+    both_ways(up, down, || shut(b), || shut(a), idle, cancel, &last, epoch).await
+}
+
+/// Runs the two directions of a flow until both end (`up_end` and
+/// `down_end` pass each end on), one fails, the flow has been quiet
+/// (`last`, in ms since `epoch`) for `idle`, or the daemon cancels it.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn both_ways(
+    up: impl std::future::Future<Output = io::Result<()>>,
+    down: impl std::future::Future<Output = io::Result<()>>,
+    up_end: impl Fn(),
+    down_end: impl Fn(),
+    idle: Duration,
+    cancel: &tokio::sync::Notify,
+    last: &AtomicU64,
+    epoch: Instant,
+) -> io::Result<()> {
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     let mut tick =
         tokio::time::interval((idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
-    let shut = |s: &TcpStream| {
-        let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
-    };
     while !(up_done && down_done) {
         tokio::select! {
             r = &mut up, if !up_done => {
                 up_done = true;
-                shut(b);
+                up_end();
                 r?;
             }
             r = &mut down, if !down_done => {
                 down_done = true;
-                shut(a);
+                down_end();
                 r?;
             }
             _ = tick.tick() => {

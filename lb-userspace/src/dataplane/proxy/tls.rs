@@ -108,21 +108,15 @@ pub async fn handle(
         .and_then(|v| v.as_str())
         .map(|v| v.replace("TLSv1_", "TLSv1."))
         .unwrap_or_default();
-    let Some((backend, mut upstream)) =
-        super::tcp::connect(&shared, &snap, &vip, peer, local).await
+    let tlvs = match vip.ppv2 {
+        true => ppv2::tls_tlvs(&version, sni.as_deref()),
+        false => Vec::new(),
+    };
+    let Some((backend, upstream)) =
+        super::tcp::connect(&shared, &snap, &vip, peer, local, &tlvs).await
     else {
         return;
     };
-    if vip.ppv2 {
-        let tlvs = ppv2::tls_tlvs(&version, sni.as_deref());
-        if upstream
-            .write_all(&ppv2::header_with(peer, local, &tlvs))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
     shared.count(vip.vip_id, backend, 0, 0, 1);
     let guard = shared.register(backend);
     let count = |bytes: u64| shared.count(vip.vip_id, backend, 1, bytes, 0);
@@ -167,7 +161,8 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 }
 
 /// Relays both directions until both end, the flow idles out, or the
-/// daemon cancels it (target unhealthy, drain over).
+/// daemon cancels it (target unhealthy, drain over). Each pump closes its
+/// write side itself.
 async fn relay<A, B>(a: A, b: B, idle: Duration, cancel: &Notify, count: &(dyn Fn(u64) + Sync))
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -179,27 +174,5 @@ where
     let (br, bw) = tokio::io::split(b);
     let up = pump(ar, bw, &last, epoch, count);
     let down = pump(br, aw, &last, epoch, count);
-    tokio::pin!(up, down);
-    let (mut up_done, mut down_done) = (false, false);
-    let mut tick =
-        tokio::time::interval((idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
-    while !(up_done && down_done) {
-        tokio::select! {
-            r = &mut up, if !up_done => {
-                up_done = true;
-                if r.is_err() { return; }
-            }
-            r = &mut down, if !down_done => {
-                down_done = true;
-                if r.is_err() { return; }
-            }
-            _ = tick.tick() => {
-                let quiet = epoch.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
-                if quiet > idle.as_millis() as u64 {
-                    return;
-                }
-            }
-            _ = cancel.notified() => return,
-        }
-    }
+    let _ = super::tcp::both_ways(up, down, || (), || (), idle, cancel, &last, epoch).await;
 }
