@@ -36,6 +36,7 @@ pub mod names {
     pub const ACL: &str = "ACL";
     pub const TX_PORTS: &str = "TX_PORTS";
     pub const VIP_ADDRS: &str = "VIP_ADDRS";
+    pub const ADDR_BITS: &str = "ADDR_BITS";
 
     /// Maps that outlive the daemon: everything but the next-hop cache,
     /// the per-CPU scratch space and the allow and deny lists (written
@@ -63,9 +64,17 @@ pub mod names {
 
     /// Every map of the object: the pinned ones, then those of one
     /// program instance.
-    pub const ALL: [&str; 21] = {
-        let own = [FIB_CACHE, SCRATCH, FIB_SCRATCH, ACL, TX_PORTS, VIP_ADDRS];
-        let mut all = [""; 21];
+    pub const ALL: [&str; 22] = {
+        let own = [
+            FIB_CACHE,
+            SCRATCH,
+            FIB_SCRATCH,
+            ACL,
+            TX_PORTS,
+            VIP_ADDRS,
+            ADDR_BITS,
+        ];
+        let mut all = [""; 22];
         let mut i = 0;
         while i < all.len() {
             all[i] = if i < PINNED.len() {
@@ -363,6 +372,8 @@ impl Default for Globals {
 
 /// Slots of `FIB_CACHE` (per CPU, direct-mapped by destination hash).
 pub const FIB_CACHE_SLOTS: u32 = 4096;
+// Slots are the top bits of `addr_hash`.
+const _: () = assert!(FIB_CACHE_SLOTS.is_power_of_two() && ADDR_SLOTS.is_power_of_two());
 
 /// A cached next hop: what `bpf_fib_lookup` answered for `dst`, and the
 /// path MTU, so larger packets still get the real lookup (and its error).
@@ -425,6 +436,37 @@ pub const VIP_F_DENY_LIST: u32 = 32;
 /// Entries of `TX_PORTS` (indexed by ifindex; a higher one is never
 /// transmitted on by XDP).
 pub const TX_PORTS_SIZE: u32 = 65536;
+
+/// Slots of `ADDR_BITS`, a filter on addresses: the slot `addr_slot`
+/// gives holds `ADDR_F_*` bits for what an address may be. Ordinary traffic
+/// on a VIP's or a target's port is passed without hash lookups: a packet
+/// to a VIP port whose destination is no VIP's skips the conntrack and VIP
+/// lookups, one from a target port whose source is no target's skips the
+/// reply path, one to a target port whose destination is no target's skips
+/// the direct-flow check. A collision only costs those lookups; 65536 slots
+/// keep it rare.
+pub const ADDR_SLOTS: u32 = 65536;
+/// Some VIP may have the address.
+pub const ADDR_F_VIP: u8 = 1;
+/// Some `nat` target (one in `NAT_REVERSE`) may have the address.
+pub const ADDR_F_TARGET: u8 = 2;
+
+/// `ADDR_BITS`'s slot for an address (the XDP program and the daemon both
+/// use this).
+#[inline(always)]
+pub fn addr_slot(addr: &[u32; 4]) -> u32 {
+    addr_hash(addr) >> (32 - ADDR_SLOTS.trailing_zeros())
+}
+
+/// A direct-mapped table's hash of an address (the address filter, the
+/// next-hop cache): Fibonacci hashing of the folded words, whose top bits
+/// are the slot. A few instructions where a murmur round per word is not
+/// needed (a collision costs a lookup, and no one gains by aiming at one).
+#[inline(always)]
+pub fn addr_hash(addr: &[u32; 4]) -> u32 {
+    let x = addr[0] ^ addr[1].rotate_left(8) ^ addr[2].rotate_left(16) ^ addr[3].rotate_left(24);
+    x.wrapping_mul(0x9e37_79b1)
+}
 
 /// Entries of `ACL` (allow-list and deny-list prefixes, over all listeners).
 pub const MAX_ACL_ENTRIES: u32 = 16384;
@@ -703,6 +745,24 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// VIPs usually sit next to each other (one /24, one /64): such
+    /// neighbours must not share a filter slot, or the filter would let
+    /// most non-VIP traffic to their ports through.
+    #[test]
+    fn neighbouring_vip_addresses_take_distinct_filter_slots() {
+        let v4 = |i: u32| [u32::from_be_bytes([203, 0, 113, i as u8]), 0, 0, 0];
+        let v6 = |i: u32| [0x0db8_0120, 0, 0, (i << 24) | 1];
+        for addr in [&v4 as &dyn Fn(u32) -> [u32; 4], &v6] {
+            let mut slots = [0u32; 256];
+            for (i, s) in slots.iter_mut().enumerate() {
+                *s = addr_slot(&addr(i as u32));
+                assert!(*s < ADDR_SLOTS);
+            }
+            slots.sort_unstable();
+            assert!(slots.windows(2).all(|w| w[0] != w[1]), "{slots:?}");
+        }
+    }
 
     #[test]
     fn reasons_are_listed_in_index_order_with_distinct_names() {

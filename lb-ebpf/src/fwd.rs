@@ -23,17 +23,18 @@ use aya_ebpf::{
 use lb_common::{
     flow, hash::flow_hash, passive, select::flow_key_hash, snat, AclData, Backend, Counters,
     FlowKey, FlowState, Globals, Passthrough, Reason, ReverseEntry, ReverseKey, ReverseVal,
-    SnatKey, SnatVal, VipKey, VipMeta, VipSlot, BACKEND_F_VALID, FIB_CACHE_SLOTS, PORT_TARGET_TCP,
-    PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP, PROTO_UDP, REVERSE_SLOTS,
-    VIP_F_ALLOW_LIST, VIP_F_CROSS_ZONE, VIP_F_DENY_LIST, VIP_F_REDISPATCH, VIP_F_SNAT,
+    SnatKey, SnatVal, VipKey, VipMeta, VipSlot, ADDR_F_TARGET, ADDR_F_VIP, BACKEND_F_VALID,
+    FIB_CACHE_SLOTS, PORT_TARGET_TCP, PORT_TARGET_UDP, PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP,
+    PROTO_UDP, REVERSE_SLOTS, VIP_F_ALLOW_LIST, VIP_F_CROSS_ZONE, VIP_F_DENY_LIST,
+    VIP_F_REDISPATCH, VIP_F_SNAT,
 };
 
 use crate::{
     count, csum,
     parse::{self, ptr_at, write, Pkt},
-    ACL, BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP, JUMP_ICMP,
-    JUMP_REPLY, NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, TX_PORTS, VIPS, VIP_SLOTS,
-    VIP_STATS,
+    ACL, ADDR_BITS, BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP,
+    JUMP_ICMP, JUMP_REPLY, NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, TX_PORTS, VIPS,
+    VIP_SLOTS, VIP_STATS,
 };
 
 #[inline(always)]
@@ -50,12 +51,12 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
         }
     };
     let g = GLOBALS.get(0).ok_or(Reason::MapError)?;
-    // Tick resolution is plenty for idle timeouts, and far cheaper.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    // The port bitmap spares ordinary traffic every hash lookup.
+    // The port bitmap spares ordinary traffic every hash lookup; the
+    // address filter spares it those of a VIP's or target's port on
+    // another address.
     let dbits = port_bits(pkt.dport);
-    if dbits & vip_bit != 0 {
-        if let Some(action) = to_backend(ctx, &pkt, g, now)? {
+    if dbits & vip_bit != 0 && addr_bits(&pkt.dst) & ADDR_F_VIP != 0 {
+        if let Some(action) = to_backend(ctx, &pkt, g, now())? {
             return Ok(action);
         }
     }
@@ -66,10 +67,23 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
         unsafe { JUMP.tail_call(ctx, JUMP_REPLY) };
         return Err(Reason::MapError);
     }
-    if dbits & target_bit != 0 && note_direct(&pkt, now) {
+    if dbits & target_bit != 0 && to_target(&pkt) && note_direct(&pkt, now()) {
         return Err(Reason::DirectToTarget);
     }
     Err(Reason::NotVip)
+}
+
+/// The clock, read only where a flow needs it: tick resolution is plenty
+/// for idle timeouts, and far cheaper than `bpf_ktime_get_ns`.
+#[inline(always)]
+fn now() -> u64 {
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Whether `pkt`'s destination may be a `nat` target (see `note_direct`).
+#[inline(always)]
+fn to_target(pkt: &Pkt) -> bool {
+    addr_bits(&pkt.dst) & ADDR_F_TARGET != 0
 }
 
 /// Which reply tables may hold `pkt`: from a target port (`nat`), to the
@@ -78,7 +92,7 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
 fn reply_tables(pkt: &Pkt, g: &Globals, target_bit: u8) -> (bool, bool) {
     let dport = u16::from_be(pkt.dport);
     (
-        port_bits(pkt.sport) & target_bit != 0,
+        port_bits(pkt.sport) & target_bit != 0 && addr_bits(&pkt.src) & ADDR_F_TARGET != 0,
         dport >= g.snat_port_min && dport <= g.snat_port_max,
     )
 }
@@ -101,10 +115,19 @@ pub fn try_reply(ctx: &XdpContext) -> Result<u32, Reason> {
         Err(Reason::NotVip) => {}
         r => return r,
     }
-    if port_bits(pkt.dport) & target_bit != 0 && note_direct(&pkt, now) {
+    if port_bits(pkt.dport) & target_bit != 0 && to_target(&pkt) && note_direct(&pkt, now) {
         return Err(Reason::DirectToTarget);
     }
     Err(Reason::NotVip)
+}
+
+/// `ADDR_F_*` bits of an address's filter slot: what it may be.
+#[inline(always)]
+fn addr_bits(addr: &[u32; 4]) -> u8 {
+    ADDR_BITS
+        .get(lb_common::addr_slot(addr))
+        .copied()
+        .unwrap_or(0)
 }
 
 #[inline(always)]
@@ -1104,6 +1127,9 @@ pub fn fib(
     dport: u16,
     p: &mut bpf_fib_lookup,
 ) -> i64 {
+    // Zeroed here, not for every packet: a next-hop cache hit needs only
+    // the three fields it sets.
+    *p = unsafe { core::mem::zeroed() };
     p.l4_protocol = pkt.proto;
     p.sport = sport;
     p.dport = dport;
@@ -1136,7 +1162,7 @@ fn fib_call(ctx: &XdpContext, p: &mut bpf_fib_lookup) -> i64 {
 /// `dst`'s slot of this CPU's next-hop cache (direct-mapped).
 #[inline(always)]
 fn fib_slot(dst: &[u32; 4]) -> Option<*mut lb_common::FibCacheEntry> {
-    FIB_CACHE.get_ptr_mut(lb_common::hash::hash_words(0x6669_6221, dst) % FIB_CACHE_SLOTS)
+    FIB_CACHE.get_ptr_mut(lb_common::addr_hash(dst) >> (32 - FIB_CACHE_SLOTS.trailing_zeros()))
 }
 
 /// Whether cache entry `e` is `dst`'s next hop, still fresh.
@@ -1200,14 +1226,13 @@ pub fn next_hop(
     rc
 }
 
-/// Zeroed FIB lookup parameters in per-CPU scratch memory: 64 bytes the
-/// 512-byte BPF stack cannot spare.
+/// FIB lookup parameters in per-CPU scratch memory: 64 bytes the 512-byte
+/// BPF stack cannot spare. Left as the last packet left them: `fib`
+/// zeroes them, a next-hop cache hit sets what `emit` reads.
 #[inline(always)]
 pub fn fib_params() -> Result<&'static mut bpf_fib_lookup, Reason> {
     let p = FIB_SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
-    let p = unsafe { &mut *p };
-    *p = unsafe { core::mem::zeroed() };
-    Ok(p)
+    Ok(unsafe { &mut *p })
 }
 
 /// Whether the translated packet goes to the kernel to forward, its

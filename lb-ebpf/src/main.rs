@@ -63,6 +63,9 @@ static ACL: LpmTrie<AclData, u8> = LpmTrie::with_max_entries(lb_common::MAX_ACL_
 /// Every VIP's address (any port): echo requests to them are answered.
 #[map]
 static VIP_ADDRS: HashMap<lb_common::VipAddr, u8> = HashMap::with_max_entries(256, 0);
+/// By `addr_slot` of a destination: 1 when a VIP may have it.
+#[map]
+static ADDR_BITS: Array<u8> = Array::with_max_entries(lb_common::ADDR_SLOTS, 0);
 /// By ifindex: 1 where lb runs natively, so XDP may transmit there (a
 /// redirect to a device without XDP transmit is dropped by the kernel).
 #[map]

@@ -55,6 +55,45 @@ fn passes_what_is_not_ours() {
     env.check_all(&table);
 }
 
+/// The address filter is a hint: an address whose slot says "VIP" and
+/// "target" (as a collision does) still takes the exact lookups, and
+/// ordinary traffic on VIP and target ports is passed as before.
+#[test]
+fn the_address_filter_only_skips_lookups() {
+    let mut env = env();
+    let to_vip_port = || Spec::new("10.0.0.2", 5000, "10.9.9.9", 80, SYN).build();
+    let from_target_port = || Spec::new("10.9.9.9", 8080, "10.0.0.2", 5000, ACK).build();
+    let (w, _) = lb_userspace::model::addr_words("10.9.9.9".parse().unwrap());
+    for collides in [false, true] {
+        let bits = if collides {
+            lb_common::ADDR_F_VIP | lb_common::ADDR_F_TARGET
+        } else {
+            0
+        };
+        env.dp
+            .maps
+            .addr_bits
+            .set(lb_common::addr_slot(&w), bits, 0)
+            .unwrap();
+        env.check_all(&[
+            Fixture {
+                desc: format!("to a VIP port, not a VIP (slot set: {collides}): passes"),
+                input: to_vip_port(),
+                action: XDP_PASS,
+                output: None,
+                reason: Some(Reason::NotVip),
+            },
+            Fixture {
+                desc: format!("from a target port, not a target (slot set: {collides}): passes"),
+                input: from_target_port(),
+                action: XDP_PASS,
+                output: None,
+                reason: Some(Reason::NotVip),
+            },
+        ]);
+    }
+}
+
 /// New flow to a VIP and the reply, for v4/v6 x TCP/UDP, in `nat` mode.
 #[test]
 fn nat_new_flow_and_reply() {

@@ -161,6 +161,7 @@ impl XdpDataplane {
             reverse: BTreeSet::new(),
             acl: BTreeSet::new(),
             vip_addrs: BTreeSet::new(),
+            addr_bits: vec![0; lb_common::ADDR_SLOTS as usize],
             backends: BTreeSet::new(),
             port_bits: vec![0; 65536],
             attached: Vec::new(),

@@ -73,6 +73,7 @@ pub struct Maps {
     pub acl: aya::maps::LpmTrie<MapData, lb_common::AclData, u8>,
     pub tx_ports: Array<MapData, u8>,
     pub vip_addrs: BpfHashMap<MapData, lb_common::VipAddr, u8>,
+    pub addr_bits: Array<MapData, u8>,
 }
 
 pub fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -104,6 +105,7 @@ impl Maps {
             acl: take(ebpf, names::ACL)?,
             tx_ports: take(ebpf, names::TX_PORTS)?,
             vip_addrs: take(ebpf, names::VIP_ADDRS)?,
+            addr_bits: take(ebpf, names::ADDR_BITS)?,
         })
     }
 }

@@ -85,6 +85,8 @@ pub struct XdpDataplane {
     acl: BTreeSet<(u32, lb_common::AclData)>,
     /// The `VIP_ADDRS` keys as last written.
     vip_addrs: BTreeSet<lb_common::VipAddr>,
+    /// The `ADDR_BITS` filter as last written.
+    addr_bits: Vec<u8>,
     backends: BTreeSet<u32>,
     /// The `PORTS` bitmap as last written.
     port_bits: Vec<u8>,

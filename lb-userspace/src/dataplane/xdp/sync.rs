@@ -30,14 +30,13 @@ impl XdpDataplane {
             *l.globals.lock().unwrap() = Some(model.globals);
         }
         let bits = port_bits(model);
-        // Bits first widen (so a new VIP is never filtered out), and are
-        // narrowed only after stale VIPs are gone.
-        let union: Vec<u8> = bits
-            .iter()
-            .zip(&self.port_bits)
-            .map(|(a, b)| a | b)
-            .collect();
-        write_ports(&mut self.maps.ports, &mut self.port_bits, &union)?;
+        // Bits (ports, then addresses) first widen, so a new VIP is never
+        // filtered out, and are narrowed only after stale VIPs are gone.
+        let union = or(&bits, &self.port_bits);
+        write_bytes(&mut self.maps.ports, &mut self.port_bits, &union)?;
+        let abits = addr_bits(model);
+        let union = or(&abits, &self.addr_bits);
+        write_bytes(&mut self.maps.addr_bits, &mut self.addr_bits, &union)?;
         self.maps.globals.set(0, model.globals, 0)?;
         // New prefixes before the VIP flags that make the program read
         // them; stale ones out after (a list never looks empty meanwhile).
@@ -54,7 +53,8 @@ impl XdpDataplane {
         self.sync_reverse(model)?;
         self.remove_stale_acl(acl);
         self.sync_vip_addrs(model)?;
-        write_ports(&mut self.maps.ports, &mut self.port_bits, &bits)?;
+        write_bytes(&mut self.maps.addr_bits, &mut self.addr_bits, &abits)?;
+        write_bytes(&mut self.maps.ports, &mut self.port_bits, &bits)?;
         Ok(())
     }
 
@@ -236,10 +236,28 @@ fn port_bits(model: &Model) -> Vec<u8> {
     bits
 }
 
-fn write_ports(map: &mut Array<MapData, u8>, cur: &mut [u8], want: &[u8]) -> Result<()> {
-    for (port, (c, w)) in cur.iter_mut().zip(want).enumerate() {
+/// The `ADDR_BITS` filter a model needs: its VIPs, and the targets its
+/// reply table holds.
+fn addr_bits(model: &Model) -> Vec<u8> {
+    let mut bits = vec![0u8; lb_common::ADDR_SLOTS as usize];
+    for v in &model.vips {
+        bits[lb_common::addr_slot(&v.key.addr) as usize] |= lb_common::ADDR_F_VIP;
+    }
+    for (k, _) in model.reverse_entries() {
+        bits[lb_common::addr_slot(&k.addr) as usize] |= lb_common::ADDR_F_TARGET;
+    }
+    bits
+}
+
+fn or(a: &[u8], b: &[u8]) -> Vec<u8> {
+    a.iter().zip(b).map(|(a, b)| a | b).collect()
+}
+
+/// Writes the slots of a byte array that differ from what it holds.
+fn write_bytes(map: &mut Array<MapData, u8>, cur: &mut [u8], want: &[u8]) -> Result<()> {
+    for (i, (c, w)) in cur.iter_mut().zip(want).enumerate() {
         if c != w {
-            map.set(port as u32, *w, 0)?;
+            map.set(i as u32, *w, 0)?;
             *c = *w;
         }
     }
