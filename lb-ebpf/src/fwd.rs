@@ -61,6 +61,7 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
         }
     }
     let (nat, snat) = reply_tables(&pkt, g, target_bit);
+    let nat = nat && addr_bits(&pkt.src) & ADDR_F_TARGET != 0;
     if nat || snat {
         // The reply path is a program of its own (`lb_reply`): a verifier
         // budget of its own. Returns only when the call fails.
@@ -92,7 +93,7 @@ fn to_target(pkt: &Pkt) -> bool {
 fn reply_tables(pkt: &Pkt, g: &Globals, target_bit: u8) -> (bool, bool) {
     let dport = u16::from_be(pkt.dport);
     (
-        port_bits(pkt.sport) & target_bit != 0 && addr_bits(&pkt.src) & ADDR_F_TARGET != 0,
+        port_bits(pkt.sport) & target_bit != 0,
         dport >= g.snat_port_min && dport <= g.snat_port_max,
     )
 }
@@ -115,7 +116,9 @@ pub fn try_reply(ctx: &XdpContext) -> Result<u32, Reason> {
         Err(Reason::NotVip) => {}
         r => return r,
     }
-    if port_bits(pkt.dport) & target_bit != 0 && to_target(&pkt) && note_direct(&pkt, now) {
+    // No address filter here: after a restart, the pinned `lb_xdp` tail-
+    // calls the new `lb_reply` before the new instance's filter is written.
+    if port_bits(pkt.dport) & target_bit != 0 && note_direct(&pkt, now) {
         return Err(Reason::DirectToTarget);
     }
     Err(Reason::NotVip)
