@@ -172,30 +172,20 @@ fn main() -> anyhow::Result<()> {
         // The hit row's flow again (the SYNs left it half-open).
         env.run(&syn)?;
         env.run(&ack)?;
-        rows[6]
-            .1
-            .push(ns(env.run_prog("lb_xdp", &other, REPEAT)?.2));
-        // What every such packet paid before the address filter (and what
-        // one whose address collides with a VIP's slot still pays).
-        env.dp
-            .maps
-            .addr_bits
-            .set(other_slot, lb_common::ADDR_F_VIP, 0)?;
-        rows[7]
-            .1
-            .push(ns(env.run_prog("lb_xdp", &other, REPEAT)?.2));
-        env.dp.maps.addr_bits.set(other_slot, 0, 0)?;
-        rows[8]
-            .1
-            .push(ns(env.run_prog("lb_xdp", &from_other, REPEAT)?.2));
-        env.dp
-            .maps
-            .addr_bits
-            .set(other_slot, lb_common::ADDR_F_TARGET, 0)?;
-        rows[9]
-            .1
-            .push(ns(env.run_prog("lb_xdp", &from_other, REPEAT)?.2));
-        env.dp.maps.addr_bits.set(other_slot, 0, 0)?;
+        // Each ordinary packet with its address's filter slot empty, then
+        // set: what every such packet paid before the filter (and what one
+        // whose address collides with a VIP's or target's slot still pays).
+        for (row, p, bit) in [
+            (6, &other, lb_common::ADDR_F_VIP),
+            (8, &from_other, lb_common::ADDR_F_TARGET),
+        ] {
+            rows[row].1.push(ns(env.run_prog("lb_xdp", p, REPEAT)?.2));
+            env.dp.maps.addr_bits.set(other_slot, bit, 0)?;
+            rows[row + 1]
+                .1
+                .push(ns(env.run_prog("lb_xdp", p, REPEAT)?.2));
+            env.dp.maps.addr_bits.set(other_slot, 0, 0)?;
+        }
         rows[10].1.push(ns(env.run_prog("lb_xdp", &arp, REPEAT)?.2));
     }
     let base = median(rows[0].1.clone());
