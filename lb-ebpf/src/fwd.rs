@@ -68,7 +68,10 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
         unsafe { JUMP.tail_call(ctx, JUMP_REPLY) };
         return Err(Reason::MapError);
     }
-    if dbits & target_bit != 0 && to_target(&pkt) && note_direct(&pkt, now()) {
+    if dbits & target_bit != 0
+        && addr_bits(&pkt.dst) & ADDR_F_TARGET != 0
+        && note_direct(&pkt, now())
+    {
         return Err(Reason::DirectToTarget);
     }
     Err(Reason::NotVip)
@@ -79,12 +82,6 @@ pub fn try_lb(ctx: &XdpContext) -> Result<u32, Reason> {
 #[inline(always)]
 fn now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
-}
-
-/// Whether `pkt`'s destination may be a `nat` target (see `note_direct`).
-#[inline(always)]
-fn to_target(pkt: &Pkt) -> bool {
-    addr_bits(&pkt.dst) & ADDR_F_TARGET != 0
 }
 
 /// Which reply tables may hold `pkt`: from a target port (`nat`), to the

@@ -63,7 +63,8 @@ static ACL: LpmTrie<AclData, u8> = LpmTrie::with_max_entries(lb_common::MAX_ACL_
 /// Every VIP's address (any port): echo requests to them are answered.
 #[map]
 static VIP_ADDRS: HashMap<lb_common::VipAddr, u8> = HashMap::with_max_entries(256, 0);
-/// By `addr_slot` of a destination: 1 when a VIP may have it.
+/// By `addr_slot` of an address: `ADDR_F_*` bits for what it may be (a
+/// VIP's, a `nat` target's); written by the daemon, read by `lb_xdp` only.
 #[map]
 static ADDR_BITS: Array<u8> = Array::with_max_entries(lb_common::ADDR_SLOTS, 0);
 /// By ifindex: 1 where lb runs natively, so XDP may transmit there (a

@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 use anyhow::{bail, Result};
 use aya::maps::{Array, MapData};
 use lb_common::{
-    Backend, VipKey, VipMeta, VipSlot, PORT_TARGET_TCP, PORT_TARGET_UDP, PORT_VIP_TCP,
-    PORT_VIP_UDP, PROTO_TCP, RINGS_PER_VIP, VIP_F_SNAT,
+    Backend, ReverseKey, ReverseVal, VipKey, VipMeta, VipSlot, PORT_TARGET_TCP, PORT_TARGET_UDP,
+    PORT_VIP_TCP, PORT_VIP_UDP, PROTO_TCP, RINGS_PER_VIP, VIP_F_SNAT,
 };
 
 use super::{RingState, XdpDataplane};
@@ -34,7 +34,10 @@ impl XdpDataplane {
         // filtered out, and are narrowed only after stale VIPs are gone.
         let union = or(&bits, &self.port_bits);
         write_bytes(&mut self.maps.ports, &mut self.port_bits, &union)?;
-        let abits = addr_bits(model);
+        // Computed once: the reverse table and the address filter's
+        // target bits both come from it.
+        let reverse = model.reverse_entries();
+        let abits = addr_bits(model, &reverse);
         let union = or(&abits, &self.addr_bits);
         write_bytes(&mut self.maps.addr_bits, &mut self.addr_bits, &union)?;
         self.maps.globals.set(0, model.globals, 0)?;
@@ -50,7 +53,7 @@ impl XdpDataplane {
             seen.insert(v.key, v.vip_id);
         }
         self.vips = seen;
-        self.sync_reverse(model)?;
+        self.sync_reverse(&reverse)?;
         self.remove_stale_acl(acl);
         self.sync_vip_addrs(model)?;
         write_bytes(&mut self.maps.addr_bits, &mut self.addr_bits, &abits)?;
@@ -202,9 +205,9 @@ impl XdpDataplane {
         self.acl = now;
     }
 
-    fn sync_reverse(&mut self, model: &Model) -> Result<()> {
+    fn sync_reverse(&mut self, entries: &[(ReverseKey, ReverseVal)]) -> Result<()> {
         let mut now = BTreeSet::new();
-        for (k, v) in model.reverse_entries() {
+        for &(k, v) in entries {
             self.maps.reverse.insert(k, v, 0)?;
             now.insert(ReverseKeyOrd::of(&k));
         }
@@ -238,12 +241,12 @@ fn port_bits(model: &Model) -> Vec<u8> {
 
 /// The `ADDR_BITS` filter a model needs: its VIPs, and the targets its
 /// reply table holds.
-fn addr_bits(model: &Model) -> Vec<u8> {
+fn addr_bits(model: &Model, reverse: &[(ReverseKey, ReverseVal)]) -> Vec<u8> {
     let mut bits = vec![0u8; lb_common::ADDR_SLOTS as usize];
     for v in &model.vips {
         bits[lb_common::addr_slot(&v.key.addr) as usize] |= lb_common::ADDR_F_VIP;
     }
-    for (k, _) in model.reverse_entries() {
+    for (k, _) in reverse {
         bits[lb_common::addr_slot(&k.addr) as usize] |= lb_common::ADDR_F_TARGET;
     }
     bits
