@@ -123,6 +123,12 @@ impl Env {
     /// As `new`, with a config as given (the benchmark's identity target is
     /// no config an operator could write).
     pub fn with(cfg: Config) -> Result<Env> {
+        Self::with_object(cfg, None)
+    }
+
+    /// As `with`, running `object` (another build of the program) instead
+    /// of the one built in: the benchmark's A/B.
+    pub fn with_object(cfg: Config, object: Option<&[u8]>) -> Result<Env> {
         crate::netns::require_root();
         let ns = Netns::new("fx")?;
         veth(&ns, "cl", &ns, "cl-p")?;
@@ -162,7 +168,10 @@ impl Env {
                 "bk",
             )?;
         }
-        let dp = XdpDataplane::load(Sizes::from_config(&cfg))?;
+        let dp = match object {
+            Some(o) => XdpDataplane::load_object(Sizes::from_config(&cfg), o)?,
+            None => XdpDataplane::load(Sizes::from_config(&cfg))?,
+        };
         let mut vip_ids = Ids::new(0);
         let mut backend_ids = Ids::new(1);
         let model = Model::build(&cfg, &mut vip_ids, &mut backend_ids, &Default::default());

@@ -56,137 +56,268 @@ macro_rules! out {
     }};
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut md = String::new();
-    // Not validated: a VIP that is its own target is refused by `lb check`,
-    // and is what lets the kernel rerun the rewritten packet.
-    let mut env = Env::with(toml::from_str(CONFIG)?)?;
-    // The identity target is reached through the backend-side interface.
-    env.ns.ip(&["route", "add", "10.100.0.1/32", "dev", "bk"])?;
-    env.ns.ip(&[
-        "neigh",
-        "replace",
-        "10.100.0.1",
-        "lladdr",
-        "02:00:00:00:01:64",
-        "dev",
-        "bk",
-        "nud",
-        "permanent",
-    ])?;
-    let spec = |sport: u16, l4| {
-        let mut s = Spec::new("10.0.0.2", sport, "10.100.0.1", 80, l4).macs(CLIENT_MAC, GW_CL_MAC);
-        s.ttl = 255;
-        s
-    };
-    let syn = spec(40000, SYN).build();
-    let ack = spec(40000, ACK).build();
-    let mut r =
-        Spec::new("10.100.0.1", 80, "10.0.0.2", 40000, ACK).macs([2, 0, 0, 0, 1, 100], GW_BK_MAC);
-    r.ttl = 255;
-    let reply = r.build();
-    let other = spec(40000, ACK);
-    let other = Spec {
-        dst: "10.9.9.9".parse()?,
-        ..other
-    }
-    .build();
-    // Ordinary traffic: a web server's reply to a host behind the gateway.
-    let mut f = Spec::new("10.9.9.9", 80, "10.0.0.2", 40000, ACK).macs(CLIENT_MAC, GW_CL_MAC);
-    f.ttl = 255;
-    let from_other = f.build();
-    let arp = raw_frame(0x0806, &[0u8; 46]);
-    let slot = |a: &str| -> anyhow::Result<u32> {
-        let (w, _) = lb_userspace::model::addr_words(a.parse()?);
-        Ok(lb_common::addr_slot(&w))
-    };
-    let other_slot = slot("10.9.9.9")?;
-    anyhow::ensure!(
-        other_slot != slot("10.100.0.1")?,
-        "the bench's non-VIP address shares the VIP's filter slot"
-    );
-    // The identity target's reply arrives on the target side.
-    for (what, p, dev) in [
-        ("flow", &syn, "cl"),
-        ("hit", &ack, "cl"),
-        ("reply", &reply, "bk"),
-    ] {
-        let (a, out) = env.run_on(p, dev)?;
-        anyhow::ensure!(
-            a == XDP_REDIRECT,
-            "bench {what} packet is not forwarded (action {a})"
-        );
-        anyhow::ensure!(
-            out[14 + 16..14 + 20] == p[14 + 16..14 + 20],
-            "bench {what}: rewrite is not an identity"
-        );
-    }
-    let fresh = env.model.globals;
-    let mut stale = fresh;
-    // Zero timeouts make every SYN of the flow a new flow again (no cap:
-    // the bench opens far more than a second's share).
-    stale.tcp_timeout_s = 0;
-    stale.syn_timeout_s = 0;
-    stale.new_flows_per_cpu = 0;
-    let mut unchecked = fresh;
-    unchecked.flags &= !lb_common::GLOBAL_F_REPLY_SIDE;
+/// Row names, in the order `Bench::sample` measures them.
+const ROWS: [&str; 11] = [
+    "baseline: XDP_PASS program",
+    "conntrack hit (client -> VIP)",
+    "return path (target -> client, nat)",
+    "return path, reply_source_check = false",
+    "new flow (SYN: ring lookup + conntrack insert)",
+    "ACK without a flow (ring lookup, untracked)",
+    "not for a VIP (to port 80, a VIP port): XDP_PASS",
+    "the same, its address's filter slot set (as without the filter)",
+    "not a reply (from port 80, a target port): XDP_PASS",
+    "the same, its address's filter slot set (as without the filter)",
+    "not IP (ARP): XDP_PASS",
+];
 
-    let mut rows: Vec<(&str, Vec<f64>)> = vec![
-        ("baseline: XDP_PASS program", vec![]),
-        ("conntrack hit (client -> VIP)", vec![]),
-        ("return path (target -> client, nat)", vec![]),
-        ("return path, reply_source_check = false", vec![]),
-        ("new flow (SYN: ring lookup + conntrack insert)", vec![]),
-        ("ACK without a flow (ring lookup, untracked)", vec![]),
-        ("not for a VIP (to port 80, a VIP port): XDP_PASS", vec![]),
-        (
-            "the same, its address's filter slot set (as without the filter)",
-            vec![],
-        ),
-        (
-            "not a reply (from port 80, a target port): XDP_PASS",
-            vec![],
-        ),
-        (
-            "the same, its address's filter slot set (as without the filter)",
-            vec![],
-        ),
-        ("not IP (ARP): XDP_PASS", vec![]),
-    ];
-    let ns = |d: Duration| d.as_nanos() as f64;
-    for _ in 0..CALLS {
-        // Interleaved, so drift on a shared machine hits every row alike.
-        rows[0].1.push(ns(env.run_pass(&ack, REPEAT)?));
-        rows[1].1.push(ns(env.run_prog("lb_xdp", &ack, REPEAT)?.2));
-        rows[2]
-            .1
-            .push(ns(env.run_prog_on("lb_xdp", &reply, REPEAT, "bk")?.2));
-        env.dp.maps.globals.set(0, unchecked, 0)?;
-        rows[3]
-            .1
-            .push(ns(env.run_prog_on("lb_xdp", &reply, REPEAT, "bk")?.2));
-        env.dp.maps.globals.set(0, stale, 0)?;
-        rows[4].1.push(ns(env.run_prog("lb_xdp", &syn, REPEAT)?.2));
-        rows[5].1.push(ns(env.run_prog("lb_xdp", &ack, REPEAT)?.2));
-        env.dp.maps.globals.set(0, fresh, 0)?;
+/// One loaded program with the bench's VIP, its packets and its globals.
+struct Bench {
+    env: Env,
+    syn: Vec<u8>,
+    ack: Vec<u8>,
+    reply: Vec<u8>,
+    other: Vec<u8>,
+    from_other: Vec<u8>,
+    arp: Vec<u8>,
+    other_slot: u32,
+    fresh: lb_common::Globals,
+    stale: lb_common::Globals,
+    unchecked: lb_common::Globals,
+}
+
+impl Bench {
+    fn new(object: Option<&[u8]>) -> anyhow::Result<Bench> {
+        // Not validated: a VIP that is its own target is refused by `lb
+        // check`, and is what lets the kernel rerun the rewritten packet.
+        let mut env = Env::with_object(toml::from_str(CONFIG)?, object)?;
+        // The identity target is reached through the backend-side interface.
+        env.ns.ip(&["route", "add", "10.100.0.1/32", "dev", "bk"])?;
+        env.ns.ip(&[
+            "neigh",
+            "replace",
+            "10.100.0.1",
+            "lladdr",
+            "02:00:00:00:01:64",
+            "dev",
+            "bk",
+            "nud",
+            "permanent",
+        ])?;
+        let spec = |sport: u16, l4| {
+            let mut s =
+                Spec::new("10.0.0.2", sport, "10.100.0.1", 80, l4).macs(CLIENT_MAC, GW_CL_MAC);
+            s.ttl = 255;
+            s
+        };
+        let syn = spec(40000, SYN).build();
+        let ack = spec(40000, ACK).build();
+        let mut r = Spec::new("10.100.0.1", 80, "10.0.0.2", 40000, ACK)
+            .macs([2, 0, 0, 0, 1, 100], GW_BK_MAC);
+        r.ttl = 255;
+        let reply = r.build();
+        let other = Spec {
+            dst: "10.9.9.9".parse()?,
+            ..spec(40000, ACK)
+        }
+        .build();
+        // Ordinary traffic: a web server's reply to a host behind the gateway.
+        let mut f = Spec::new("10.9.9.9", 80, "10.0.0.2", 40000, ACK).macs(CLIENT_MAC, GW_CL_MAC);
+        f.ttl = 255;
+        let from_other = f.build();
+        let slot = |a: &str| -> anyhow::Result<u32> {
+            let (w, _) = lb_userspace::model::addr_words(a.parse()?);
+            Ok(lb_common::addr_slot(&w))
+        };
+        let other_slot = slot("10.9.9.9")?;
+        anyhow::ensure!(
+            other_slot != slot("10.100.0.1")?,
+            "the bench's non-VIP address shares the VIP's filter slot"
+        );
+        // The identity target's reply arrives on the target side.
+        for (what, p, dev) in [
+            ("flow", &syn, "cl"),
+            ("hit", &ack, "cl"),
+            ("reply", &reply, "bk"),
+        ] {
+            let (a, out) = env.run_on(p, dev)?;
+            anyhow::ensure!(
+                a == XDP_REDIRECT,
+                "bench {what} packet is not forwarded (action {a})"
+            );
+            anyhow::ensure!(
+                out[14 + 16..14 + 20] == p[14 + 16..14 + 20],
+                "bench {what}: rewrite is not an identity"
+            );
+        }
+        let fresh = env.model.globals;
+        let mut stale = fresh;
+        // Zero timeouts make every SYN of the flow a new flow again (no
+        // cap: the bench opens far more than a second's share).
+        stale.tcp_timeout_s = 0;
+        stale.syn_timeout_s = 0;
+        stale.new_flows_per_cpu = 0;
+        let mut unchecked = fresh;
+        unchecked.flags &= !lb_common::GLOBAL_F_REPLY_SIDE;
+        Ok(Bench {
+            env,
+            syn,
+            ack,
+            reply,
+            other,
+            from_other,
+            arp: raw_frame(0x0806, &[0u8; 46]),
+            other_slot,
+            fresh,
+            stale,
+            unchecked,
+        })
+    }
+
+    /// One sample (ns/packet) of every row of `ROWS`.
+    fn sample(&mut self) -> anyhow::Result<Vec<f64>> {
+        let ns = |d: Duration| d.as_nanos() as f64;
+        let env = &mut self.env;
+        let mut v = Vec::with_capacity(ROWS.len());
+        v.push(ns(env.run_pass(&self.ack, REPEAT)?));
+        v.push(ns(env.run_prog("lb_xdp", &self.ack, REPEAT)?.2));
+        v.push(ns(env.run_prog_on("lb_xdp", &self.reply, REPEAT, "bk")?.2));
+        env.dp.maps.globals.set(0, self.unchecked, 0)?;
+        v.push(ns(env.run_prog_on("lb_xdp", &self.reply, REPEAT, "bk")?.2));
+        env.dp.maps.globals.set(0, self.stale, 0)?;
+        v.push(ns(env.run_prog("lb_xdp", &self.syn, REPEAT)?.2));
+        v.push(ns(env.run_prog("lb_xdp", &self.ack, REPEAT)?.2));
+        env.dp.maps.globals.set(0, self.fresh, 0)?;
         // The hit row's flow again (the SYNs left it half-open).
-        env.run(&syn)?;
-        env.run(&ack)?;
+        env.run(&self.syn)?;
+        env.run(&self.ack)?;
         // Each ordinary packet with its address's filter slot empty, then
         // set: what every such packet paid before the filter (and what one
         // whose address collides with a VIP's or target's slot still pays).
-        for (row, p, bit) in [
-            (6, &other, lb_common::ADDR_F_VIP),
-            (8, &from_other, lb_common::ADDR_F_TARGET),
+        for (p, bit) in [
+            (&self.other, lb_common::ADDR_F_VIP),
+            (&self.from_other, lb_common::ADDR_F_TARGET),
         ] {
-            rows[row].1.push(ns(env.run_prog("lb_xdp", p, REPEAT)?.2));
-            env.dp.maps.addr_bits.set(other_slot, bit, 0)?;
-            rows[row + 1]
-                .1
-                .push(ns(env.run_prog("lb_xdp", p, REPEAT)?.2));
-            env.dp.maps.addr_bits.set(other_slot, 0, 0)?;
+            v.push(ns(env.run_prog("lb_xdp", p, REPEAT)?.2));
+            env.dp.maps.addr_bits.set(self.other_slot, bit, 0)?;
+            v.push(ns(env.run_prog("lb_xdp", p, REPEAT)?.2));
+            env.dp.maps.addr_bits.set(self.other_slot, 0, 0)?;
         }
-        rows[10].1.push(ns(env.run_prog("lb_xdp", &arp, REPEAT)?.2));
+        v.push(ns(env.run_prog("lb_xdp", &self.arp, REPEAT)?.2));
+        Ok(v)
+    }
+
+    /// Runs one row's packet for `secs` (what `--profile` samples).
+    fn spin(&mut self, row: &str, secs: u64) -> anyhow::Result<u64> {
+        let (p, dev) = match row {
+            "hit" => (&self.ack, "cl"),
+            "reply" => (&self.reply, "bk"),
+            "notvip" => (&self.other, "cl"),
+            other => anyhow::bail!("--profile takes hit, reply or notvip, not {other:?}"),
+        };
+        let t = Instant::now();
+        let mut n = 0;
+        while t.elapsed() < Duration::from_secs(secs) {
+            self.env.run_prog_on("lb_xdp", p, 100_000, dev)?;
+            n += 100_000;
+        }
+        Ok(n)
+    }
+}
+
+/// Pins the bench to the last CPU: no migrations mid-sample, and a build
+/// on the other CPUs disturbs it less.
+fn pin() -> anyhow::Result<usize> {
+    let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        anyhow::ensure!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) == 0,
+            "pinning to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(cpu)
+}
+
+/// `--profile ROW`: perf's cpu-clock samples of the kernel while one row's
+/// packet runs, by symbol: what a path's cost is made of (the program's
+/// own instructions, each map's lookup, the test harness). The program
+/// runs pinned to one CPU, and perf samples only that CPU.
+fn profile(row: &str) -> anyhow::Result<()> {
+    let mut b = Bench::new(None)?;
+    let cpu = pin()?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let data = dir.join(format!("{row}.perf.data"));
+    let mut perf = std::process::Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "20000", "-C"])
+        .arg(cpu.to_string())
+        .arg("-o")
+        .arg(&data)
+        .args(["--", "sleep", "5"])
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("running perf: {e}"))?;
+    let n = b.spin(row, 6)?;
+    anyhow::ensure!(perf.wait()?.success(), "perf record failed");
+    let rep = std::process::Command::new("perf")
+        .args(["report", "--stdio", "--no-children", "--sort", "sym", "-i"])
+        .arg(&data)
+        .output()?;
+    println!(
+        "{row}: {n} runs; kernel cpu-clock samples on CPU {cpu} by symbol (perf report, top 15):"
+    );
+    for l in String::from_utf8_lossy(&rep.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .take(15)
+    {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, row] = &args[..] {
+        anyhow::ensure!(
+            flag == "--profile",
+            "usage: lb-bench [--profile hit|reply|notvip]"
+        );
+        return profile(row);
+    }
+    pin()?;
+    let mut md = String::new();
+    let mut a = Bench::new(None)?;
+    // LB_BENCH_OBJECT: another build of the program (e.g. the object of the
+    // commit before a change), measured in the same run: drift on a shared
+    // machine moves both alike, so a 10 ns change shows.
+    let other = std::env::var_os("LB_BENCH_OBJECT")
+        .map(|p| std::fs::read(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.to_string_lossy())))
+        .transpose()?;
+    let mut b = other.as_deref().map(|o| Bench::new(Some(o))).transpose()?;
+    let mut rows: Vec<(&str, Vec<f64>)> = ROWS.iter().map(|r| (*r, vec![])).collect();
+    let mut rows_b: Vec<Vec<f64>> = vec![vec![]; ROWS.len()];
+    for i in 0..CALLS {
+        // Interleaved, so drift on a shared machine hits every row alike;
+        // A and B take turns going first.
+        let a_first = i % 2 == 0;
+        if a_first {
+            for (row, x) in rows.iter_mut().zip(a.sample()?) {
+                row.1.push(x);
+            }
+        }
+        if let Some(b) = b.as_mut() {
+            for (row, x) in rows_b.iter_mut().zip(b.sample()?) {
+                row.push(x);
+            }
+        }
+        if !a_first {
+            for (row, x) in rows.iter_mut().zip(a.sample()?) {
+                row.1.push(x);
+            }
+        }
     }
     let base = median(rows[0].1.clone());
     out!(
@@ -205,6 +336,18 @@ fn main() -> anyhow::Result<()> {
         out!(md, "| {name} | {m:.1} | {:.2}x |", m / base);
         json_rows.push(serde_json::json!({"path": name, "ns": m, "ratio": m / base}));
     }
+    if b.is_some() {
+        out!(
+            md,
+            "\nSame run, LB_BENCH_OBJECT as B against this build as A (ns/packet, medians)"
+        );
+        out!(md, "| path | A | B | A - B |");
+        out!(md, "|---|---:|---:|---:|");
+        for ((name, va), vb) in rows.iter().zip(&rows_b) {
+            let (ma, mb) = (median(va.clone()), median(vb.clone()));
+            out!(md, "| {name} | {ma:.1} | {mb:.1} | {:+.1} |", ma - mb);
+        }
+    }
     let budget = 1.5 * base + 40.0;
     out!(
         md,
@@ -220,7 +363,7 @@ fn main() -> anyhow::Result<()> {
     out!(md, "| program | instructions |");
     out!(md, "|---|---:|");
     for p in ["lb_xdp", "lb_reply", "lb_icmp"] {
-        let n = env.dp.program(p)?.info()?.verified_instruction_count();
+        let n = a.env.dp.program(p)?.info()?.verified_instruction_count();
         out!(md, "| {p} | {} |", n.map_or("?".into(), |n| n.to_string()));
     }
 

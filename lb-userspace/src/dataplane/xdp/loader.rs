@@ -86,6 +86,12 @@ impl XdpDataplane {
         Self::load_pinned(sizes, None)
     }
 
+    /// Loads another build of the program, unpinned: the benchmark's
+    /// same-run A/B of two objects (maps and sync must be the same).
+    pub fn load_object(sizes: Sizes, object: &[u8]) -> Result<Self> {
+        Self::load_from(sizes, None, object)
+    }
+
     /// Loads the program; with `pin_dir`, its state maps live under
     /// `pin_dir/maps` and are adopted when already there (a restart or an
     /// upgrade keeps conntrack, SNAT and counters). `adopted` tells which.
@@ -93,6 +99,10 @@ impl XdpDataplane {
         if EBPF_OBJECT.is_empty() {
             return Err(missing_object());
         }
+        Self::load_from(sizes, pin_dir, EBPF_OBJECT)
+    }
+
+    fn load_from(sizes: Sizes, pin_dir: Option<&Path>, object: &[u8]) -> Result<Self> {
         let mut adopted = false;
         let mut pin_lock = None;
         if let Some(dir) = pin_dir {
@@ -125,7 +135,7 @@ impl XdpDataplane {
             .map_max_entries(names::VIP_STATS, sizes.max_vips)
             .map_max_entries(names::BACKEND_STATS, sizes.max_targets + 1)
             .map_max_entries(names::BACKEND_HEALTH, sizes.max_targets + 1)
-            .load(EBPF_OBJECT)
+            .load(object)
             .context("loading the XDP object")?;
         for name in [PROG_LB, PROG_ICMP, PROG_REPLY, PROG_PASS] {
             let p: &mut Xdp = ebpf
