@@ -408,6 +408,42 @@ fn main() -> Result<()> {
                     }),
                 ));
             }
+            if phase == "as is" && path != "HAProxy" {
+                // Small packets: where the per-packet cost shows, not the
+                // per-byte one. 18 B of payload make 60-byte frames (64
+                // with the FCS a wire adds). The softirq time is the whole
+                // machine's (client and targets too), per million packets
+                // received: compared across paths, the difference is the
+                // gateway's.
+                tests.push((
+                    "udp64",
+                    vec![
+                        ("UDP 64 B frames received (iperf3 -l 18 -b 0)", "kpps", true),
+                        ("UDP 64 B loss", "%", false),
+                        (
+                            "softirq CPU per million packets received, UDP 64 B",
+                            "ms",
+                            false,
+                        ),
+                    ],
+                    Box::new(|| {
+                        let s0 = softirq_secs();
+                        let v = iperf(&topo.client, &host, &["-u", "-b", "0", "-l", "18"])?;
+                        let soft = softirq_secs() - s0;
+                        let sum = &v["end"]["sum"];
+                        let sent = sum["packets"].as_f64().unwrap_or(0.0);
+                        let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+                        let secs = sum["seconds"].as_f64().unwrap_or(0.0);
+                        let got = sent - lost;
+                        anyhow::ensure!(got > 0.0 && secs > 0.0, "no UDP packet arrived");
+                        Ok(vec![
+                            got / secs / 1e3,
+                            sum["lost_percent"].as_f64().unwrap_or(0.0),
+                            soft * 1e3 / (got / 1e6),
+                        ])
+                    }),
+                ));
+            }
             for (tag, metrics, run) in &tests {
                 if !only("LB_BENCH_TESTS", tag) {
                     continue;
@@ -477,6 +513,7 @@ fn short(name: &str) -> &str {
         n if n.starts_with("new connections/s") => "new conn/s (close)",
         n if n.starts_with("HTTP keep-alive") => "HTTP keep-alive",
         n if n.starts_with("UDP 1400") => "UDP 1400 B",
+        n if n.starts_with("UDP 64 B frames") => "UDP 64 B pps",
         n => n.split(" (").next().unwrap_or(n),
     }
 }
@@ -524,6 +561,20 @@ fn report(figures: &[Figure], skipped: &[String], took: Duration) -> Result<()> 
         }
         md += "\n";
     }
+    // The yardstick for XDP: the do-nothing program's figure, the
+    // most any XDP path on veth can reach.
+    md += "### XDP native against kernel + XDP_PASS (same run)\n\n| figure | ratio |\n|---|---:|\n";
+    for f in figures.iter().filter(|f| f.phase == "as is") {
+        if let (Some(x), Some(p)) = (
+            f.values.get("XDP native"),
+            f.values.get("kernel + XDP_PASS"),
+        ) {
+            if p.0 > 0.0 {
+                md += &format!("| {} ({}) | {:.2}x |\n", f.name, f.unit, x.0 / p.0);
+            }
+        }
+    }
+    md += "\n";
     md += "### CPU per run (as is): balancer process s / softirq s (whole machine)\n\n";
     md += &format!(
         "| figure | {} |\n|---|{}\n",
