@@ -8,7 +8,7 @@ use lb_common::{Reason, VipAddr, GLOBAL_F_PING};
 
 use crate::{
     count, csum,
-    parse::{ptr_at, read, write, Pkt},
+    parse::{ld, ptr_at, read, st, write, Pkt},
     GLOBALS, VIP_ADDRS,
 };
 
@@ -45,30 +45,30 @@ pub fn answer(ctx: &XdpContext, pkt: &Pkt) -> Result<u32, Reason> {
         if v6 {
             let ip = ptr_at::<[u8; 40]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
             *ip.add(7) = TTL;
-            (ip.add(8) as *mut [u32; 4]).write_unaligned(pkt.dst);
-            (ip.add(24) as *mut [u32; 4]).write_unaligned(pkt.src);
+            st(ip, 8, pkt.dst);
+            st(ip, 24, pkt.src);
         } else {
             let ip = ptr_at::<[u8; 20]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
-            (ip.add(12) as *mut u32).write_unaligned(pkt.dst[0]);
-            (ip.add(16) as *mut u32).write_unaligned(pkt.src[0]);
+            st(ip, 12, pkt.dst[0]);
+            st(ip, 16, pkt.src[0]);
             let old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
             let new = u16::from_ne_bytes([TTL, pkt.proto]);
             *ip.add(8) = TTL;
-            let c = (ip.add(10) as *mut u16).read_unaligned();
-            (ip.add(10) as *mut u16).write_unaligned(csum::apply(c, csum::diff16(0, old, new)));
+            let c = ld(ip, 10);
+            st(ip, 10, csum::apply(c, csum::diff16(0, old, new)));
         }
         // Echo request -> echo reply (v4: 8 -> 0; v6: 128 -> 129).
         let icmp = ptr_at::<[u8; 4]>(ctx, pkt.l4_off, Reason::MalformedL4)? as *mut u8;
         let (req, rep) = if v6 { (128u8, 129u8) } else { (8, 0) };
         let code = *icmp.add(1);
         *icmp = rep;
-        let c = (icmp.add(2) as *mut u16).read_unaligned();
+        let c = ld(icmp, 2);
         let d = csum::diff16(
             0,
             u16::from_ne_bytes([req, code]),
             u16::from_ne_bytes([rep, code]),
         );
-        (icmp.add(2) as *mut u16).write_unaligned(csum::apply(c, d));
+        st(icmp, 2, csum::apply(c, d));
     }
     count(Reason::EchoAnswered);
     Ok(xdp_action::XDP_TX)

@@ -31,7 +31,7 @@ use lb_common::{
 
 use crate::{
     count, csum,
-    parse::{self, ptr_at, write, Pkt},
+    parse::{self, ld, ptr_at, st, Pkt},
     ACL, ADDR_BITS, BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP,
     JUMP_ICMP, JUMP_REPLY, NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, TX_PORTS, VIPS,
     VIP_SLOTS, VIP_STATS,
@@ -169,15 +169,9 @@ fn bump_reply(vip_id: u32, pkt: &Pkt) {
 /// The packet's flow as the client sent it.
 #[inline(always)]
 fn flow_key(pkt: &Pkt) -> FlowKey {
-    FlowKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        sport: pkt.sport,
-        dport: pkt.dport,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    }
+    FlowKey::new(
+        pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.proto, pkt.family,
+    )
 }
 
 /// The `SNAT` key of a flow's port towards its target.
@@ -210,15 +204,14 @@ fn snat_val(pkt: &Pkt, vip_id: u32) -> SnatVal {
 /// The client's flow (its conntrack key) that a `SNAT` entry was made for.
 #[inline(always)]
 fn snat_flow(v: &SnatVal, proto: u8, family: u8) -> FlowKey {
-    FlowKey {
-        src: v.client_addr,
-        dst: v.vip_addr,
-        sport: v.client_port,
-        dport: v.vip_port,
+    FlowKey::new(
+        v.client_addr,
+        v.vip_addr,
+        v.client_port,
+        v.vip_port,
         proto,
         family,
-        _pad: [0; 2],
-    }
+    )
 }
 
 #[inline(always)]
@@ -714,15 +707,9 @@ fn direct_is_newer(pkt: &Pkt, g: &Globals, than: u64, now: u64) -> bool {
         return false;
     };
     let sc = unsafe { &mut *sc };
-    sc.flow = FlowKey {
-        src: pkt.dst,
-        dst: pkt.src,
-        sport: pkt.dport,
-        dport: pkt.sport,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    };
+    sc.flow = FlowKey::new(
+        pkt.dst, pkt.src, pkt.dport, pkt.sport, pkt.proto, pkt.family,
+    );
     let Some(p) = PASSTHROUGH.get_ptr_mut(&sc.flow) else {
         return false;
     };
@@ -861,15 +848,14 @@ fn nat_reply(
 /// from the reply's destination, the VIP from the listener's slot.
 #[inline(always)]
 fn client_flow(pkt: &Pkt, slot: &VipSlot) -> FlowKey {
-    FlowKey {
-        src: pkt.dst,
-        dst: slot.key.addr,
-        sport: pkt.dport,
-        dport: slot.key.port,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    }
+    FlowKey::new(
+        pkt.dst,
+        slot.key.addr,
+        pkt.dport,
+        slot.key.port,
+        pkt.proto,
+        pkt.family,
+    )
 }
 
 /// A connection another gateway set up, answered by the target the ring
@@ -1069,11 +1055,11 @@ fn rewrite(
                 6,
             )
         };
-        (p as *mut u16).write_unaligned(sport);
-        (p.add(2) as *mut u16).write_unaligned(dport);
-        let c = (p.add(check_at) as *mut u16).read_unaligned();
+        st(p, 0, sport);
+        st(p, 2, dport);
+        let c = ld(p, check_at);
         if let Some(n) = csum::update_l4(c, l4, pkt.proto == PROTO_UDP, pkt.v6()) {
-            (p.add(check_at) as *mut u16).write_unaligned(n);
+            st(p, check_at, n);
         }
     }
     Ok(())
@@ -1098,19 +1084,18 @@ pub fn rewrite_l3(
         if v6 {
             let ip = ptr_at::<[u8; 40]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
             *ip.add(7) = pkt.ttl - hop;
-            (ip.add(8) as *mut [u32; 4]).write_unaligned(*src);
-            (ip.add(24) as *mut [u32; 4]).write_unaligned(*dst);
+            st(ip, 8, *src);
+            st(ip, 24, *dst);
         } else {
             let ip = ptr_at::<[u8; 20]>(ctx, pkt.l3_off, Reason::MalformedL3)? as *mut u8;
-            (ip.add(12) as *mut u32).write_unaligned(src[0]);
-            (ip.add(16) as *mut u32).write_unaligned(dst[0]);
+            st(ip, 12, src[0]);
+            st(ip, 16, dst[0]);
             // Word 8 holds TTL and protocol.
             let ttl_old = u16::from_ne_bytes([pkt.ttl, pkt.proto]);
             let ttl_new = u16::from_ne_bytes([pkt.ttl - hop, pkt.proto]);
             *ip.add(8) = pkt.ttl - hop;
-            let c = (ip.add(10) as *mut u16).read_unaligned();
-            (ip.add(10) as *mut u16)
-                .write_unaligned(csum::apply(c, csum::diff16(l3, ttl_old, ttl_new)));
+            let c = ld(ip, 10);
+            st(ip, 10, csum::apply(c, csum::diff16(l3, ttl_old, ttl_new)));
         }
     }
     Ok(l3)
@@ -1263,8 +1248,16 @@ pub fn emit(ctx: &XdpContext, rc: i64, p: &bpf_fib_lookup, l2: bool) -> u32 {
         count(Reason::KernelForwards);
         return xdp_action::XDP_PASS;
     }
-    if write(ctx, 0, p.dmac).is_err() || write(ctx, 6, p.smac).is_err() {
+    let Ok(eth) = ptr_at::<[u8; 12]>(ctx, 0, Reason::TruncatedL2) else {
         return xdp_action::XDP_PASS;
+    };
+    // Word stores (see `parse::ld`): a byte at a time is 24 instructions.
+    unsafe {
+        let (d, s) = (p.dmac.as_ptr(), p.smac.as_ptr());
+        st::<u32>(eth as *mut u8, 0, ld(d, 0));
+        st::<u16>(eth as *mut u8, 4, ld(d, 4));
+        st::<u32>(eth as *mut u8, 6, ld(s, 0));
+        st::<u16>(eth as *mut u8, 10, ld(s, 4));
     }
     if p.ifindex == ctx.ingress_ifindex() as u32 {
         xdp_action::XDP_TX

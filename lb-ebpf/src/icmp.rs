@@ -12,7 +12,7 @@ use lb_common::{
 use crate::{
     count, csum,
     fwd::{emit, fib, fib_params, kernel_forwards, rewrite_l3, served},
-    parse::{self, hdr, ptr_at, raw16, raw32, Pkt},
+    parse::{self, hdr, ld, ptr_at, st, Pkt},
     BACKENDS, CONNTRACK, NAT_REVERSE, SNAT, VIPS, VIP_SLOTS,
 };
 
@@ -57,29 +57,30 @@ pub fn try_icmp(ctx: &XdpContext) -> Result<u32, Reason> {
     let mut isrc = [0u32; 4];
     let mut idst = [0u32; 4];
     let (iproto, il4) = if v6 {
-        let h: [u8; 40] = hdr(ctx, ioff, Reason::IcmpUnmatched)?;
-        let mut i = 0;
-        while i < 4 {
-            isrc[i] = raw32(&h, 8 + i * 4);
-            idst[i] = raw32(&h, 24 + i * 4);
-            i += 1;
+        let h = ptr_at::<[u8; 40]>(ctx, ioff, Reason::IcmpUnmatched)? as *const u8;
+        unsafe {
+            isrc = ld(h, 8);
+            idst = ld(h, 24);
+            (ld::<u8>(h, 6), ioff + 40)
         }
-        (h[6], ioff + 40)
     } else {
-        let h: [u8; 20] = hdr(ctx, ioff, Reason::IcmpUnmatched)?;
-        let ihl = (h[0] & 0x0f) as usize * 4;
-        if h[0] >> 4 != 4 || ihl < 20 {
+        let h = ptr_at::<[u8; 20]>(ctx, ioff, Reason::IcmpUnmatched)? as *const u8;
+        let vihl: u8 = unsafe { ld(h, 0) };
+        let ihl = (vihl & 0x0f) as usize * 4;
+        if vihl >> 4 != 4 || ihl < 20 {
             return Err(Reason::IcmpUnmatched);
         }
-        isrc[0] = raw32(&h, 12);
-        idst[0] = raw32(&h, 16);
-        (h[9], ioff + ihl)
+        unsafe {
+            isrc[0] = ld(h, 12);
+            idst[0] = ld(h, 16);
+            (ld::<u8>(h, 9), ioff + ihl)
+        }
     };
     if iproto != PROTO_TCP && iproto != PROTO_UDP {
         return Err(Reason::IcmpUnmatched);
     }
-    let ports: [u8; 4] = hdr(ctx, il4, Reason::IcmpUnmatched)?;
-    let (isport, idport) = (raw16(&ports, 0), raw16(&ports, 2));
+    let ports = ptr_at::<[u8; 4]>(ctx, il4, Reason::IcmpUnmatched)? as *const u8;
+    let (isport, idport): (u16, u16) = unsafe { (ld(ports, 0), ld(ports, 2)) };
     let plan = plan(&pkt, iproto, &isrc, isport, &idst, idport).ok_or(Reason::IcmpUnmatched)?;
     if pkt.ttl <= 1 {
         return Err(Reason::TtlExceeded);
@@ -112,15 +113,7 @@ fn plan(
         family,
     };
     if let Some(meta) = unsafe { VIPS.get(vk) } {
-        let key = FlowKey {
-            src: *idst,
-            dst: *isrc,
-            sport: idport,
-            dport: isport,
-            proto,
-            family,
-            _pad: [0; 2],
-        };
+        let key = FlowKey::new(*idst, *isrc, idport, isport, proto, family);
         let st = unsafe { CONNTRACK.get(key) }?;
         let b = BACKENDS.get(st.backend_id)?;
         let (d, dp) = if meta.flags & VIP_F_SNAT != 0 {
@@ -153,15 +146,7 @@ fn plan(
             let Some((e, slot)) = served(rv, i) else {
                 break;
             };
-            let key = FlowKey {
-                src: *isrc,
-                dst: slot.key.addr,
-                sport: isport,
-                dport: slot.key.port,
-                proto,
-                family,
-                _pad: [0; 2],
-            };
+            let key = FlowKey::new(*isrc, slot.key.addr, isport, slot.key.port, proto, family);
             if unsafe { CONNTRACK.get(key) }.is_some_and(|st| st.backend_id == e.backend_id) {
                 vip = slot;
                 break;
@@ -233,20 +218,20 @@ fn rewrite(
     unsafe {
         if v6 {
             let q = ptr_at::<[u8; 40]>(ctx, ioff, Reason::IcmpUnmatched)? as *mut u8;
-            (q.add(8) as *mut [u32; 4]).write_unaligned(plan.isrc);
-            (q.add(24) as *mut [u32; 4]).write_unaligned(plan.idst);
+            st(q, 8, plan.isrc);
+            st(q, 24, plan.idst);
         } else {
             let q = ptr_at::<[u8; 20]>(ctx, ioff, Reason::IcmpUnmatched)? as *mut u8;
-            (q.add(12) as *mut u32).write_unaligned(plan.isrc[0]);
-            (q.add(16) as *mut u32).write_unaligned(plan.idst[0]);
-            let c = (q.add(10) as *mut u16).read_unaligned();
+            st(q, 12, plan.isrc[0]);
+            st(q, 16, plan.idst[0]);
+            let c = ld(q, 10);
             let n = csum::apply(c, inner);
-            (q.add(10) as *mut u16).write_unaligned(n);
+            st(q, 10, n);
             icmp = csum::diff16(icmp, c, n);
         }
         let l4 = ptr_at::<[u8; 8]>(ctx, il4, Reason::IcmpUnmatched)? as *mut u8;
-        (l4 as *mut u16).write_unaligned(plan.isport);
-        (l4.add(2) as *mut u16).write_unaligned(plan.idport);
+        st(l4, 0, plan.isport);
+        st(l4, 2, plan.idport);
         let ports = csum::diff16(csum::diff16(0, isport, plan.isport), idport, plan.idport);
         icmp += ports;
         // The quoted L4 checksum, when the quote holds it.
@@ -259,15 +244,15 @@ fn rewrite(
             Some(l4.add(check_at))
         };
         if let Some(cp) = c {
-            let old = (cp as *mut u16).read_unaligned();
+            let old = ld(cp, 0);
             if let Some(n) = csum::update_l4(old, inner + ports, iproto == PROTO_UDP, v6) {
-                (cp as *mut u16).write_unaligned(n);
+                st(cp, 0, n);
                 icmp = csum::diff16(icmp, old, n);
             }
         }
         let ic = ptr_at::<[u8; 8]>(ctx, pkt.l4_off, Reason::MalformedL4)? as *mut u8;
-        let c = (ic.add(2) as *mut u16).read_unaligned();
-        (ic.add(2) as *mut u16).write_unaligned(csum::apply(c, icmp));
+        let c = ld(ic, 2);
+        st(ic, 2, csum::apply(c, icmp));
     }
     Ok(())
 }
