@@ -31,7 +31,7 @@ use lb_common::{
 
 use crate::{
     count, csum,
-    parse::{self, ld, ptr_at, st, Pkt},
+    parse::{self, copy_mac, ld, ptr_at, st, Pkt},
     ACL, ADDR_BITS, BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP,
     JUMP_ICMP, JUMP_REPLY, NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, TX_PORTS, VIPS,
     VIP_SLOTS, VIP_STATS,
@@ -1178,8 +1178,10 @@ pub fn next_hop(
             let e = unsafe { &*e };
             if holds(e, pkt.family, dst, now) && pkt.ip_len <= e.mtu {
                 p.ifindex = e.ifindex;
-                p.smac = e.smac;
-                p.dmac = e.dmac;
+                unsafe {
+                    copy_mac(p.smac.as_mut_ptr(), e.smac.as_ptr());
+                    copy_mac(p.dmac.as_mut_ptr(), e.dmac.as_ptr());
+                }
                 return BPF_FIB_LKUP_RET_SUCCESS as i64;
             }
         }
@@ -1251,13 +1253,9 @@ pub fn emit(ctx: &XdpContext, rc: i64, p: &bpf_fib_lookup, l2: bool) -> u32 {
     let Ok(eth) = ptr_at::<[u8; 12]>(ctx, 0, Reason::TruncatedL2) else {
         return xdp_action::XDP_PASS;
     };
-    // Word stores (see `parse::ld`): a byte at a time is 24 instructions.
     unsafe {
-        let (d, s) = (p.dmac.as_ptr(), p.smac.as_ptr());
-        st::<u32>(eth as *mut u8, 0, ld(d, 0));
-        st::<u16>(eth as *mut u8, 4, ld(d, 4));
-        st::<u32>(eth as *mut u8, 6, ld(s, 0));
-        st::<u16>(eth as *mut u8, 10, ld(s, 4));
+        copy_mac(eth as *mut u8, p.dmac.as_ptr());
+        copy_mac((eth as *mut u8).add(6), p.smac.as_ptr());
     }
     if p.ifindex == ctx.ingress_ifindex() as u32 {
         xdp_action::XDP_TX
