@@ -13,6 +13,11 @@ use tests::{
 
 /// Sends one echo request to `vip` on a raw socket; the reply's type.
 fn ping(vip: &str) -> Option<u8> {
+    ping_within(vip, Duration::from_secs(2))
+}
+
+/// As `ping`, waiting at most `wait` for each read.
+fn ping_within(vip: &str, wait: Duration) -> Option<u8> {
     let addr: std::net::IpAddr = vip.parse().unwrap();
     let (domain, proto, req) = if addr.is_ipv4() {
         (Domain::IPV4, Protocol::ICMPV4, 8u8)
@@ -20,7 +25,7 @@ fn ping(vip: &str) -> Option<u8> {
         (Domain::IPV6, Protocol::ICMPV6, 128u8)
     };
     let s = Socket::new(domain, Type::RAW, Some(proto)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
     let mut msg = vec![req, 0, 0, 0, 0x12, 0x34, 0, 1];
     msg.extend_from_slice(b"is the VIP there?");
     if addr.is_ipv4() {
@@ -60,4 +65,64 @@ fn a_vip_answers_ping() {
     let _in = topo.client.enter().unwrap();
     assert_eq!(ping(VIP_V4), Some(0), "an echo reply from {VIP_V4}");
     assert_eq!(ping(VIP_V6), Some(129), "an echo reply from {VIP_V6}");
+}
+
+/// A restart answers every ping: the new instance's ICMP program (which
+/// reads the new instance's VIP addresses) takes the pinned tail call only
+/// when it attaches, after its first sync. Before, pings went unanswered
+/// from the new instance's load until that sync.
+#[test]
+fn ping_is_answered_through_a_restart() {
+    use std::sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc,
+    };
+    let topo = e2e::served_topology();
+    let _pass = e2e::xdp_pass_on(&topo.client, "eth0").unwrap();
+    let dir = TempDir::new("ping-restart");
+    let config = topo.config(FAST_HC);
+    let d = Daemon::start(&topo.gw, &dir.0, &config).expect("lb run");
+    {
+        let _in = topo.client.enter().unwrap();
+        assert_eq!(ping(VIP_V4), Some(0), "an echo reply from {VIP_V4}");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, lost) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let client = topo.client.name.clone();
+    let bg = {
+        let (stop, ok, lost) = (stop.clone(), ok.clone(), lost.clone());
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(format!("/run/netns/{client}")).unwrap();
+            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+            // Bounded: at most 1,500 pings (about 30 s at worst).
+            for _ in 0..1500 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match ping_within(VIP_V4, Duration::from_millis(300)) {
+                    Some(0) => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => lost.fetch_add(1, Ordering::Relaxed),
+                };
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    d.kill9();
+    let d = Daemon::start(&topo.gw, &dir.0, &config).expect("restart");
+    assert!(
+        d.log_text().contains("took over the pinned XDP link"),
+        "{}",
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    bg.join().unwrap();
+    assert_eq!(
+        lost.load(Ordering::Relaxed),
+        0,
+        "pings went unanswered across the restart ({} answered)",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 20);
 }

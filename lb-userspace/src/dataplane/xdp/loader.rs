@@ -14,7 +14,7 @@ use aya::{
         xdp::XdpLink,
         ProgramError, Xdp, XdpMode,
     },
-    EbpfLoader,
+    Ebpf, EbpfLoader,
 };
 use lb_common::names;
 use log::{info, warn};
@@ -149,14 +149,11 @@ impl XdpDataplane {
         let ring_mem = RingMmap::new(&maps.ring, sizes.ring_entries())?;
         let health_mem = HealthMmap::new(&maps.backend_health, sizes.max_targets + 1)?;
         let mut jump: ProgramArray<MapData> = take(&mut ebpf, names::JUMP)?;
-        // Slots as lb-ebpf's JUMP_ICMP and JUMP_REPLY.
-        for (slot, name) in [(0, PROG_ICMP), (1, PROG_REPLY)] {
-            let p: &Xdp = ebpf
-                .program(name)
-                .with_context(|| format!("{name} missing"))?
-                .try_into()?;
-            jump.set(slot, p.fd()?, 0)
-                .with_context(|| format!("installing the {name} tail call"))?;
+        // On a restart the table is the pinned one the running program
+        // calls through: filled at the first attach, after the first sync,
+        // not now (the new programs read this instance's maps, still empty).
+        if !adopted {
+            install_tail_calls(&mut jump, &ebpf)?;
         }
         let mut dp = XdpDataplane {
             ebpf,
@@ -164,7 +161,8 @@ impl XdpDataplane {
             health_mem,
             in_ring: BTreeSet::new(),
             maps,
-            _jump: jump,
+            jump,
+            tail_calls_set: !adopted,
             sizes,
             rings: HashMap::new(),
             vips: HashMap::new(),
@@ -244,6 +242,10 @@ impl XdpDataplane {
     /// existing pinned link is taken over (the new program replaces the old
     /// one atomically, no packet unhandled), and a new link is pinned.
     pub fn attach(&mut self, iface: &str, kind: DataplaneKind) -> Result<AttachMode> {
+        if !self.tail_calls_set {
+            install_tail_calls(&mut self.jump, &self.ebpf)?;
+            self.tail_calls_set = true;
+        }
         let link_pin = self.pin_dir.as_ref().map(|d| d.join("links").join(iface));
         if let Some(pin) = link_pin.as_ref().filter(|p| p.exists()) {
             let pinned =
@@ -416,4 +418,18 @@ fn kernel_mode(iface: &str) -> Option<AttachMode> {
             _ => None,
         })
     })
+}
+
+/// Points the tail-call table at this instance's `lb_icmp` and `lb_reply`
+/// (slots as lb-ebpf's JUMP_ICMP and JUMP_REPLY).
+fn install_tail_calls(jump: &mut ProgramArray<MapData>, ebpf: &Ebpf) -> Result<()> {
+    for (slot, name) in [(0, PROG_ICMP), (1, PROG_REPLY)] {
+        let p: &Xdp = ebpf
+            .program(name)
+            .with_context(|| format!("{name} missing"))?
+            .try_into()?;
+        jump.set(slot, p.fd()?, 0)
+            .with_context(|| format!("installing the {name} tail call"))?;
+    }
+    Ok(())
 }

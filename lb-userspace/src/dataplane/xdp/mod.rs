@@ -75,7 +75,9 @@ pub struct XdpDataplane {
     in_ring: BTreeSet<u32>,
     pub maps: Maps,
     /// Holds the tail-call table (its slots live as long as the map).
-    _jump: ProgramArray<MapData>,
+    jump: ProgramArray<MapData>,
+    /// Whether `jump` points at this instance's programs yet (see `attach`).
+    tail_calls_set: bool,
     pub sizes: Sizes,
     /// Active (zone ring id, all ring id) and their content, per vip_id.
     rings: HashMap<u32, RingState>,
