@@ -19,6 +19,28 @@ pub fn run() -> Result<()> {
     }
     step("ns/packet of the XDP program (BPF_PROG_TEST_RUN with repeat)");
     cargo(&["run", "--release", "-p", "tests", "--bin", "lb-bench"])?;
+    // Optional: perf is not one of the bench's packages (linux-perf must
+    // match the kernel).
+    let perf = std::process::Command::new("perf")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if perf {
+        step("where a conntrack hit's time goes (perf cpu-clock samples by kernel symbol)");
+        cargo(&[
+            "run",
+            "--release",
+            "-p",
+            "tests",
+            "--bin",
+            "lb-bench",
+            "--",
+            "--profile",
+            "hit",
+        ])?;
+    } else {
+        println!("perf not found: the conntrack hit's profile is skipped");
+    }
     step("network: iperf3 and wrk through the proxy, HAProxy and plain forwarding");
     cargo(&["build", "--release", "-p", "tests", "--bins"])?;
     cargo(&["run", "--release", "-p", "tests", "--bin", "lb-netbench"])?;
