@@ -1,6 +1,8 @@
 //! `cargo xtask bench` (in-kernel part): ns/packet of the XDP program via
 //! BPF_PROG_TEST_RUN, against a do-nothing XDP_PASS program measured in the
-//! same run, plus Maglev build times.
+//! same run, plus Maglev build times. `LB_BENCH_OBJECT=<file>` measures
+//! another build of the program beside this one (an A/B in one run);
+//! `--profile hit|reply|notvip` shows where one path's time goes.
 //!
 //! With `repeat`, the kernel runs the program again on the buffer that the
 //! previous run rewrote. So the forwarding paths are measured on a VIP whose
