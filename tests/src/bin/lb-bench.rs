@@ -291,13 +291,18 @@ fn main() -> anyhow::Result<()> {
     }
     pin()?;
     let mut md = String::new();
-    let mut a = Bench::new(None)?;
     // LB_BENCH_OBJECT: another build of the program (e.g. the object of the
     // commit before a change), measured in the same run: drift on a shared
-    // machine moves both alike, so a 10 ns change shows.
-    let other = std::env::var_os("LB_BENCH_OBJECT")
-        .map(|p| std::fs::read(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.to_string_lossy())))
-        .transpose()?;
+    // machine moves both alike. LB_BENCH_OBJECT_A replaces this build as A:
+    // the same pair with A and B swapped cancels what the side itself adds
+    // (an A/A run showed A 3-22 ns faster).
+    let object = |var: &str| {
+        std::env::var_os(var)
+            .map(|p| std::fs::read(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.to_string_lossy())))
+            .transpose()
+    };
+    let (own, other) = (object("LB_BENCH_OBJECT_A")?, object("LB_BENCH_OBJECT")?);
+    let mut a = Bench::new(own.as_deref())?;
     let mut b = other.as_deref().map(|o| Bench::new(Some(o))).transpose()?;
     let mut rows: Vec<(&str, Vec<f64>)> = ROWS.iter().map(|r| (*r, vec![])).collect();
     let mut rows_b: Vec<Vec<f64>> = vec![vec![]; ROWS.len()];
@@ -341,7 +346,7 @@ fn main() -> anyhow::Result<()> {
     if b.is_some() {
         out!(
             md,
-            "\nSame run, LB_BENCH_OBJECT as B against this build as A (ns/packet, medians)"
+            "\nSame run: B (LB_BENCH_OBJECT) against A (this build, or LB_BENCH_OBJECT_A), ns/packet, medians"
         );
         out!(md, "| path | A | B | A - B |");
         out!(md, "|---|---:|---:|---:|");
