@@ -73,10 +73,7 @@ fn a_vip_answers_ping() {
 /// from the new instance's load until that sync.
 #[test]
 fn ping_is_answered_through_a_restart() {
-    use std::sync::{
-        atomic::{AtomicBool, AtomicU32, Ordering},
-        Arc,
-    };
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     let topo = e2e::served_topology();
     let _pass = e2e::xdp_pass_on(&topo.client, "eth0").unwrap();
     let dir = TempDir::new("ping-restart");
@@ -86,17 +83,16 @@ fn ping_is_answered_through_a_restart() {
         let _in = topo.client.enter().unwrap();
         assert_eq!(ping(VIP_V4), Some(0), "an echo reply from {VIP_V4}");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, lost) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-    let client = topo.client.name.clone();
-    let bg = {
-        let (stop, ok, lost) = (stop.clone(), ok.clone(), lost.clone());
-        std::thread::spawn(move || {
-            let f = std::fs::File::open(format!("/run/netns/{client}")).unwrap();
-            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-            // Bounded: at most 1,500 pings (about 30 s at worst).
+    let stop = AtomicBool::new(false);
+    let (ok, lost) = (AtomicU32::new(0), AtomicU32::new(0));
+    // The restarted daemon outlives the pinger (the scope joins it first).
+    let _d = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _in = topo.client.enter().unwrap();
+            // Bounded: at most 1,500 pings and 30 s.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
             for _ in 0..1500 {
-                if stop.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) || std::time::Instant::now() > deadline {
                     break;
                 }
                 match ping_within(VIP_V4, Duration::from_millis(300)) {
@@ -105,19 +101,19 @@ fn ping_is_answered_through_a_restart() {
                 };
                 std::thread::sleep(Duration::from_millis(10));
             }
-        })
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    d.kill9();
-    let d = Daemon::start(&topo.gw, &dir.0, &config).expect("restart");
-    assert!(
-        d.log_text().contains("took over the pinned XDP link"),
-        "{}",
-        d.log_text()
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    bg.join().unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        d.kill9();
+        let d = Daemon::start(&topo.gw, &dir.0, &config).expect("restart");
+        assert!(
+            d.log_text().contains("took over the pinned XDP link"),
+            "{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        d
+    });
     assert_eq!(
         lost.load(Ordering::Relaxed),
         0,

@@ -73,6 +73,9 @@ const ROWS: [&str; 11] = [
     "not IP (ARP): XDP_PASS",
 ];
 
+/// The conntrack hit's row in `ROWS` (the one the budget is for).
+const ROW_HIT: usize = 1;
+
 /// One loaded program with the bench's VIP, its packets and its globals.
 struct Bench {
     env: Env,
@@ -302,56 +305,48 @@ fn main() -> anyhow::Result<()> {
             .transpose()
     };
     let (own, other) = (object("LB_BENCH_OBJECT_A")?, object("LB_BENCH_OBJECT")?);
-    let mut a = Bench::new(own.as_deref())?;
-    let mut b = other.as_deref().map(|o| Bench::new(Some(o))).transpose()?;
-    let mut rows: Vec<(&str, Vec<f64>)> = ROWS.iter().map(|r| (*r, vec![])).collect();
-    let mut rows_b: Vec<Vec<f64>> = vec![vec![]; ROWS.len()];
+    let mut benches = vec![Bench::new(own.as_deref())?];
+    if let Some(o) = other.as_deref() {
+        benches.push(Bench::new(Some(o))?);
+    }
+    // samples[bench][row]: one sample per call.
+    let mut samples = vec![vec![Vec::with_capacity(CALLS); ROWS.len()]; benches.len()];
     for i in 0..CALLS {
         // Interleaved, so drift on a shared machine hits every row alike;
         // A and B take turns going first.
-        let a_first = i % 2 == 0;
-        if a_first {
-            for (row, x) in rows.iter_mut().zip(a.sample()?) {
-                row.1.push(x);
-            }
-        }
-        if let Some(b) = b.as_mut() {
-            for (row, x) in rows_b.iter_mut().zip(b.sample()?) {
+        for k in 0..benches.len() {
+            let j = (i + k) % benches.len();
+            for (row, x) in samples[j].iter_mut().zip(benches[j].sample()?) {
                 row.push(x);
             }
         }
-        if !a_first {
-            for (row, x) in rows.iter_mut().zip(a.sample()?) {
-                row.1.push(x);
-            }
-        }
     }
-    let base = median(rows[0].1.clone());
+    let medians: Vec<Vec<f64>> = samples
+        .into_iter()
+        .map(|rows| rows.into_iter().map(median).collect())
+        .collect();
+    let a = &medians[0];
+    let base = a[0];
     out!(
         md,
         "\nXDP program cost, BPF_PROG_TEST_RUN, repeat {REPEAT}, median of {CALLS} calls"
     );
     out!(md, "| path | ns/packet | ratio to baseline |");
     out!(md, "|---|---:|---:|");
-    let mut hit = 0.0;
     let mut json_rows = Vec::new();
-    for (name, v) in &rows {
-        let m = median(v.clone());
-        if name.starts_with("conntrack hit") {
-            hit = m;
-        }
+    for (name, m) in ROWS.iter().zip(a) {
         out!(md, "| {name} | {m:.1} | {:.2}x |", m / base);
         json_rows.push(serde_json::json!({"path": name, "ns": m, "ratio": m / base}));
     }
-    if b.is_some() {
+    let hit = a[ROW_HIT];
+    if let Some(b) = medians.get(1) {
         out!(
             md,
             "\nSame run: B (LB_BENCH_OBJECT) against A (this build, or LB_BENCH_OBJECT_A), ns/packet, medians"
         );
         out!(md, "| path | A | B | A - B |");
         out!(md, "|---|---:|---:|---:|");
-        for ((name, va), vb) in rows.iter().zip(&rows_b) {
-            let (ma, mb) = (median(va.clone()), median(vb.clone()));
+        for ((name, ma), mb) in ROWS.iter().zip(a).zip(b) {
             out!(md, "| {name} | {ma:.1} | {mb:.1} | {:+.1} |", ma - mb);
         }
     }
@@ -370,7 +365,12 @@ fn main() -> anyhow::Result<()> {
     out!(md, "| program | instructions |");
     out!(md, "|---|---:|");
     for p in ["lb_xdp", "lb_reply", "lb_icmp"] {
-        let n = a.env.dp.program(p)?.info()?.verified_instruction_count();
+        let n = benches[0]
+            .env
+            .dp
+            .program(p)?
+            .info()?
+            .verified_instruction_count();
         out!(md, "| {p} | {} |", n.map_or("?".into(), |n| n.to_string()));
     }
 
