@@ -30,11 +30,11 @@ use lb_common::{
 };
 
 use crate::{
-    count, csum,
+    count, csum, ct,
     parse::{self, copy_mac, ld, ptr_at, st, Pkt},
-    ACL, ADDR_BITS, BACKENDS, BACKEND_STATS, CONNTRACK, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP,
-    JUMP_ICMP, JUMP_REPLY, NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, TX_PORTS, VIPS,
-    VIP_SLOTS, VIP_STATS,
+    ACL, ADDR_BITS, BACKENDS, BACKEND_STATS, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP, JUMP_ICMP,
+    JUMP_REPLY, NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, TX_PORTS, VIPS, VIP_SLOTS,
+    VIP_STATS,
 };
 
 #[inline(always)]
@@ -254,7 +254,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
     let mut hit: Option<&VipMeta> = None;
     // A retried SYN that must not go back to the target it went to.
     let mut avoid = 0u32;
-    if let Some(st) = CONNTRACK.get_ptr_mut(key) {
+    if let Some(st) = ct::get_ptr_mut(&key) {
         let st = unsafe { &mut *st };
         // The flow's VIP by slot; its key must still be this packet's.
         if let Some(slot) = VIP_SLOTS.get(st.vip_id) {
@@ -415,7 +415,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Pkt, g: &Globals, now: u64) -> Result<Opti
         let sc = SCRATCH.get_ptr_mut(0).ok_or(Reason::MapError)?;
         let st = unsafe { &mut (*sc).state };
         st.snat_port = snat_port;
-        if CONNTRACK.insert(key, &*st, BPF_ANY as u64).is_err() {
+        if ct::insert(&key, &*st, BPF_ANY as u64).is_err() {
             return Err(Reason::MapError);
         }
     }
@@ -638,7 +638,7 @@ fn alloc_snat_port(pkt: &Pkt, meta: &VipMeta, b: &Backend, g: &Globals, now: u64
         let gen_ptr = unsafe { core::ptr::addr_of_mut!((*old).gen) };
         let gen = unsafe { core::ptr::read_volatile(gen_ptr) };
         sc.flow = snat_flow(unsafe { &*old }, pkt.proto, pkt.family);
-        let held = unsafe { CONNTRACK.get(&sc.flow) }.is_some_and(|s| {
+        let held = ct::get(&sc.flow).is_some_and(|s| {
             s.snat_port == port
                 && flow::live(
                     g,
@@ -770,7 +770,7 @@ fn nat_reply(
             break;
         };
         sc.flow = client_flow(pkt, slot);
-        if let Some(st) = CONNTRACK.get_ptr_mut(&sc.flow) {
+        if let Some(st) = ct::get_ptr_mut(&sc.flow) {
             let st = unsafe { &mut *st };
             let age = now.wrapping_sub(st.last_seen_ns);
             let idle = st.idle_timeout_s;
@@ -884,10 +884,7 @@ fn adopt(pkt: &Pkt, slot: &VipSlot, now: u64) {
         idle_timeout_s: slot.idle_timeout_s,
         vip_id: slot.meta.vip_id,
     };
-    if CONNTRACK
-        .insert(&sc.flow, &sc.state, BPF_NOEXIST as u64)
-        .is_ok()
-    {
+    if ct::insert(&sc.flow, &sc.state, BPF_NOEXIST as u64).is_ok() {
         // Not a new flow (NewFlowCount): the gateway its SYN passed
         // counted it; in a scale-out set the replies of a flow often
         // return through another gateway than its SYN took.
@@ -1002,7 +999,7 @@ fn snat_opening_drop(pkt: &Pkt, sv: &SnatVal, g: &Globals, now: u64) -> bool {
     };
     let sc = unsafe { &mut *sc };
     sc.flow = snat_flow(sv, pkt.proto, pkt.family);
-    let Some(st) = CONNTRACK.get_ptr_mut(&sc.flow) else {
+    let Some(st) = ct::get_ptr_mut(&sc.flow) else {
         return false;
     };
     let st = unsafe { &mut *st };

@@ -10,10 +10,10 @@ use lb_common::{
 };
 
 use crate::{
-    count, csum,
+    count, csum, ct,
     fwd::{emit, fib, fib_params, kernel_forwards, rewrite_l3, served},
     parse::{self, hdr, ld, ptr_at, st, Pkt},
-    BACKENDS, CONNTRACK, NAT_REVERSE, SNAT, VIPS, VIP_SLOTS,
+    BACKENDS, NAT_REVERSE, SNAT, VIPS, VIP_SLOTS,
 };
 
 /// Where the translated error goes, as (outer src, outer dst, inner src
@@ -114,7 +114,7 @@ fn plan(
     };
     if let Some(meta) = unsafe { VIPS.get(vk) } {
         let key = FlowKey::new(*idst, *isrc, idport, isport, proto, family);
-        let st = unsafe { CONNTRACK.get(key) }?;
+        let st = ct::get(&key)?;
         let b = BACKENDS.get(st.backend_id)?;
         let (d, dp) = if meta.flags & VIP_F_SNAT != 0 {
             (meta.snat_addr, st.snat_port)
@@ -147,7 +147,7 @@ fn plan(
                 break;
             };
             let key = FlowKey::new(*isrc, slot.key.addr, isport, slot.key.port, proto, family);
-            if unsafe { CONNTRACK.get(key) }.is_some_and(|st| st.backend_id == e.backend_id) {
+            if ct::get(&key).is_some_and(|st| st.backend_id == e.backend_id) {
                 vip = slot;
                 break;
             }

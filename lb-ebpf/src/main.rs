@@ -6,6 +6,7 @@
 #![allow(internal_features)]
 
 mod csum;
+mod ct;
 mod echo;
 mod fwd;
 mod icmp;
@@ -20,9 +21,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    AclData, Backend, BackendHealth, Counters, FibCacheEntry, FlowKey, FlowState, Globals,
-    Passthrough, Reason, ReverseKey, ReverseVal, SnatKey, SnatVal, VipKey, VipMeta, VipSlot,
-    FIB_CACHE_SLOTS, REASON_COUNT,
+    AclData, Backend, BackendHealth, Counters, FibCacheEntry, FlowKey, FlowKey4, FlowState,
+    Globals, Passthrough, Reason, ReverseKey, ReverseVal, SnatKey, SnatVal, VipKey, VipMeta,
+    VipSlot, FIB_CACHE_SLOTS, REASON_COUNT,
 };
 
 // Sizes here are placeholders: the loader sets them from the config.
@@ -45,6 +46,9 @@ static BACKENDS: Array<Backend> = Array::with_max_entries(1024, 0);
 static BACKEND_HEALTH: Array<BackendHealth> = Array::with_max_entries(1024, BPF_F_MMAPABLE);
 #[map]
 static CONNTRACK: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(65536, 0);
+/// IPv4 flows (see `ct`).
+#[map]
+static CONNTRACK4: LruHashMap<FlowKey4, FlowState> = LruHashMap::with_max_entries(65536, 0);
 #[map]
 static NAT_REVERSE: HashMap<ReverseKey, ReverseVal> = HashMap::with_max_entries(1024, 0);
 /// Non-VIP flows to target ports forwarded here (their replies pass).

@@ -940,13 +940,78 @@ fn reloads_apply_whole_or_not_at_all() {
     assert!(!per.contains_key("b3"), "b3 drains: {per:?}");
 }
 
+/// An upgrade from a build that kept every flow in `CONNTRACK` (before
+/// `CONNTRACK4`): the IPv4 flows move to the new table, with their state,
+/// and an open connection goes on. The old layout is made from this
+/// build's pins: the flows put back into `CONNTRACK`, the `CONNTRACK4`
+/// pin removed.
+#[test]
+fn upgrade_moves_ipv4_flows_into_their_own_table() {
+    use aya::maps::{HashMap as BpfMap, Map, MapData};
+    use lb_common::{FlowKey, FlowKey4, FlowState};
+    let (topo, dir, d) = setup("ct4move", FAST_HC, |c| c);
+    let config = std::fs::read_to_string(&d.config).unwrap();
+    let pins = e2e::pin_path_of(&config).unwrap().join("maps");
+    let mut conn = {
+        let _in = topo.client.enter().unwrap();
+        Conn::open(vip()).unwrap()
+    };
+    conn.exchange(b"before").unwrap();
+    let (l, p) = (conn.local_addr().unwrap(), conn.peer_addr().unwrap());
+    let (src, family) = lb_userspace::model::addr_words(l.ip());
+    let key = FlowKey::new(
+        src,
+        lb_userspace::model::addr_words(p.ip()).0,
+        l.port().to_be(),
+        p.port().to_be(),
+        6,
+        family,
+    );
+    let open4 = || -> BpfMap<_, FlowKey4, FlowState> {
+        let m = MapData::from_pin(pins.join("CONNTRACK4")).unwrap();
+        BpfMap::try_from(Map::LruHashMap(m)).unwrap()
+    };
+    let open6 = || -> BpfMap<_, FlowKey, FlowState> {
+        let m = MapData::from_pin(pins.join("CONNTRACK")).unwrap();
+        BpfMap::try_from(Map::LruHashMap(m)).unwrap()
+    };
+    let st = open4()
+        .get(&key.v4(), 0)
+        .expect("the connection is tracked");
+    d.kill9();
+    // The old build's layout.
+    open6().insert(key, st, 0).unwrap();
+    std::fs::remove_file(pins.join("CONNTRACK4")).unwrap();
+    let d = Daemon::start(&topo.gw, &dir.0, &config).expect("restart");
+    assert!(
+        d.log_text()
+            .contains("upgrade: 1 IPv4 flows copied from CONNTRACK to the new CONNTRACK4 table"),
+        "{}",
+        d.log_text()
+    );
+    let moved = open4()
+        .get(&key.v4(), 0)
+        .expect("the flow is in CONNTRACK4");
+    assert_eq!(
+        (moved.backend_id, moved.vip_id),
+        (st.backend_id, st.vip_id),
+        "the flow kept its target"
+    );
+    assert!(
+        open6().get(&key, 0).is_err(),
+        "the flow is still in CONNTRACK"
+    );
+    let _in = topo.client.enter().unwrap();
+    conn.exchange(b"after the upgrade").unwrap();
+}
+
 /// `lb_active_flows` counts live flows only (closed ones leave after the
 /// closing timeout), and counting a big table does not hold up the daemon:
 /// it is walked off the main loop, in batches.
 #[test]
 fn active_flows_are_live_flows_and_counted_off_the_main_loop() {
     use aya::maps::{HashMap as BpfMap, Map, MapData};
-    use lb_common::{FlowKey, FlowState};
+    use lb_common::{FlowKey, FlowKey4, FlowState};
     let (topo, _dir, d) = setup("liveflows", FAST_HC, |c| {
         c.replace("[gateway]\n", "[gateway]\ntcp_closing_timeout = \"1s\"\n")
     });
@@ -975,8 +1040,8 @@ fn active_flows_are_live_flows_and_counted_off_the_main_loop() {
     );
     // 50,000 live entries (the table holds 65,536) put straight into it.
     let pin = e2e::pin_path_of(&std::fs::read_to_string(&d.config).unwrap()).unwrap();
-    let map = MapData::from_pin(pin.join("maps/CONNTRACK")).unwrap();
-    let mut ct: BpfMap<_, FlowKey, FlowState> = BpfMap::try_from(Map::LruHashMap(map)).unwrap();
+    let map = MapData::from_pin(pin.join("maps/CONNTRACK4")).unwrap();
+    let mut ct: BpfMap<_, FlowKey4, FlowState> = BpfMap::try_from(Map::LruHashMap(map)).unwrap();
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -998,7 +1063,7 @@ fn active_flows_are_live_flows_and_counted_off_the_main_loop() {
             last_seen_ns: now,
             ..Default::default()
         };
-        ct.insert(k, v, 0).unwrap();
+        ct.insert(k.v4(), v, 0).unwrap();
     }
     // lb status answers at once throughout, and the count catches up.
     let start = std::time::Instant::now();

@@ -474,7 +474,7 @@ fn fin_and_rst_mark_the_flow_closing() {
         f.l4 = l4;
         env.run(&f.build()).unwrap();
         let key = flow_key("10.0.0.2", sport, "10.100.0.1", SYN);
-        let st = env.dp.maps.conntrack.get(&key, 0).expect("flow is tracked");
+        let st = env.dp.maps.ct_get(&key).expect("flow is tracked");
         assert_ne!(
             st.flags & FLOW_F_CLOSING,
             0,
@@ -600,7 +600,7 @@ fn malformed_corpus_passes_and_counts() {
     let vips_after: Vec<_> = env.dp.maps.vips.iter().map(|r| r.unwrap()).collect();
     assert_eq!(vips_before.len(), vips_after.len());
     assert_eq!(
-        env.dp.maps.conntrack.keys().count(),
+        env.dp.maps.ct_keys().len(),
         0,
         "malformed packets created flows"
     );
@@ -976,7 +976,7 @@ fn a_listeners_tcp_idle_timeout_ages_its_tcp_flows() {
     }
     let idle_of = |env: &Env, p: &Spec| {
         let key = flow_key(&p.src.to_string(), p.sport, &p.dst.to_string(), p.l4);
-        let st = env.dp.maps.conntrack.get(&key, 0).expect("flow is tracked");
+        let st = env.dp.maps.ct_get(&key).expect("flow is tracked");
         st.idle_timeout_s
     };
     assert_eq!(idle_of(&env, &short), 1, "the listener's timeout");

@@ -8,7 +8,6 @@
 
 use std::{
     net::{SocketAddr, SocketAddrV4},
-    os::fd::AsFd as _,
     time::{Duration, Instant},
 };
 
@@ -54,8 +53,7 @@ fn established_flows_survive_a_spoofed_syn_flood() {
         c.exchange(b"before\n").unwrap();
     }
     let pins = e2e::pin_path_of(&cfg).unwrap().join("maps");
-    let ct = MapData::from_pin(pins.join("CONNTRACK")).unwrap();
-    let ct_fd = ct.fd().as_fd().try_clone_to_owned().unwrap();
+    let tables = ctwalk::FlowTables::from_pins(&pins).unwrap();
     let globals: Array<_, lb_common::Globals> = Array::try_from(aya::maps::Map::Array(
         MapData::from_pin(pins.join("GLOBALS")).unwrap(),
     ))
@@ -73,7 +71,7 @@ fn established_flows_survive_a_spoofed_syn_flood() {
         let mut most = 0;
         let mut registered = false;
         while !flood.is_finished() {
-            let f = ctwalk::count(&ct_fd, &g).unwrap();
+            let f = ctwalk::count(&tables, &g).unwrap();
             most = most.max(f.half_open);
             if !registered && f.half_open > 1000 {
                 // A ring change while the flood runs: a long-lived flow

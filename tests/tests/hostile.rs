@@ -15,7 +15,7 @@ const NAT: &str = "10.100.0.1";
 const SNAT: &str = "10.100.0.2";
 
 fn tracked(env: &Env) -> usize {
-    env.dp.maps.conntrack.keys().filter(|k| k.is_ok()).count()
+    env.dp.maps.ct_keys().len()
 }
 
 /// The output frame's destination address (IPv4).
@@ -46,11 +46,7 @@ fn only_a_syn_creates_tcp_state() {
     assert_eq!(action_name(a), "XDP_REDIRECT", "balanced");
     assert_eq!(out_dst(&out), expected_target(&env, &ack).0, "by the ring");
     assert!(
-        env.dp
-            .maps
-            .conntrack
-            .get(&flow_key(c, 40001, NAT, SYN), 0)
-            .is_err(),
+        env.dp.maps.ct_get(&flow_key(c, 40001, NAT, SYN)).is_err(),
         "not tracked"
     );
     let i = Reason::NotSynUntracked as usize;
@@ -60,30 +56,15 @@ fn only_a_syn_creates_tcp_state() {
         .run(&Spec::new(c, 40002, SNAT, 80, ACK).build())
         .unwrap();
     assert_eq!(action_name(a), "XDP_DROP");
-    assert!(env
-        .dp
-        .maps
-        .conntrack
-        .get(&flow_key(c, 40002, SNAT, SYN), 0)
-        .is_err());
+    assert!(env.dp.maps.ct_get(&flow_key(c, 40002, SNAT, SYN)).is_err());
     let i = Reason::SnatUntracked as usize;
     assert_eq!(env.reasons()[i], before[i] + 1);
     // A SYN is tracked, half-open until the client's ACK.
     env.run(&Spec::new(c, 40003, NAT, 80, SYN).build()).unwrap();
-    let st = env
-        .dp
-        .maps
-        .conntrack
-        .get(&flow_key(c, 40003, NAT, SYN), 0)
-        .unwrap();
+    let st = env.dp.maps.ct_get(&flow_key(c, 40003, NAT, SYN)).unwrap();
     assert_ne!(st.flags & FLOW_F_HALF_OPEN, 0, "half-open");
     env.run(&Spec::new(c, 40003, NAT, 80, ACK).build()).unwrap();
-    let st = env
-        .dp
-        .maps
-        .conntrack
-        .get(&flow_key(c, 40003, NAT, SYN), 0)
-        .unwrap();
+    let st = env.dp.maps.ct_get(&flow_key(c, 40003, NAT, SYN)).unwrap();
     assert_eq!(st.flags & FLOW_F_HALF_OPEN, 0, "the handshake completed");
 }
 
@@ -161,12 +142,7 @@ fn new_flows_past_the_cap_are_balanced_untracked() {
         .run(&Spec::new(c, 43001, SNAT, 80, SYN).build())
         .unwrap();
     assert_eq!(action_name(a), "XDP_REDIRECT", "a new second");
-    assert!(env
-        .dp
-        .maps
-        .conntrack
-        .get(&flow_key(c, 43001, SNAT, SYN), 0)
-        .is_ok());
+    assert!(env.dp.maps.ct_get(&flow_key(c, 43001, SNAT, SYN)).is_ok());
 }
 
 /// A listener's allow list and the gateway's deny list decide who opens
@@ -304,12 +280,7 @@ fn replies_are_taken_only_from_the_target_side() {
     let i = Reason::ReplyWrongSide as usize;
     assert_eq!(env.reasons()[i], before[i] + 1);
     assert_eq!(env.dp.passive(id).unwrap().refused, 0, "not a refusal");
-    let st = env
-        .dp
-        .maps
-        .conntrack
-        .get(&flow_key(c, 45000, NAT, SYN), 0)
-        .unwrap();
+    let st = env.dp.maps.ct_get(&flow_key(c, 45000, NAT, SYN)).unwrap();
     assert_ne!(
         st.flags & lb_common::FLOW_F_OPENING,
         0,
@@ -537,11 +508,7 @@ fn answered_connections_from_another_gateway_are_adopted() {
     let (a, _) = env.run(&from_target(tests::packet::RST).build()).unwrap();
     assert_eq!(action_name(a), "XDP_REDIRECT", "translated by the ring");
     assert!(
-        env.dp
-            .maps
-            .conntrack
-            .get(&flow_key(c, 48000, NAT, SYN), 0)
-            .is_err(),
+        env.dp.maps.ct_get(&flow_key(c, 48000, NAT, SYN)).is_err(),
         "a RST: not adopted"
     );
     let before = env.reasons();
@@ -550,8 +517,7 @@ fn answered_connections_from_another_gateway_are_adopted() {
     let st = env
         .dp
         .maps
-        .conntrack
-        .get(&flow_key(c, 48000, NAT, SYN), 0)
+        .ct_get(&flow_key(c, 48000, NAT, SYN))
         .expect("adopted");
     assert_eq!(st.backend_id, env.backend_id(&t));
     let i = Reason::Adopted as usize;

@@ -78,12 +78,7 @@ fn flow_flags(env: &Env, p: &Spec) -> u32 {
         family,
         _pad: [0; 2],
     };
-    env.dp
-        .maps
-        .conntrack
-        .get(&key, 0)
-        .expect("flow is tracked")
-        .flags
+    env.dp.maps.ct_get(&key).expect("flow is tracked").flags
 }
 
 fn run(env: &mut Env, p: &Spec) -> (u32, Vec<u8>) {

@@ -57,7 +57,7 @@ fn reply_l4(l4: L4) -> L4 {
 }
 
 fn flow(env: &Env, key: &FlowKey) -> FlowState {
-    env.dp.maps.conntrack.get(key, 0).expect("flow is tracked")
+    env.dp.maps.ct_get(key).expect("flow is tracked")
 }
 
 /// Clients reaching a target directly, through the gateway, on the port it
@@ -377,8 +377,7 @@ fn snat_hit_keeps_its_entry() {
     let ours = flow(&env, &flow_key(c, sport, vip, L4::Udp));
     env.dp
         .maps
-        .conntrack
-        .insert(flow_key(c, 1, vip, L4::Udp), ours, 0)
+        .ct_insert(&flow_key(c, 1, vip, L4::Udp), &ours)
         .unwrap();
     let before = env.reasons();
     let (_, out) = env.run(&p.build()).unwrap();

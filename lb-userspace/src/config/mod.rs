@@ -104,7 +104,8 @@ pub struct Gateway {
     pub max_vips: u32,
     /// Most targets, over all target groups.
     pub max_targets: u32,
-    /// Conntrack entries (LRU).
+    /// Conntrack entries (LRU), per family: IPv4 and IPv6 flows each
+    /// have a table of this size.
     pub conntrack_size: u32,
     /// SNAT table entries (LRU); at least `conntrack_size` when a target
     /// group uses `snat` (every tracked flow holds one).

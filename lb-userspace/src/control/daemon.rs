@@ -643,14 +643,14 @@ impl Daemon {
 
     /// What a conntrack walk for `lb flows` needs.
     fn flows_job(&self) -> Result<super::inspect::FlowsJob, ApiError> {
-        let fd = self.planes.flow_table().ok_or_else(|| {
+        let tables = self.planes.flow_table().ok_or_else(|| {
             ApiError::new(
                 "UnsupportedOperation",
                 "flows are listed from XDP's conntrack; this daemon runs the proxy data plane",
             )
         })?;
         Ok(super::inspect::FlowsJob {
-            fd,
+            tables,
             globals: self.model.globals,
             targets: self
                 .model

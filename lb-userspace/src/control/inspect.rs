@@ -139,7 +139,7 @@ pub fn explain(
 /// What a walk of conntrack needs from the daemon (taken on the main
 /// loop; the walk runs off it).
 pub struct FlowsJob {
-    pub fd: std::os::fd::OwnedFd,
+    pub tables: ctwalk::FlowTables,
     pub globals: lb_common::Globals,
     /// Backend id -> target, vip_id -> listener.
     pub targets: HashMap<u32, (String, SocketAddr)>,
@@ -153,7 +153,7 @@ pub fn flows(job: &FlowsJob, r: &FlowsRequest) -> Result<Value, ApiError> {
     let mut out = Vec::new();
     let mut seen = 0usize;
     let mut more = false;
-    ctwalk::for_each(&job.fd, |k: &FlowKey, st| {
+    job.tables.for_each(|k: &FlowKey, st| {
         let idle = now.saturating_sub(st.last_seen_ns);
         if !flow::live(&job.globals, k.proto, st.idle_timeout_s, st.flags, idle) {
             return;

@@ -29,7 +29,7 @@ fn load_xdp(cfg: &Config, detach_on_exit: bool) -> Result<XdpDataplane> {
     host::check_privileges()?;
     let sizes = Sizes::from_config(cfg);
     info!(
-        "map memory about {:.1} MiB (ring {} x {} slots, conntrack {} entries, snat {} entries)",
+        "map memory about {:.1} MiB (ring {} x {} slots, conntrack {} entries per family, snat {} entries)",
         sizes.memory() as f64 / (1 << 20) as f64,
         sizes.max_vips * lb_common::RINGS_PER_VIP,
         sizes.ring_size,

@@ -91,7 +91,7 @@ pub trait Dataplane {
     }
 
     /// A handle on the flow table, for listing flows (XDP's conntrack).
-    fn flow_table(&self) -> Option<std::os::fd::OwnedFd> {
+    fn flow_table(&self) -> Option<xdp::ctwalk::FlowTables> {
         None
     }
 
@@ -198,7 +198,7 @@ impl Dataplane for Planes {
         self.0.iter().find_map(|p| p.passive(backend))
     }
 
-    fn flow_table(&self) -> Option<std::os::fd::OwnedFd> {
+    fn flow_table(&self) -> Option<xdp::ctwalk::FlowTables> {
         self.0.iter().find_map(|p| p.flow_table())
     }
 

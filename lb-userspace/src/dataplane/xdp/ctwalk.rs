@@ -2,7 +2,9 @@
 //! millions of entries takes seconds to walk one syscall per entry, which
 //! would stall health results and the systemd watchdog. A thread walks it
 //! every few seconds with `BPF_MAP_LOOKUP_BATCH` (thousands of entries per
-//! syscall) on its own copy of the map's fd, and publishes the count.
+//! syscall) on its own copy of the maps' fds, and publishes the count.
+//! Conntrack is two maps, one per family (IPv4 with a 16-byte key, see
+//! `lb_ebpf`'s `ct`); walks see both as `FlowKey`s.
 
 use std::{
     os::fd::{AsRawFd, OwnedFd},
@@ -10,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{flow, FlowKey, FlowState, Globals};
+use lb_common::{flow, FlowKey, FlowKey4, FlowState, Globals, AF_INET};
 
 use crate::dataplane::Flows;
 
@@ -50,10 +52,48 @@ pub fn coarse_now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Calls `f` with every (key, value) of the hash map behind `fd`, in
-/// batches. An error other than the end of the table stops the walk.
-pub fn for_each(fd: &OwnedFd, mut f: impl FnMut(&FlowKey, &FlowState)) -> std::io::Result<()> {
-    let mut keys = vec![FlowKey::default(); BATCH];
+/// The conntrack maps: `CONNTRACK4` (IPv4 flows) and `CONNTRACK` (IPv6).
+pub struct FlowTables {
+    pub v4: OwnedFd,
+    pub v6: OwnedFd,
+}
+
+impl FlowTables {
+    /// Calls `f` with every (key, value) of both maps, IPv4 keys widened
+    /// to `FlowKey`s, in batches. An error other than the end of a table
+    /// stops the walk.
+    /// The pinned tables in a pin directory's `maps` folder (for tools
+    /// and tests that read a running daemon's state).
+    pub fn from_pins(maps: &std::path::Path) -> anyhow::Result<FlowTables> {
+        use std::os::fd::AsFd as _;
+        let open = |name: &str| -> anyhow::Result<OwnedFd> {
+            let m = aya::maps::MapData::from_pin(maps.join(name))?;
+            Ok(m.fd().as_fd().try_clone_to_owned()?)
+        };
+        Ok(FlowTables {
+            v4: open(lb_common::names::CONNTRACK4)?,
+            v6: open(lb_common::names::CONNTRACK)?,
+        })
+    }
+
+    pub fn for_each(&self, mut f: impl FnMut(&FlowKey, &FlowState)) -> std::io::Result<()> {
+        walk::<FlowKey4>(&self.v4, |k, st| f(&k.widen(), st))?;
+        walk::<FlowKey>(&self.v6, f)
+    }
+}
+
+/// Which map of `FlowTables` holds the flow `k`.
+pub fn in_v4(k: &FlowKey) -> bool {
+    k.family == AF_INET
+}
+
+/// Calls `f` with every (key, value) of the hash map behind `fd`, whose
+/// keys are `K`s, in batches.
+pub fn walk<K: Copy + Default>(
+    fd: &OwnedFd,
+    mut f: impl FnMut(&K, &FlowState),
+) -> std::io::Result<()> {
+    let mut keys = vec![K::default(); BATCH];
     let mut vals = vec![FlowState::default(); BATCH];
     // Hash maps' batch token is a bucket index (u32); 8 bytes are enough.
     let (mut token_in, mut token_out) = (0u64, 0u64);
@@ -96,14 +136,14 @@ pub fn for_each(fd: &OwnedFd, mut f: impl FnMut(&FlowKey, &FlowState)) -> std::i
     }
 }
 
-/// Counts the live flows of the conntrack map behind `fd`.
-pub fn count(fd: &OwnedFd, g: &Globals) -> std::io::Result<Flows> {
+/// Counts the live flows of both conntrack maps.
+pub fn count(t: &FlowTables, g: &Globals) -> std::io::Result<Flows> {
     let now = coarse_now_ns();
     let mut out = Flows {
         at: Some(Instant::now()),
         ..Default::default()
     };
-    for_each(fd, |k, st| {
+    t.for_each(|k, st| {
         let age = now.saturating_sub(st.last_seen_ns);
         if flow::live(g, k.proto, st.idle_timeout_s, st.flags, age) {
             out.total += 1;
@@ -116,7 +156,7 @@ pub fn count(fd: &OwnedFd, g: &Globals) -> std::io::Result<Flows> {
 
 /// Starts the walking thread: a count every `every`, published in
 /// `shared.last`. It ends when the XDP plane drops its `Arc`.
-pub fn spawn(fd: OwnedFd, shared: Arc<Shared>, every: Duration) {
+pub fn spawn(t: FlowTables, shared: Arc<Shared>, every: Duration) {
     let weak = Arc::downgrade(&shared);
     drop(shared);
     std::thread::Builder::new()
@@ -125,7 +165,7 @@ pub fn spawn(fd: OwnedFd, shared: Arc<Shared>, every: Duration) {
             let Some(shared) = weak.upgrade() else { return };
             let g = *shared.globals.lock().unwrap();
             if let Some(g) = g {
-                match count(&fd, &g) {
+                match count(&t, &g) {
                     Ok(c) => *shared.last.lock().unwrap() = c,
                     Err(e) => log::warn!("counting conntrack flows failed: {e}"),
                 }

@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+
 use aya::{
     maps::{MapData, ProgramArray},
     programs::{
@@ -16,10 +17,14 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use lb_common::names;
+use lb_common::{names, FlowKey};
+
+/// `bpf(2)`'s update flag: create only (uapi `BPF_NOEXIST`).
+const BPF_NOEXIST: u64 = 1;
 use log::{info, warn};
 
 use super::{
+    ctwalk,
     health::HealthMmap,
     maps::{take, Maps, Sizes},
     pins,
@@ -104,12 +109,16 @@ impl XdpDataplane {
 
     fn load_from(sizes: Sizes, pin_dir: Option<&Path>, object: &[u8]) -> Result<Self> {
         let mut adopted = false;
+        let mut v4_moves = false;
         let mut pin_lock = None;
         if let Some(dir) = pin_dir {
             pins::prepare_pin_dir(dir)?;
             pin_lock = Some(pins::lock_dir(dir)?);
             adopted = dir.join("maps").join(names::GLOBALS).exists();
             if adopted {
+                // Pins of a build before the IPv4 table: its IPv4 flows
+                // are in CONNTRACK (see `move_v4_flows`).
+                v4_moves = !dir.join("maps").join(names::CONNTRACK4).exists();
                 pins::check_pinned_sizes(dir, &sizes)?;
                 for m in pins::renew_counters(dir, &sizes)? {
                     log::info!("{m}");
@@ -129,6 +138,7 @@ impl XdpDataplane {
             .map_max_entries(names::RING, sizes.ring_entries())
             .map_max_entries(names::BACKENDS, sizes.max_targets + 1)
             .map_max_entries(names::CONNTRACK, sizes.conntrack)
+            .map_max_entries(names::CONNTRACK4, sizes.conntrack)
             .map_max_entries(names::NAT_REVERSE, sizes.max_targets.max(1) * 2)
             .map_max_entries(names::SNAT, sizes.snat)
             .map_max_entries(names::PASSTHROUGH, sizes.passthrough)
@@ -182,11 +192,45 @@ impl XdpDataplane {
             kind: DataplaneKind::Auto,
             detach_on_exit: false,
             live: None,
+            v4_moves,
         };
         if adopted {
             dp.read_back()?;
         }
+        if v4_moves {
+            let n = dp.move_v4_flows(false);
+            log::info!("upgrade: {n} IPv4 flows copied from CONNTRACK to the new CONNTRACK4 table");
+        }
         Ok(dp)
+    }
+
+    /// Copies the IPv4 flows an older build kept in `CONNTRACK` into
+    /// `CONNTRACK4`, where this build looks them up; with `remove`, takes
+    /// them out of `CONNTRACK`. At load they are copied only: the old
+    /// program runs until every interface is attached and still reads
+    /// them there. Returns how many were copied.
+    pub(super) fn move_v4_flows(&mut self, remove: bool) -> usize {
+        let Ok(tables) = self.flow_tables() else {
+            return 0;
+        };
+        let mut v4 = Vec::new();
+        let _ = ctwalk::walk::<FlowKey>(&tables.v6, |k, st| {
+            if ctwalk::in_v4(k) {
+                v4.push((*k, *st));
+            }
+        });
+        let mut copied = 0;
+        for (k, st) in &v4 {
+            // NOEXIST: an entry this build's program made or refreshed
+            // since is newer than the old program's copy.
+            if self.maps.conntrack4.insert(k.v4(), st, BPF_NOEXIST).is_ok() {
+                copied += 1;
+            }
+            if remove {
+                let _ = self.maps.conntrack.remove(k);
+            }
+        }
+        copied
     }
 
     /// After adopting pinned maps: learn what they hold, so the next sync

@@ -6,8 +6,8 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    names, Backend, BackendHealth, Counters, FlowKey, FlowState, Globals, ReverseKey, ReverseVal,
-    SnatKey, SnatVal, VipKey, VipMeta, VipSlot, RINGS_PER_VIP,
+    names, Backend, BackendHealth, Counters, FlowKey, FlowKey4, FlowState, Globals, ReverseKey,
+    ReverseVal, SnatKey, SnatVal, VipKey, VipMeta, VipSlot, RINGS_PER_VIP,
 };
 
 use crate::config::Config;
@@ -45,7 +45,8 @@ impl Sizes {
         let cpus = aya::util::nr_cpus().unwrap_or(1) as u64;
         // Array values take 8 bytes each.
         let ring = self.ring_entries() as u64 * 8;
-        let ct = self.conntrack as u64 * (40 + 24 + 64);
+        // Conntrack is two tables of `conntrack_size`: IPv4, IPv6 flows.
+        let ct = self.conntrack as u64 * ((16 + 24 + 64) + (40 + 24 + 64));
         let snat = self.snat as u64 * (40 + 48 + 64);
         let passthrough = self.passthrough as u64 * (40 + 8 + 64);
         let backends = (self.max_targets as u64 + 1) * (32 + 80);
@@ -64,6 +65,7 @@ pub struct Maps {
     pub ring: Array<MapData, u32>,
     pub backends: Array<MapData, Backend>,
     pub conntrack: BpfHashMap<MapData, FlowKey, FlowState>,
+    pub conntrack4: BpfHashMap<MapData, FlowKey4, FlowState>,
     pub reverse: BpfHashMap<MapData, ReverseKey, ReverseVal>,
     pub snat: BpfHashMap<MapData, SnatKey, SnatVal>,
     pub vip_stats: PerCpuArray<MapData, Counters>,
@@ -86,6 +88,36 @@ where
     T::try_from(m).with_context(|| format!("map {name} has an unexpected type"))
 }
 
+/// Conntrack by family (`CONNTRACK4` for IPv4 flows, `CONNTRACK` for
+/// IPv6), for one flow at a time: the daemon's walks use `ctwalk`.
+impl Maps {
+    pub fn ct_get(&self, k: &FlowKey) -> Result<FlowState, aya::maps::MapError> {
+        if k.family == lb_common::AF_INET {
+            self.conntrack4.get(&k.v4(), 0)
+        } else {
+            self.conntrack.get(k, 0)
+        }
+    }
+
+    pub fn ct_insert(&mut self, k: &FlowKey, st: &FlowState) -> Result<(), aya::maps::MapError> {
+        if k.family == lb_common::AF_INET {
+            self.conntrack4.insert(k.v4(), st, 0)
+        } else {
+            self.conntrack.insert(k, st, 0)
+        }
+    }
+
+    /// Every flow's key, both tables (IPv4 keys widened).
+    pub fn ct_keys(&self) -> Vec<FlowKey> {
+        let v4 = self
+            .conntrack4
+            .keys()
+            .filter_map(|k| k.ok().map(|k| k.widen()));
+        v4.chain(self.conntrack.keys().filter_map(|k| k.ok()))
+            .collect()
+    }
+}
+
 impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Maps> {
         Ok(Maps {
@@ -96,6 +128,7 @@ impl Maps {
             ring: take(ebpf, names::RING)?,
             backends: take(ebpf, names::BACKENDS)?,
             conntrack: take(ebpf, names::CONNTRACK)?,
+            conntrack4: take(ebpf, names::CONNTRACK4)?,
             reverse: take(ebpf, names::NAT_REVERSE)?,
             snat: take(ebpf, names::SNAT)?,
             vip_stats: take(ebpf, names::VIP_STATS)?,

@@ -103,6 +103,9 @@ pub struct XdpDataplane {
     pub detach_on_exit: bool,
     /// The conntrack walker's counts, once `count_flows_every` started it.
     live: Option<Arc<ctwalk::Shared>>,
+    /// Adopted pins of a build before `CONNTRACK4`: its IPv4 flows leave
+    /// `CONNTRACK` once every interface runs this build (`start`).
+    v4_moves: bool,
 }
 
 /// A VIP's active ring slots and the tables last written there (`None`:
@@ -115,17 +118,26 @@ struct RingState {
 }
 
 impl XdpDataplane {
-    /// A copy of the conntrack map's fd, for counting off the main loop.
-    pub fn conntrack_fd(&self) -> Result<std::os::fd::OwnedFd> {
+    /// Copies of the conntrack maps' fds, for walks off the main loop.
+    pub fn flow_tables(&self) -> Result<ctwalk::FlowTables> {
         use aya::maps::IterableMap as _;
         use std::os::fd::AsFd as _;
-        Ok(self
-            .maps
-            .conntrack
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()?)
+        Ok(ctwalk::FlowTables {
+            v4: self
+                .maps
+                .conntrack4
+                .map()
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()?,
+            v6: self
+                .maps
+                .conntrack
+                .map()
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()?,
+        })
     }
 
     /// Deletes the conntrack entries that point at `backend_id` (a target
@@ -134,12 +146,12 @@ impl XdpDataplane {
         // Removes every entry of the target (and walks in batches), but
         // counts only the live flows: those a client notices.
         let g = self.maps.globals.get(&0, 0).ok();
-        let Ok(fd) = self.conntrack_fd() else {
+        let Ok(tables) = self.flow_tables() else {
             return 0;
         };
         let now = ctwalk::coarse_now_ns();
         let mut doomed = Vec::new();
-        let _ = ctwalk::for_each(&fd, |k, st| {
+        let _ = tables.for_each(|k, st| {
             if st.backend_id == backend_id {
                 let live = g.as_ref().is_some_and(|g| {
                     let age = now.saturating_sub(st.last_seen_ns);
@@ -150,7 +162,14 @@ impl XdpDataplane {
         });
         doomed
             .iter()
-            .filter(|(k, live)| self.maps.conntrack.remove(k).is_ok() && *live)
+            .filter(|(k, live)| {
+                let gone = if ctwalk::in_v4(k) {
+                    self.maps.conntrack4.remove(&k.v4())
+                } else {
+                    self.maps.conntrack.remove(k)
+                };
+                gone.is_ok() && *live
+            })
             .count()
     }
 
@@ -183,7 +202,7 @@ impl XdpDataplane {
     pub fn count_flows_every(&mut self, every: Duration) -> Result<()> {
         let shared = Arc::new(ctwalk::Shared::default());
         *shared.globals.lock().unwrap() = self.maps.globals.get(&0, 0).ok();
-        ctwalk::spawn(self.conntrack_fd()?, shared.clone(), every);
+        ctwalk::spawn(self.flow_tables()?, shared.clone(), every);
         self.live = Some(shared);
         Ok(())
     }
@@ -197,6 +216,10 @@ impl Dataplane for XdpDataplane {
     fn start(&mut self) -> Result<()> {
         for iface in self.interfaces.clone() {
             self.attach(&iface, self.kind)?;
+        }
+        if std::mem::take(&mut self.v4_moves) {
+            let n = self.move_v4_flows(true);
+            log::info!("upgrade: IPv4 flows moved out of CONNTRACK ({n} made since the load)");
         }
         for iface in self.detach_unconfigured(&self.interfaces.clone()) {
             log::info!("{iface}: no longer in gateway.interfaces: XDP detached");
@@ -221,7 +244,7 @@ impl Dataplane for XdpDataplane {
                 .globals
                 .get(&0, 0)
                 .ok()
-                .and_then(|g| ctwalk::count(&self.conntrack_fd().ok()?, &g).ok()),
+                .and_then(|g| ctwalk::count(&self.flow_tables().ok()?, &g).ok()),
         };
         counted.unwrap_or_default()
     }
@@ -245,8 +268,8 @@ impl Dataplane for XdpDataplane {
         Some(self.health_mem.read(backend))
     }
 
-    fn flow_table(&self) -> Option<std::os::fd::OwnedFd> {
-        self.conntrack_fd().ok()
+    fn flow_table(&self) -> Option<ctwalk::FlowTables> {
+        self.flow_tables().ok()
     }
 
     fn memory(&self) -> Option<u64> {
