@@ -6,7 +6,8 @@
 //! as the interfaces come and wire-like (TSO/GSO/GRO off on client and
 //! backends: MTU-sized packets, as from a real NIC). Medians of repeats, a
 //! deadline, and a missing tool skips its comparison with a message.
-//! Writes target/bench/bench.{json,md,png}.
+//! Then the ratios again, from pairs of runs that take turns
+//! (`TURNS`). Writes target/bench/bench.{json,md,png}.
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -154,8 +155,12 @@ fn lb_config(topo: &Topology, dataplane: &str) -> String {
     );
     // iperf3 needs its control and data connections on one target.
     // `websnat`: the same web targets behind a source-NAT listener.
-    for (name, vport, port, proto, sticky, mode) in [
-        ("web", 80, 8080, "tcp", "none", "mode = \"nat\""),
+    // `web1`: the first web target alone, for new connections against
+    // plain forwarding to that one target (`TURNS`).
+    let all = topo.backends.len();
+    for (name, vport, port, proto, sticky, mode, n) in [
+        ("web", 80, 8080, "tcp", "none", "mode = \"nat\"", all),
+        ("web1", 82, 8080, "tcp", "none", "mode = \"nat\"", 1),
         (
             "iperf",
             5201,
@@ -163,6 +168,7 @@ fn lb_config(topo: &Topology, dataplane: &str) -> String {
             "tcp_udp",
             "source_ip",
             "mode = \"nat\"",
+            all,
         ),
         (
             "websnat",
@@ -171,13 +177,14 @@ fn lb_config(topo: &Topology, dataplane: &str) -> String {
             "tcp",
             "none",
             "mode = \"snat\"\nsnat_address = \"10.0.0.1\"",
+            all,
         ),
     ] {
         s += &format!("[[listener]]\nname = \"{name}\"\naddress = \"{VIP_V4}\"\nport = {vport}\nprotocol = \"{proto}\"\ntarget_group = \"{name}\"\n\n");
         s += &format!(
             "[[target_group]]\nname = \"{name}\"\ncross_zone = true\nstickiness = \"{sticky}\"\n{mode}\n"
         );
-        for b in &topo.backends {
+        for b in topo.backends.iter().take(n) {
             s += &format!(
                 "[[target_group.targets]]\naddress = \"{}\"\nport = {port}\nzone = \"{}\"\n",
                 b.v4, b.zone
@@ -205,6 +212,172 @@ fn haproxy(topo: &Topology, dir: &Path) -> Result<Child> {
         &c,
         &format!("{VIP_V4}:80"),
     )
+}
+
+/// Starts `path` on the gateway (see `PATHS`).
+fn start_path(path: &str, topo: &Topology, dir: &Path) -> Result<Running> {
+    Ok(match path {
+        "kernel" => Running::Nothing,
+        "kernel + XDP_PASS" => {
+            let mut p = pass_program()?;
+            attach_pass(&mut p, &topo.gw, &topo.gw_interfaces())?;
+            Running::Pass(Box::new(p))
+        }
+        "XDP native" => Running::Lb(Daemon::start(&topo.gw, dir, &lb_config(topo, "xdp"))?),
+        "XDP generic" => Running::Lb(Daemon::start(
+            &topo.gw,
+            dir,
+            &lb_config(topo, "xdp-generic"),
+        )?),
+        "proxy" => Running::Lb(Daemon::start(&topo.gw, dir, &lb_config(topo, "proxy"))?),
+        _ => Running::Haproxy(haproxy(topo, dir)?),
+    })
+}
+
+/// Where the client goes on `path`: (iperf3 host, HTTP URL). Plain
+/// forwarding goes straight to one backend, the others to the VIP.
+fn target_of(path: &str, topo: &Topology) -> (String, String) {
+    if path.starts_with("kernel") {
+        let h = topo.backends[0].v4.clone();
+        (h.clone(), format!("http://{h}:8080/"))
+    } else {
+        (VIP_V4.to_string(), format!("http://{VIP_V4}/"))
+    }
+}
+
+/// iperf3 UDP flood of 1400-byte datagrams: [Gbit/s received, loss %].
+fn udp1400(client: &Netns, host: &str) -> Result<Vec<f64>> {
+    let v = iperf(client, host, &["-u", "-b", "0", "-l", "1400"])?;
+    let s = if v["end"]["sum_received"].is_object() {
+        &v["end"]["sum_received"]
+    } else {
+        &v["end"]["sum"]
+    };
+    let lost = v["end"]["sum"]["lost_percent"]
+        .as_f64()
+        .or(s["lost_percent"].as_f64())
+        .unwrap_or(0.0);
+    Ok(vec![
+        s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
+        lost,
+    ])
+}
+
+/// The two ratios, from runs in pairs that take turns, each path
+/// started afresh for each run and the first of a pair alternating: over
+/// the main loop's path after path, drift of this shared machine moved
+/// the plain-forwarding figure by up to 2x between runs.
+/// (test, path, its baseline path)
+/// The XDP_PASS rows split the first: what any XDP program on veth costs
+/// (native XDP puts both veths into NAPI mode), and what is ours.
+const TURNS: [(&str, &str, &str); 4] = [
+    ("close", "XDP native", "kernel"),
+    ("close", "kernel + XDP_PASS", "kernel"),
+    ("close", "XDP native", "kernel + XDP_PASS"),
+    ("udp", "XDP native", "kernel + XDP_PASS"),
+];
+const PAIRS: usize = 5;
+/// Past the main loop's deadline.
+const TURNS_BUDGET: Duration = Duration::from_secs(150);
+
+/// One `TURNS` row's pairs: (path's figure, baseline's figure) per pair,
+/// and for UDP the loss of each.
+struct Turns {
+    test: &'static str,
+    path: &'static str,
+    base: &'static str,
+    pairs: Vec<(Vec<f64>, Vec<f64>)>,
+}
+
+fn take_turns(topo: &Topology, dir: &Path, deadline: Instant) -> Vec<Turns> {
+    let mut out = Vec::new();
+    for (test, path, base) in TURNS {
+        let mut t = Turns {
+            test,
+            path,
+            base,
+            pairs: Vec::new(),
+        };
+        for i in 0..PAIRS {
+            if Instant::now() > deadline {
+                break;
+            }
+            let order = if i % 2 == 0 {
+                [path, base]
+            } else {
+                [base, path]
+            };
+            let mut got: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+            for p in order {
+                let run = || -> Result<Vec<f64>> {
+                    let _running = start_path(p, topo, dir)?;
+                    let (host, url) = target_of(p, topo);
+                    let _perf = perf_record(&format!("{test}-{}-{i}", p.replace([' ', '+'], "")));
+                    if test == "close" {
+                        // One target on both sides: the balancer's cost,
+                        // not one nginx against three.
+                        let url = if p.starts_with("kernel") {
+                            url
+                        } else {
+                            format!("http://{VIP_V4}:82/")
+                        };
+                        Ok(vec![wrk(&topo.client, &url, 32, true)?[0]])
+                    } else {
+                        udp1400(&topo.client, &host)
+                    }
+                };
+                match run() {
+                    Ok(v) => {
+                        got.insert(p, v);
+                    }
+                    Err(e) => eprintln!("bench: turns {test} {p}: {e:#}"),
+                }
+                let _ = std::fs::remove_dir_all(topo.pin_path());
+            }
+            if let (Some(a), Some(b)) = (got.remove(path), got.remove(base)) {
+                eprintln!("bench   turns {test}: {path} {a:.1?} / {base} {b:.1?}");
+                t.pairs.push((a, b));
+            }
+        }
+        out.push(t);
+    }
+    out
+}
+
+/// With `LB_BENCH_PERF=<dir>`: a whole-machine profile (`perf record -a
+/// -g -e cpu-clock`) for the run's time, to `<dir>/<name>.data`; the
+/// returned child is waited for when dropped.
+fn perf_record(name: &str) -> Option<WaitOnDrop> {
+    let dir = std::env::var("LB_BENCH_PERF").ok()?;
+    let out = format!("{dir}/{name}.data");
+    let secs = secs().to_string();
+    Command::new("perf")
+        .args([
+            "record",
+            "-a",
+            "-g",
+            "-e",
+            "cpu-clock",
+            "-o",
+            &out,
+            "--",
+            "sleep",
+            &secs,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| eprintln!("bench: perf record: {e}"))
+        .ok()
+        .map(WaitOnDrop)
+}
+
+struct WaitOnDrop(Child);
+
+impl Drop for WaitOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.wait();
+    }
 }
 
 /// A running path; dropped to stop it.
@@ -306,33 +479,9 @@ fn main() -> Result<()> {
             continue;
         }
         eprintln!("bench [{:>3}s] {path}", start.elapsed().as_secs());
-        let running = match path {
-            "kernel" => Running::Nothing,
-            "kernel + XDP_PASS" => {
-                let mut p = pass_program()?;
-                attach_pass(&mut p, &topo.gw, &topo.gw_interfaces())?;
-                Running::Pass(Box::new(p))
-            }
-            "XDP native" => Running::Lb(Daemon::start(&topo.gw, &dir.0, &lb_config(&topo, "xdp"))?),
-            "XDP generic" => Running::Lb(Daemon::start(
-                &topo.gw,
-                &dir.0,
-                &lb_config(&topo, "xdp-generic"),
-            )?),
-            "proxy" => Running::Lb(Daemon::start(&topo.gw, &dir.0, &lb_config(&topo, "proxy"))?),
-            _ => Running::Haproxy(haproxy(&topo, &dir.0)?),
-        };
+        let running = start_path(path, &topo, &dir.0)?;
         let direct = path.starts_with("kernel");
-        let host = if direct {
-            topo.backends[0].v4.clone()
-        } else {
-            VIP_V4.to_string()
-        };
-        let url = if direct {
-            format!("http://{host}:8080/")
-        } else {
-            format!("http://{host}/")
-        };
+        let (host, url) = target_of(path, &topo);
         for phase in ["as is", "wire-like"] {
             let wire = set_wire(&topo, phase == "wire-like")?;
             type Run<'a> = Box<dyn Fn() -> Result<Vec<f64>> + 'a>;
@@ -390,22 +539,7 @@ fn main() -> Result<()> {
                         ("UDP 1400 B received (iperf3 -b 0)", "Gbit/s", true),
                         ("UDP loss", "%", false),
                     ],
-                    Box::new(|| {
-                        let v = iperf(&topo.client, &host, &["-u", "-b", "0", "-l", "1400"])?;
-                        let s = if v["end"]["sum_received"].is_object() {
-                            &v["end"]["sum_received"]
-                        } else {
-                            &v["end"]["sum"]
-                        };
-                        let lost = v["end"]["sum"]["lost_percent"]
-                            .as_f64()
-                            .or(s["lost_percent"].as_f64())
-                            .unwrap_or(0.0);
-                        Ok(vec![
-                            s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
-                            lost,
-                        ])
-                    }),
+                    Box::new(|| udp1400(&topo.client, &host)),
                 ));
             }
             if phase == "as is" && path != "HAProxy" {
@@ -503,7 +637,13 @@ fn main() -> Result<()> {
         drop(running);
         let _ = std::fs::remove_dir_all(topo.pin_path());
     }
-    report(&figures, &skipped, start.elapsed())
+    let turns = if only("LB_BENCH_TESTS", "turns") {
+        eprintln!("bench [{:>3}s] taking turns", start.elapsed().as_secs());
+        take_turns(&topo, &dir.0, start + DEADLINE + TURNS_BUDGET)
+    } else {
+        Vec::new()
+    };
+    report(&figures, &turns, &skipped, start.elapsed())
 }
 
 /// A chart label that fits left of the bars.
@@ -518,7 +658,7 @@ fn short(name: &str) -> &str {
     }
 }
 
-fn report(figures: &[Figure], skipped: &[String], took: Duration) -> Result<()> {
+fn report(figures: &[Figure], turns: &[Turns], skipped: &[String], took: Duration) -> Result<()> {
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out)?;
     let mut md = String::new();
@@ -573,6 +713,44 @@ fn report(figures: &[Figure], skipped: &[String], took: Duration) -> Result<()> 
                 md += &format!("| {} ({}) | {:.2}x |\n", f.name, f.unit, x.0 / p.0);
             }
         }
+    }
+    md += "\n";
+    if !turns.is_empty() {
+        md += &format!("### Taking turns: {PAIRS} pairs of runs, each path started afresh, the first of a pair alternating\n\n| figure | pairs (path / baseline) | median ratio |\n|---|---|---:|\n");
+    }
+    for t in turns {
+        let ratios: Vec<f64> = t
+            .pairs
+            .iter()
+            .filter(|(_, b)| b[0] > 0.0)
+            .map(|(a, b)| a[0] / b[0])
+            .collect();
+        let pairs: Vec<String> = t
+            .pairs
+            .iter()
+            .map(|(a, b)| match (a.get(1), b.get(1)) {
+                (Some(la), Some(lb)) => {
+                    format!("{:.2} / {:.2} (loss {la:.1}% / {lb:.1}%)", a[0], b[0])
+                }
+                _ => format!("{:.0} / {:.0}", a[0], b[0]),
+            })
+            .collect();
+        let what = if t.test == "close" {
+            "new connections/s to one target, Connection: close -c32 (wrk)"
+        } else {
+            "UDP 1400 B received, Gbit/s (iperf3 -b 0)"
+        };
+        md += &format!(
+            "| {what}: {} against {} | {} | {} |\n",
+            t.path,
+            t.base,
+            pairs.join("; "),
+            if ratios.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.2}x", median(ratios))
+            }
+        );
     }
     md += "\n";
     md += "### CPU per run (as is): balancer process s / softirq s (whole machine)\n\n";
