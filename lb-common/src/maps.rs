@@ -38,6 +38,7 @@ pub mod names {
     pub const TX_PORTS: &str = "TX_PORTS";
     pub const VIP_ADDRS: &str = "VIP_ADDRS";
     pub const ADDR_BITS: &str = "ADDR_BITS";
+    pub const DIRECT_SLOTS: &str = "DIRECT_SLOTS";
 
     /// Maps that outlive the daemon: everything but the next-hop cache,
     /// the per-CPU scratch space and the allow and deny lists (written
@@ -45,7 +46,7 @@ pub mod names {
     /// instance. The tail-call table is pinned: the kernel empties a
     /// program array when its last file descriptor closes, and the reply
     /// path is a tail call.
-    pub const PINNED: [&str; 16] = [
+    pub const PINNED: [&str; 17] = [
         GLOBALS,
         VIPS,
         VIP_SLOTS,
@@ -62,11 +63,12 @@ pub mod names {
         REASONS,
         BACKEND_HEALTH,
         JUMP,
+        DIRECT_SLOTS,
     ];
 
     /// Every map of the object: the pinned ones, then those of one
     /// program instance.
-    pub const ALL: [&str; 23] = {
+    pub const ALL: [&str; 24] = {
         let own = [
             FIB_CACHE,
             SCRATCH,
@@ -76,7 +78,7 @@ pub mod names {
             VIP_ADDRS,
             ADDR_BITS,
         ];
-        let mut all = [""; 23];
+        let mut all = [""; 24];
         let mut i = 0;
         while i < all.len() {
             all[i] = if i < PINNED.len() {

@@ -32,9 +32,9 @@ use lb_common::{
 use crate::{
     count, csum, ct,
     parse::{self, copy_mac, ld, ptr_at, st, Pkt},
-    ACL, ADDR_BITS, BACKENDS, BACKEND_STATS, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP, JUMP_ICMP,
-    JUMP_REPLY, NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, TX_PORTS, VIPS, VIP_SLOTS,
-    VIP_STATS,
+    ACL, ADDR_BITS, BACKENDS, BACKEND_STATS, DIRECT_SLOTS, FIB_CACHE, FIB_SCRATCH, GLOBALS, JUMP,
+    JUMP_ICMP, JUMP_REPLY, NAT_REVERSE, PASSTHROUGH, PORTS, RING, SCRATCH, SNAT, TX_PORTS, VIPS,
+    VIP_SLOTS, VIP_STATS,
 };
 
 #[inline(always)]
@@ -688,6 +688,12 @@ fn note_direct(pkt: &Pkt, now: u64) -> bool {
     if unsafe { NAT_REVERSE.get(rk) }.is_none() {
         return false;
     }
+    if let Some(d) = DIRECT_SLOTS.get_ptr_mut(lb_common::addr_slot(&pkt.dst)) {
+        // Written once: a store per packet would bounce the line.
+        if unsafe { *d } == 0 {
+            unsafe { *d = 1 };
+        }
+    }
     let key = flow_key(pkt);
     if let Some(e) = PASSTHROUGH.get_ptr_mut(key) {
         // One store per packet; an update would cost a map operation.
@@ -703,6 +709,10 @@ fn note_direct(pkt: &Pkt, now: u64) -> bool {
 /// replies keep it fresh too (a target that streams to a client).
 #[inline(always)]
 fn direct_is_newer(pkt: &Pkt, g: &Globals, than: u64, now: u64) -> bool {
+    let seen = DIRECT_SLOTS.get(lb_common::addr_slot(&pkt.src)).copied();
+    if seen.unwrap_or(1) == 0 {
+        return false;
+    }
     let Some(sc) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };

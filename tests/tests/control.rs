@@ -941,10 +941,11 @@ fn reloads_apply_whole_or_not_at_all() {
 }
 
 /// An upgrade from a build that kept every flow in `CONNTRACK` (before
-/// `CONNTRACK4`): the IPv4 flows move to the new table, with their state,
-/// and an open connection goes on. The old layout is made from this
-/// build's pins: the flows put back into `CONNTRACK`, the `CONNTRACK4`
-/// pin removed.
+/// `CONNTRACK4`) and had no `DIRECT_SLOTS`: the IPv4 flows move to the new
+/// table, with their state, and an open connection goes on; every target's
+/// replies are checked against direct flows again. The old layout is made
+/// from this build's pins: the flows put back into `CONNTRACK`, the two
+/// maps' pins removed.
 #[test]
 fn upgrade_moves_ipv4_flows_into_their_own_table() {
     use aya::maps::{HashMap as BpfMap, Map, MapData};
@@ -979,30 +980,62 @@ fn upgrade_moves_ipv4_flows_into_their_own_table() {
         .get(&key.v4(), 0)
         .expect("the connection is tracked");
     d.kill9();
-    // The old build's layout.
-    open6().insert(key, st, 0).unwrap();
+    // The old build's layout; the flow marked, to be known after the move.
+    let marked = FlowState {
+        idle_timeout_s: 4321,
+        ..st
+    };
+    open6().insert(key, marked, 0).unwrap();
     std::fs::remove_file(pins.join("CONNTRACK4")).unwrap();
+    std::fs::remove_file(pins.join("DIRECT_SLOTS")).unwrap();
     let d = Daemon::start(&topo.gw, &dir.0, &config).expect("restart");
     assert!(
         d.log_text()
-            .contains("upgrade: 1 IPv4 flows copied from CONNTRACK to the new CONNTRACK4 table"),
+            .contains("upgrade: 1 IPv4 flows copied from CONNTRACK to CONNTRACK4"),
         "{}",
         d.log_text()
     );
     let moved = open4()
         .get(&key.v4(), 0)
         .expect("the flow is in CONNTRACK4");
-    assert_eq!(
-        (moved.backend_id, moved.vip_id),
-        (st.backend_id, st.vip_id),
-        "the flow kept its target"
-    );
+    assert_eq!(moved, marked, "the flow moved with its state");
     assert!(
         open6().get(&key, 0).is_err(),
         "the flow is still in CONNTRACK"
     );
-    let _in = topo.client.enter().unwrap();
-    conn.exchange(b"after the upgrade").unwrap();
+    let direct: aya::maps::Array<_, u8> = aya::maps::Array::try_from(Map::Array(
+        MapData::from_pin(pins.join("DIRECT_SLOTS")).unwrap(),
+    ))
+    .unwrap();
+    for b in &topo.backends {
+        let (a, _) = lb_userspace::model::addr_words(b.v4.parse().unwrap());
+        assert_eq!(
+            direct.get(&lb_common::addr_slot(&a), 0).unwrap(),
+            1,
+            "{}: its replies skip the direct-flow check",
+            b.v4
+        );
+    }
+    // The program uses the moved entry: its packets refresh it.
+    std::thread::sleep(Duration::from_millis(50));
+    {
+        let _in = topo.client.enter().unwrap();
+        conn.exchange(b"after the upgrade").unwrap();
+    }
+    let after = open4().get(&key.v4(), 0).unwrap();
+    assert!(
+        after.last_seen_ns > moved.last_seen_ns,
+        "the moved flow was not used"
+    );
+    // IPv4 flows left in CONNTRACK beside a pinned CONNTRACK4 (a start
+    // that failed half-way) are moved by the next start.
+    d.kill9();
+    let mut left = key;
+    left.sport = 1u16.to_be();
+    open6().insert(left, marked, 0).unwrap();
+    let _d = Daemon::start(&topo.gw, &dir.0, &config).expect("restart");
+    assert_eq!(open4().get(&left.v4(), 0).ok(), Some(marked));
+    assert!(open6().get(&left, 0).is_err());
 }
 
 /// `lb_active_flows` counts live flows only (closed ones leave after the

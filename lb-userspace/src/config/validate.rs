@@ -152,7 +152,8 @@ fn gateway(cfg: &Config, errs: &mut Errors) {
 fn tables(cfg: &Config, errs: &mut Errors) {
     let g = &cfg.gateway;
     for (name, v, bytes) in [
-        ("conntrack_size", g.conntrack_size, 128u64),
+        // Two tables of it: IPv4 and IPv6 flows (see `Sizes::memory`).
+        ("conntrack_size", g.conntrack_size, 232u64),
         ("snat_table_size", g.snat_table_size, 152),
         ("passthrough_table_size", g.passthrough_table_size, 112),
     ] {

@@ -59,9 +59,6 @@ pub struct FlowTables {
 }
 
 impl FlowTables {
-    /// Calls `f` with every (key, value) of both maps, IPv4 keys widened
-    /// to `FlowKey`s, in batches. An error other than the end of a table
-    /// stops the walk.
     /// The pinned tables in a pin directory's `maps` folder (for tools
     /// and tests that read a running daemon's state).
     pub fn from_pins(maps: &std::path::Path) -> anyhow::Result<FlowTables> {
@@ -76,6 +73,9 @@ impl FlowTables {
         })
     }
 
+    /// Calls `f` with every (key, value) of both maps, IPv4 keys widened
+    /// to `FlowKey`s, in batches. An error other than the end of a table
+    /// stops the walk.
     pub fn for_each(&self, mut f: impl FnMut(&FlowKey, &FlowState)) -> std::io::Result<()> {
         walk::<FlowKey4>(&self.v4, |k, st| f(&k.widen(), st))?;
         walk::<FlowKey>(&self.v6, f)

@@ -19,8 +19,6 @@ use aya::{
 };
 use lb_common::{names, FlowKey};
 
-/// `bpf(2)`'s update flag: create only (uapi `BPF_NOEXIST`).
-const BPF_NOEXIST: u64 = 1;
 use log::{info, warn};
 
 use super::{
@@ -109,16 +107,14 @@ impl XdpDataplane {
 
     fn load_from(sizes: Sizes, pin_dir: Option<&Path>, object: &[u8]) -> Result<Self> {
         let mut adopted = false;
-        let mut v4_moves = false;
+        let mut direct_new = false;
         let mut pin_lock = None;
         if let Some(dir) = pin_dir {
             pins::prepare_pin_dir(dir)?;
             pin_lock = Some(pins::lock_dir(dir)?);
             adopted = dir.join("maps").join(names::GLOBALS).exists();
             if adopted {
-                // Pins of a build before the IPv4 table: its IPv4 flows
-                // are in CONNTRACK (see `move_v4_flows`).
-                v4_moves = !dir.join("maps").join(names::CONNTRACK4).exists();
+                direct_new = !dir.join("maps").join(names::DIRECT_SLOTS).exists();
                 pins::check_pinned_sizes(dir, &sizes)?;
                 for m in pins::renew_counters(dir, &sizes)? {
                     log::info!("{m}");
@@ -192,45 +188,82 @@ impl XdpDataplane {
             kind: DataplaneKind::Auto,
             detach_on_exit: false,
             live: None,
-            v4_moves,
+            v4_moves: adopted,
         };
         if adopted {
             dp.read_back()?;
         }
-        if v4_moves {
-            let n = dp.move_v4_flows(false);
-            log::info!("upgrade: {n} IPv4 flows copied from CONNTRACK to the new CONNTRACK4 table");
+        if direct_new {
+            dp.mark_direct_targets()?;
+        }
+        if adopted {
+            let (n, _) = dp.move_v4_flows(false);
+            if n > 0 {
+                log::info!("upgrade: {n} IPv4 flows copied from CONNTRACK to CONNTRACK4");
+            }
         }
         Ok(dp)
     }
 
-    /// Copies the IPv4 flows an older build kept in `CONNTRACK` into
-    /// `CONNTRACK4`, where this build looks them up; with `remove`, takes
-    /// them out of `CONNTRACK`. At load they are copied only: the old
-    /// program runs until every interface is attached and still reads
-    /// them there. Returns how many were copied.
-    pub(super) fn move_v4_flows(&mut self, remove: bool) -> usize {
-        let Ok(tables) = self.flow_tables() else {
-            return 0;
-        };
+    /// Pins of a build before `DIRECT_SLOTS`: its `PASSTHROUGH` may hold
+    /// direct flows to any target, so every target's slot is marked (the
+    /// program marks slots only as it sees direct flows).
+    fn mark_direct_targets(&mut self) -> Result<()> {
+        let addrs: Vec<[u32; 4]> = self
+            .maps
+            .reverse
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| k.addr)
+            .collect();
+        for a in &addrs {
+            self.maps.direct_slots.set(lb_common::addr_slot(a), 1, 0)?;
+        }
+        log::info!(
+            "upgrade: {} targets' replies checked against direct flows",
+            addrs.len()
+        );
+        Ok(())
+    }
+
+    /// Moves the IPv4 flows an older build kept in `CONNTRACK` (before
+    /// `CONNTRACK4`) to `CONNTRACK4`, where this build looks them up; this
+    /// build never writes IPv4 flows to `CONNTRACK`, so any found there are
+    /// an older build's, and the move can run on every adopt (a start that
+    /// failed half-way leaves them to the next). At load (`remove` false)
+    /// they are copied only: the old program runs until every interface is
+    /// attached and still reads them there. The newer copy of a flow wins
+    /// (the old program may have moved it on since the load). Returns
+    /// (copied, removed).
+    pub(super) fn move_v4_flows(&mut self, remove: bool) -> (usize, usize) {
         let mut v4 = Vec::new();
-        let _ = ctwalk::walk::<FlowKey>(&tables.v6, |k, st| {
-            if ctwalk::in_v4(k) {
-                v4.push((*k, *st));
-            }
+        let walked = self.flow_tables().and_then(|t| {
+            Ok(ctwalk::walk::<FlowKey>(&t.v6, |k, st| {
+                if ctwalk::in_v4(k) {
+                    v4.push((*k, *st));
+                }
+            })?)
         });
-        let mut copied = 0;
+        if let Err(e) = walked {
+            log::warn!("moving IPv4 flows out of CONNTRACK: walking it failed: {e:#}");
+        }
+        let (mut copied, mut removed) = (0, 0);
         for (k, st) in &v4 {
-            // NOEXIST: an entry this build's program made or refreshed
-            // since is newer than the old program's copy.
-            if self.maps.conntrack4.insert(k.v4(), st, BPF_NOEXIST).is_ok() {
-                copied += 1;
+            let newer = match self.maps.conntrack4.get(&k.v4(), 0) {
+                Ok(cur) => st.last_seen_ns > cur.last_seen_ns,
+                Err(_) => true,
+            };
+            if newer {
+                match self.maps.conntrack4.insert(k.v4(), st, 0) {
+                    Ok(()) => copied += 1,
+                    Err(e) => log::warn!("copying an IPv4 flow to CONNTRACK4: {e}"),
+                }
             }
-            if remove {
-                let _ = self.maps.conntrack.remove(k);
+            if remove && self.maps.conntrack.remove(k).is_ok() {
+                removed += 1;
             }
         }
-        copied
+        (copied, removed)
     }
 
     /// After adopting pinned maps: learn what they hold, so the next sync

@@ -76,6 +76,7 @@ pub struct Maps {
     pub tx_ports: Array<MapData, u8>,
     pub vip_addrs: BpfHashMap<MapData, lb_common::VipAddr, u8>,
     pub addr_bits: Array<MapData, u8>,
+    pub direct_slots: Array<MapData, u8>,
 }
 
 pub fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T>
@@ -139,6 +140,7 @@ impl Maps {
             tx_ports: take(ebpf, names::TX_PORTS)?,
             vip_addrs: take(ebpf, names::VIP_ADDRS)?,
             addr_bits: take(ebpf, names::ADDR_BITS)?,
+            direct_slots: take(ebpf, names::DIRECT_SLOTS)?,
         })
     }
 }

@@ -103,8 +103,8 @@ pub struct XdpDataplane {
     pub detach_on_exit: bool,
     /// The conntrack walker's counts, once `count_flows_every` started it.
     live: Option<Arc<ctwalk::Shared>>,
-    /// Adopted pins of a build before `CONNTRACK4`: its IPv4 flows leave
-    /// `CONNTRACK` once every interface runs this build (`start`).
+    /// Adopted pins: IPv4 flows an older build left in `CONNTRACK` leave
+    /// it once every interface runs this build (`start`).
     v4_moves: bool,
 }
 
@@ -164,6 +164,9 @@ impl XdpDataplane {
             .iter()
             .filter(|(k, live)| {
                 let gone = if ctwalk::in_v4(k) {
+                    // An older build's copy may still be in CONNTRACK
+                    // until `start` moves it: it must not come back.
+                    let _ = self.maps.conntrack.remove(k);
                     self.maps.conntrack4.remove(&k.v4())
                 } else {
                     self.maps.conntrack.remove(k)
@@ -217,12 +220,17 @@ impl Dataplane for XdpDataplane {
         for iface in self.interfaces.clone() {
             self.attach(&iface, self.kind)?;
         }
-        if std::mem::take(&mut self.v4_moves) {
-            let n = self.move_v4_flows(true);
-            log::info!("upgrade: IPv4 flows moved out of CONNTRACK ({n} made since the load)");
-        }
         for iface in self.detach_unconfigured(&self.interfaces.clone()) {
             log::info!("{iface}: no longer in gateway.interfaces: XDP detached");
+        }
+        // After the detaches too: the old program must be gone everywhere.
+        if std::mem::take(&mut self.v4_moves) {
+            let (copied, removed) = self.move_v4_flows(true);
+            if removed > 0 {
+                log::info!(
+                    "upgrade: {removed} IPv4 flows moved out of CONNTRACK ({copied} copied or refreshed now)"
+                );
+            }
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ pub fn prepare_pin_dir(dir: &Path) -> Result<()> {
 pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
     use std::mem::size_of;
     // GLOBALS is renewed instead (`renew_counters`).
-    let want: [(&str, u32, usize); 10] = [
+    let want: [(&str, u32, usize); 11] = [
         (
             names::NAT_REVERSE,
             s.max_targets.max(1) * 2,
@@ -51,6 +51,7 @@ pub fn check_pinned_sizes(dir: &Path, s: &Sizes) -> Result<()> {
         ),
         (names::CONNTRACK, s.conntrack, size_of::<FlowState>()),
         (names::CONNTRACK4, s.conntrack, size_of::<FlowState>()),
+        (names::DIRECT_SLOTS, lb_common::ADDR_SLOTS, 1),
         (names::SNAT, s.snat, size_of::<SnatVal>()),
         (names::VIP_SLOTS, s.max_vips, size_of::<VipSlot>()),
     ];
