@@ -177,6 +177,22 @@ pub struct FlowKey {
 }
 const _: () = assert!(size_of::<FlowKey>() == 40);
 
+/// Conntrack key of an IPv4 flow (`CONNTRACK4`): `FlowKey`'s words 0, 4,
+/// 8 and 9. A 16-byte key halves the hash and compare of every lookup
+/// (jhash over the 40-byte key was a fifth of a conntrack hit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey4 {
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowKey4>() == 16);
+
 impl FlowKey {
     /// Written as ten 32-bit words: the map's hash reads the key a word at
     /// a time, and a word made of 16- and 8-bit stores just before stalls
@@ -207,25 +223,13 @@ impl FlowKey {
         // no implicit padding, and every bit pattern is a valid key.
         unsafe { core::mem::transmute::<[u32; 10], FlowKey>(w) }
     }
-}
 
-/// Conntrack key of an IPv4 flow (`CONNTRACK4`): `FlowKey`'s words 0, 4,
-/// 8 and 9. A 16-byte key halves the hash and compare of every lookup
-/// (jhash over the 40-byte key was a fifth of a conntrack hit).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey4 {
-    pub src: u32,
-    pub dst: u32,
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    pub family: u8,
-    pub _pad: [u8; 2],
-}
-const _: () = assert!(size_of::<FlowKey4>() == 16);
+    /// IPv4 flows live in `CONNTRACK4`, IPv6 ones in `CONNTRACK`.
+    #[inline(always)]
+    pub fn is_v4(&self) -> bool {
+        self.family == AF_INET
+    }
 
-impl FlowKey {
     /// The `CONNTRACK4` key of an IPv4 flow, copied a word at a time
     /// (`new` wrote them as words, so the loads are forwarded).
     #[inline(always)]

@@ -71,13 +71,13 @@ static VIP_ADDRS: HashMap<lb_common::VipAddr, u8> = HashMap::with_max_entries(25
 /// VIP's, a `nat` target's); written by the daemon, read by `lb_xdp` only.
 #[map]
 static ADDR_BITS: Array<u8> = Array::with_max_entries(lb_common::ADDR_SLOTS, 0);
-/// By ifindex: 1 where lb runs natively, so XDP may transmit there (a
-/// redirect to a device without XDP transmit is dropped by the kernel).
 /// By `addr_slot` of a target's address: 1 once a direct (non-VIP) flow
 /// to it was seen, set by the program. Replies from other targets skip
 /// the `PASSTHROUGH` lookup (a hash miss on every reply otherwise).
 #[map]
 static DIRECT_SLOTS: Array<u8> = Array::with_max_entries(lb_common::ADDR_SLOTS, 0);
+/// By ifindex: 1 where lb runs natively, so XDP may transmit there (a
+/// redirect to a device without XDP transmit is dropped by the kernel).
 #[map]
 static TX_PORTS: Array<u8> = Array::with_max_entries(lb_common::TX_PORTS_SIZE, 0);
 #[map]

@@ -266,10 +266,10 @@ fn udp1400(client: &Netns, host: &str) -> Result<Vec<f64>> {
 /// The two ratios, from runs in pairs that take turns, each path
 /// started afresh for each run and the first of a pair alternating: over
 /// the main loop's path after path, drift of this shared machine moved
-/// the plain-forwarding figure by up to 2x between runs.
+/// the plain-forwarding figure by up to 2x between runs. The XDP_PASS
+/// rows split the first: what any XDP program on veth costs (native XDP
+/// puts both veths into NAPI mode), and what is ours.
 /// (test, path, its baseline path)
-/// The XDP_PASS rows split the first: what any XDP program on veth costs
-/// (native XDP puts both veths into NAPI mode), and what is ours.
 const TURNS: [(&str, &str, &str); 4] = [
     ("close", "XDP native", "kernel"),
     ("close", "kernel + XDP_PASS", "kernel"),

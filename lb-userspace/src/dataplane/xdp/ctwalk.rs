@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{flow, FlowKey, FlowKey4, FlowState, Globals, AF_INET};
+use lb_common::{flow, FlowKey, FlowKey4, FlowState, Globals};
 
 use crate::dataplane::Flows;
 
@@ -62,10 +62,8 @@ impl FlowTables {
     /// The pinned tables in a pin directory's `maps` folder (for tools
     /// and tests that read a running daemon's state).
     pub fn from_pins(maps: &std::path::Path) -> anyhow::Result<FlowTables> {
-        use std::os::fd::AsFd as _;
         let open = |name: &str| -> anyhow::Result<OwnedFd> {
-            let m = aya::maps::MapData::from_pin(maps.join(name))?;
-            Ok(m.fd().as_fd().try_clone_to_owned()?)
+            Ok(dup(&aya::maps::MapData::from_pin(maps.join(name))?)?)
         };
         Ok(FlowTables {
             v4: open(lb_common::names::CONNTRACK4)?,
@@ -82,9 +80,10 @@ impl FlowTables {
     }
 }
 
-/// Which map of `FlowTables` holds the flow `k`.
-pub fn in_v4(k: &FlowKey) -> bool {
-    k.family == AF_INET
+/// A copy of a map's fd, for a walk of its own.
+pub fn dup(m: &aya::maps::MapData) -> std::io::Result<OwnedFd> {
+    use std::os::fd::AsFd as _;
+    m.fd().as_fd().try_clone_to_owned()
 }
 
 /// Calls `f` with every (key, value) of the hash map behind `fd`, whose

@@ -7,7 +7,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-
 use aya::{
     maps::{MapData, ProgramArray},
     programs::{
@@ -18,7 +17,6 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{names, FlowKey};
-
 use log::{info, warn};
 
 use super::{
@@ -192,11 +190,9 @@ impl XdpDataplane {
         };
         if adopted {
             dp.read_back()?;
-        }
-        if direct_new {
-            dp.mark_direct_targets()?;
-        }
-        if adopted {
+            if direct_new {
+                dp.mark_direct_targets()?;
+            }
             let (n, _) = dp.move_v4_flows(false);
             if n > 0 {
                 log::info!("upgrade: {n} IPv4 flows copied from CONNTRACK to CONNTRACK4");
@@ -239,7 +235,7 @@ impl XdpDataplane {
         let mut v4 = Vec::new();
         let walked = self.flow_tables().and_then(|t| {
             Ok(ctwalk::walk::<FlowKey>(&t.v6, |k, st| {
-                if ctwalk::in_v4(k) {
+                if k.is_v4() {
                     v4.push((*k, *st));
                 }
             })?)

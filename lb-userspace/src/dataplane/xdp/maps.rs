@@ -93,7 +93,7 @@ where
 /// IPv6), for one flow at a time: the daemon's walks use `ctwalk`.
 impl Maps {
     pub fn ct_get(&self, k: &FlowKey) -> Result<FlowState, aya::maps::MapError> {
-        if k.family == lb_common::AF_INET {
+        if k.is_v4() {
             self.conntrack4.get(&k.v4(), 0)
         } else {
             self.conntrack.get(k, 0)
@@ -101,7 +101,7 @@ impl Maps {
     }
 
     pub fn ct_insert(&mut self, k: &FlowKey, st: &FlowState) -> Result<(), aya::maps::MapError> {
-        if k.family == lb_common::AF_INET {
+        if k.is_v4() {
             self.conntrack4.insert(k.v4(), st, 0)
         } else {
             self.conntrack.insert(k, st, 0)

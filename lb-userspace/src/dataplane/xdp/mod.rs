@@ -121,22 +121,9 @@ impl XdpDataplane {
     /// Copies of the conntrack maps' fds, for walks off the main loop.
     pub fn flow_tables(&self) -> Result<ctwalk::FlowTables> {
         use aya::maps::IterableMap as _;
-        use std::os::fd::AsFd as _;
         Ok(ctwalk::FlowTables {
-            v4: self
-                .maps
-                .conntrack4
-                .map()
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()?,
-            v6: self
-                .maps
-                .conntrack
-                .map()
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()?,
+            v4: ctwalk::dup(self.maps.conntrack4.map())?,
+            v6: ctwalk::dup(self.maps.conntrack.map())?,
         })
     }
 
@@ -163,7 +150,7 @@ impl XdpDataplane {
         doomed
             .iter()
             .filter(|(k, live)| {
-                let gone = if ctwalk::in_v4(k) {
+                let gone = if k.is_v4() {
                     // An older build's copy may still be in CONNTRACK
                     // until `start` moves it: it must not come back.
                     let _ = self.maps.conntrack.remove(k);
